@@ -1,0 +1,39 @@
+# ferrule: `make run` serves the example, `make test` runs every test.
+# Both set up everything they need first (scripts/setup.sh).
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PYTEST_WORKERS ?= 2
+
+.PHONY: help setup build run test test-rust test-python lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## Create .venv and install what the build and tests need
+	@scripts/setup.sh
+
+build: setup ## Build ferrule (release) into .venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+
+run: build ## Serve examples/hello.py on http://127.0.0.1:8000
+	$(VENV)/bin/ferrule --chdir examples hello
+
+test: build test-rust test-python ## Build, then run the Rust and Python tests
+
+test-rust: ## Rust unit tests (pure protocol code and settings)
+	PYO3_PYTHON=$(abspath $(PY)) cargo test --release --lib
+
+test-python: ## Black-box tests against the real ferrule process
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: ## rustfmt and clippy, warnings as errors
+	cargo fmt --check
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release --all-targets -- -D warnings
+
+fmt: ## Format the Rust code
+	cargo fmt
+
+clean: ## Remove build products and .venv
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,80 @@
+//! Blocking socket I/O for the application's side of a request:
+//! `wsgi.input` reads and the `write()` callable are synchronous in PEP 3333,
+//! so they wait on the connection's (non-blocking) descriptor with poll(2).
+//! Callers release the GIL around these calls. Every wait is bounded by
+//! `--socket-timeout`: it is the longest the peer may make no progress.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Waits until `fd` is ready for `events` (POLLIN / POLLOUT).
+fn wait(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<()> {
+    let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, millis) };
+        match n {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client made no progress within socket_timeout",
+                ))
+            }
+            n if n > 0 => return Ok(()),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Appends up to `max` bytes read from `fd` to `buf`; Ok(0) is end of stream.
+pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
+    buf.reserve(max);
+    loop {
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(max);
+        // SAFETY: reading into the vector's spare capacity, then setting the
+        // length to cover only the bytes the kernel wrote.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+        if n >= 0 {
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => wait(fd, libc::POLLIN, timeout)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sends all of `data`.
+pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: sending from a valid slice; MSG_NOSIGNAL turns a closed
+        // peer into EPIPE instead of SIGPIPE.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            data = &data[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => wait(fd, libc::POLLOUT, timeout)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Every setting, declared once. The clap declaration below is the single
+//! source of each setting's command-line flag, its `FERRULE_*` environment
+//! variable, its keyword in `ferrule.serve(...)` (the long flag with `_` for
+//! `-`), and its row in the README's settings reference
+//! (`ferrule --print-settings-reference`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, CommandFactory, Parser, ValueEnum};
+
+use crate::http1::head::HeadLimits;
+use crate::listen::BindAddress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.0..=86400.0 * 365.0).contains(&secs) {
+        return Err(format!("'{s}' is not between 0 and one year"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|&m| m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal mode between 0 and 0777"))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ferrule",
+    version,
+    about = "A WSGI (PEP 3333) server with a Rust core.",
+    after_help = "APP is `module`, `module:name`, `pkg.module:obj.attr`, `module:factory()`, \
+                  `module:factory('x', 2)` (literal arguments only) or a path to a .py/.wsgi file."
+)]
+pub struct Config {
+    /// The WSGI application to serve.
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    #[arg(
+        short = 'b',
+        long = "bind",
+        value_name = "ADDRESS",
+        env = "FERRULE_BIND",
+        value_delimiter = ','
+    )]
+    pub bind: Vec<BindAddress>,
+
+    /// How many requests may run the application at once (threads per process). Idle and slow connections do not hold one.
+    #[arg(long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
+    /// Most simultaneous client connections; past it new connections wait in the listen backlog.
+    #[arg(long, value_name = "N", env = "FERRULE_WORKER_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub worker_connections: u32,
+
+    /// Listen backlog: connections the kernel queues before they are accepted.
+    #[arg(long, value_name = "N", env = "FERRULE_BACKLOG", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub backlog: u32,
+
+    /// Change to this directory before loading the application.
+    #[arg(long, value_name = "DIR", env = "FERRULE_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Directories to add to sys.path before loading the application, comma-separated.
+    #[arg(
+        long,
+        value_name = "DIR[,DIR]",
+        env = "FERRULE_PYTHONPATH",
+        value_delimiter = ','
+    )]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Process umask (octal), applied before binding; governs unix socket permissions.
+    #[arg(long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_octal)]
+    pub umask: Option<u32>,
+
+    /// SCRIPT_NAME: the URL prefix the application is mounted at (removed from PATH_INFO).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FERRULE_SCRIPT_NAME",
+        default_value = ""
+    )]
+    pub script_name: String,
+
+    /// Longest request line in bytes; longer ones get 414.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub limit_request_line: u32,
+
+    /// Most header fields in a request; more get 431.
+    #[arg(long, value_name = "N", env = "FERRULE_LIMIT_REQUEST_FIELDS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=32768))]
+    pub limit_request_fields: u32,
+
+    /// Longest header field (name and value) in bytes; longer ones get 431.
+    #[arg(long, alias = "limit-request-field_size", value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_FIELD_SIZE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub limit_request_field_size: u32,
+
+    /// Largest request head (request line and all fields) in bytes; larger ones get 431.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_HEAD", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub limit_request_head: u32,
+
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_BODY", default_value_t = 1 << 30)]
+    pub limit_request_body: u64,
+
+    /// Request bodies up to this many bytes are read before the application is called, so a slow uploader never holds an application thread; larger ones stream.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_POST_BUFFERING", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
+    pub post_buffering: u64,
+
+    /// Seconds a client has to send a whole request head once it starts; past it, 408.
+    #[arg(long, value_name = "SECONDS", env = "FERRULE_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+
+    /// Seconds an idle keep-alive connection is kept open for its next request; 0 closes after each response.
+    #[arg(long, value_name = "SECONDS", env = "FERRULE_KEEP_ALIVE", default_value = "5", value_parser = parse_seconds)]
+    pub keep_alive: Duration,
+
+    /// Seconds to wait for a client to send more of a body or accept more of a response before the connection is dropped.
+    #[arg(long, value_name = "SECONDS", env = "FERRULE_SOCKET_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub socket_timeout: Duration,
+
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server exits anyway.
+    #[arg(long, value_name = "SECONDS", env = "FERRULE_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub graceful_timeout: Duration,
+
+    /// Least severe message the error log shows.
+    #[arg(long, value_name = "LEVEL", env = "FERRULE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Error log file; '-' is stderr.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRULE_ERROR_LOGFILE",
+        default_value = "-"
+    )]
+    pub error_logfile: String,
+
+    /// Access log file in the combined log format; '-' is stderr. Off unless set.
+    #[arg(long, value_name = "FILE", env = "FERRULE_ACCESS_LOGFILE")]
+    pub access_logfile: Option<String>,
+
+    /// Print the settings reference (Markdown) and exit.
+    #[arg(long, hide = true)]
+    pub print_settings_reference: bool,
+}
+
+impl Config {
+    pub fn head_limits(&self) -> HeadLimits {
+        HeadLimits {
+            max_request_line: self.limit_request_line as usize,
+            max_fields: self.limit_request_fields as usize,
+            max_field_size: self.limit_request_field_size as usize,
+            max_head_size: self.limit_request_head as usize,
+        }
+    }
+
+    /// The listeners to open: as given, else 0.0.0.0:$PORT when PORT is set
+    /// (Heroku, containers), else 127.0.0.1:8000.
+    pub fn bind_addresses(&self) -> Result<Vec<BindAddress>, String> {
+        if !self.bind.is_empty() {
+            return Ok(self.bind.clone());
+        }
+        let default = match std::env::var("PORT") {
+            Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
+            _ => "127.0.0.1:8000".to_string(),
+        };
+        default
+            .parse()
+            .map_err(|e| format!("invalid value '{default}' for '--bind' (from PORT): {e}"))
+            .map(|a| vec![a])
+    }
+}
+
+/// The settings reference as a Markdown table, generated from the
+/// declaration above so the README cannot drift from the code.
+pub fn settings_reference() -> String {
+    let cmd = Config::command();
+    let mut out = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+    for arg in cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_long().is_some())
+    {
+        out.push_str(&reference_row(arg));
+    }
+    out
+}
+
+fn reference_row(arg: &Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    let value = arg
+        .get_value_names()
+        .and_then(|v| v.first())
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    let flag = match arg.get_short() {
+        Some(s) => format!("`-{s}`, `--{long}{value}`"),
+        None => format!("`--{long}{value}`"),
+    };
+    let env = arg
+        .get_env()
+        .map(|e| format!("`{}`", e.to_string_lossy()))
+        .unwrap_or_default();
+    let default = arg
+        .get_default_values()
+        .iter()
+        .map(|d| format!("`{}`", d.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .map(|v| format!("`{}`", v.get_name()))
+        .collect();
+    if !values.is_empty() {
+        help.push_str(&format!(" One of {}.", values.join(", ")));
+    }
+    format!("| {flag} | {env} | {default} | {help} |\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declaration_is_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::try_parse_from([
+            "ferrule",
+            "app:application",
+            "--threads",
+            "4",
+            "-b",
+            "unix:/tmp/x.sock",
+        ])
+        .unwrap();
+        assert_eq!(c.threads, 4);
+        assert_eq!(c.limit_request_fields, 100);
+        assert_eq!(c.keep_alive, Duration::from_secs(5));
+        assert_eq!(c.bind.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = Config::try_parse_from(["ferrule", "app", "--threads", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--threads"), "{err}");
+        let err = Config::try_parse_from(["ferrule", "app", "--log-level", "loud"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--log-level") && err.contains("warning"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reference_lists_every_setting() {
+        let text = settings_reference();
+        assert!(text.contains("`-b`, `--bind ADDRESS`"));
+        assert!(text.contains("`FERRULE_THREADS`"));
+        assert!(!text.contains("print-settings-reference"));
+    }
+}

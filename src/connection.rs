@@ -1,0 +1,447 @@
+//! One HTTP/1.x connection: read a head, run the application inline, send
+//! the response, repeat while keep-alive allows. Waiting for the client
+//! (heads, pre-buffered bodies, response writes) is asynchronous and holds
+//! no application thread; only the application's own blocking reads of a
+//! large body do.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::error::{ClientError, ClientErrorKind};
+use crate::exchange::{Exchange, ExchangeState, READ_CHUNK};
+use crate::http1::body::BodyDecoder;
+use crate::http1::head::{HeadLimits, HeadParser};
+use crate::http1::response::{write_error_response, ResponseEncoder};
+use crate::log::{self, AccessRecord};
+use crate::log_at;
+use crate::request::{BodyFraming, RequestHead};
+use crate::wsgi::call::{AppCall, Step};
+use crate::wsgi::environ::{self, ConnInfo, EnvironSettings};
+use crate::wsgi::input::Input;
+use crate::wsgi::start_response::StartResponse;
+
+/// Most unread body bytes discarded after a response to keep the connection
+/// open; a longer remainder closes the connection instead.
+pub const MAX_DRAIN: u64 = 1 << 20;
+
+/// How long a refused client gets to stop sending before the connection is
+/// closed, so it reads the error response instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A stream socket the server can serve HTTP on.
+pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
+    /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
+    /// WouldBlock (for sendfile(2), which tokio does not wrap).
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Socket for TcpStream {
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(tokio::io::Interest::WRITABLE, f)
+    }
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.writable()
+    }
+}
+
+impl Socket for UnixStream {
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(tokio::io::Interest::WRITABLE, f)
+    }
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.writable()
+    }
+}
+
+/// Everything a connection needs from the server.
+pub struct ServerCtx {
+    pub app: Py<PyAny>,
+    pub environ_base: Py<PyDict>,
+    pub environ_settings: EnvironSettings,
+    pub head_limits: HeadLimits,
+    pub max_body: u64,
+    pub post_buffering: u64,
+    pub header_timeout: Duration,
+    pub keep_alive: Duration,
+    pub socket_timeout: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+enum HeadOutcome {
+    Head(RequestHead),
+    /// The client closed, went idle past keep-alive, or the server is stopping.
+    Closed,
+    Refused(ClientError),
+}
+
+pub async fn serve<S: Socket>(mut stream: S, conn: ConnInfo, ctx: Arc<ServerCtx>) {
+    let mut rbuf = Vec::with_capacity(8192);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut first = true;
+    loop {
+        let head = match read_head(&mut stream, &mut rbuf, &ctx, first, &mut shutdown).await {
+            HeadOutcome::Head(head) => head,
+            HeadOutcome::Closed => return,
+            HeadOutcome::Refused(err) => {
+                refuse(&mut stream, &err, &conn, &ctx).await;
+                return;
+            }
+        };
+        first = false;
+        if !handle_request(&mut stream, head, &mut rbuf, &conn, &ctx).await || *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn read_head<S: Socket>(
+    stream: &mut S,
+    rbuf: &mut Vec<u8>,
+    ctx: &ServerCtx,
+    first: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> HeadOutcome {
+    let mut parser = HeadParser::new();
+    let idle_deadline = Instant::now()
+        + if first {
+            ctx.header_timeout
+        } else {
+            ctx.keep_alive
+        };
+    let mut head_deadline: Option<Instant> = None;
+    loop {
+        if !rbuf.is_empty() {
+            head_deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
+            match parser.parse(rbuf, &ctx.head_limits) {
+                Ok(Some((head, used))) => {
+                    rbuf.drain(..used);
+                    return HeadOutcome::Head(head);
+                }
+                Ok(None) => {}
+                Err(e) => return HeadOutcome::Refused(e),
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(8192);
+        }
+        let idle = rbuf.is_empty();
+        let deadline = head_deadline.unwrap_or(idle_deadline);
+        let read = timeout_at(deadline, stream.read_buf(rbuf));
+        let result = if idle {
+            if *shutdown.borrow_and_update() {
+                return HeadOutcome::Closed;
+            }
+            tokio::select! {
+                r = read => r,
+                _ = shutdown.changed() => return HeadOutcome::Closed,
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Ok(Ok(n)) if n > 0 => {}
+            Err(_) if !rbuf.is_empty() => {
+                return HeadOutcome::Refused(ClientError::new(
+                    ClientErrorKind::RequestTimeout,
+                    "request head not received within header_timeout",
+                ))
+            }
+            _ => return HeadOutcome::Closed,
+        }
+    }
+}
+
+/// Answers a request the server refuses itself, then closes.
+async fn refuse<S: Socket>(stream: &mut S, err: &ClientError, conn: &ConnInfo, ctx: &ServerCtx) {
+    let (code, phrase) = err.status();
+    log_at!(
+        Info,
+        "{} refused ({}): {}",
+        display_remote(conn),
+        code,
+        err.reason
+    );
+    let mut out = Vec::new();
+    write_error_response(&mut out, code, phrase, 1, false);
+    if timeout(ctx.socket_timeout, stream.write_all(&out))
+        .await
+        .is_ok()
+    {
+        linger_close(stream).await;
+    }
+}
+
+/// Half-closes and discards what the client still sends for a moment, so
+/// that closing with unread input does not reset the connection before the
+/// client has read the response.
+async fn linger_close<S: Socket>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+    let mut sink = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0u64;
+    while discarded < MAX_DRAIN {
+        match timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n as u64,
+            _ => break,
+        }
+    }
+}
+
+fn display_remote(conn: &ConnInfo) -> String {
+    if conn.remote_addr.is_empty() {
+        "unix socket client".to_string()
+    } else {
+        format!("{}:{}", conn.remote_addr, conn.remote_port)
+    }
+}
+
+/// Reads until `rbuf` holds `len` bytes, within the socket timeout.
+async fn read_at_least<S: Socket>(
+    stream: &mut S,
+    rbuf: &mut Vec<u8>,
+    len: usize,
+    wait: Duration,
+) -> bool {
+    while rbuf.len() < len {
+        rbuf.reserve(len - rbuf.len());
+        match timeout(wait, stream.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Serves one request; returns whether the connection may carry another.
+async fn handle_request<S: Socket>(
+    stream: &mut S,
+    head: RequestHead,
+    rbuf: &mut Vec<u8>,
+    conn: &ConnInfo,
+    ctx: &Arc<ServerCtx>,
+) -> bool {
+    let body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size) {
+        Ok(body) => body,
+        Err(err) => {
+            refuse(stream, &err, conn, ctx).await;
+            return false;
+        }
+    };
+    // A small body is read before the application runs, so a slow uploader
+    // never holds an application thread. With Expect: 100-continue the
+    // client waits for our go-ahead, which the first read of wsgi.input gives.
+    let mut continue_owed = head.expect_continue && head.framing != BodyFraming::Empty;
+    if let BodyFraming::Length(n) = head.framing {
+        if !continue_owed
+            && n <= ctx.post_buffering
+            && !read_at_least(stream, rbuf, n as usize, ctx.socket_timeout).await
+        {
+            return false;
+        }
+        if continue_owed && rbuf.len() as u64 >= n {
+            continue_owed = false;
+        }
+    }
+
+    let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !*ctx.shutdown.borrow();
+    let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
+    let fd = stream.as_raw_fd();
+    let state = ExchangeState::new(std::mem::take(rbuf), body, continue_owed, response);
+    let exchange = Arc::new(Exchange::new(fd, ctx.socket_timeout, state));
+    let label = format!(
+        "{} {}",
+        String::from_utf8_lossy(head.method()),
+        String::from_utf8_lossy(head.target())
+    );
+
+    let (mut call, mut step) = Python::attach(|py| {
+        let input = Bound::new(py, Input::new(exchange.clone())).map(Bound::into_any);
+        let start_response =
+            Bound::new(py, StartResponse::new(exchange.clone())).map(Bound::into_any);
+        let environ = input.and_then(|input| {
+            environ::build(
+                py,
+                ctx.environ_base.bind(py),
+                &ctx.environ_settings,
+                &head,
+                conn,
+                input,
+            )
+        });
+        match (environ, start_response) {
+            (Ok(environ), Ok(start_response)) => AppCall::start(
+                py,
+                &ctx.app,
+                environ.into_any(),
+                start_response,
+                exchange.clone(),
+                label,
+            ),
+            (Err(e), _) | (_, Err(e)) => panic!("building the environ failed: {e}"),
+        }
+    });
+
+    let mut sent_ok = true;
+    let mut out = Vec::new();
+    loop {
+        std::mem::swap(&mut out, &mut exchange.lock().out);
+        if !out.is_empty() {
+            if !matches!(
+                timeout(ctx.socket_timeout, stream.write_all(&out)).await,
+                Ok(Ok(()))
+            ) {
+                sent_ok = false;
+                break;
+            }
+            out.clear();
+        }
+        step = match step {
+            Step::More => Python::attach(|py| call.next(py)),
+            Step::Done => break,
+            Step::Abort => {
+                sent_ok = false;
+                break;
+            }
+            Step::SendFile {
+                fd: file_fd,
+                offset,
+                len,
+            } => match send_file(stream, file_fd, offset, len, ctx.socket_timeout).await {
+                Ok(()) => call.after_sendfile(len),
+                Err(e) => {
+                    log_at!(Debug, "sendfile to {} stopped: {e}", display_remote(conn));
+                    sent_ok = false;
+                    break;
+                }
+            },
+        };
+    }
+    Python::attach(|py| call.close(py));
+
+    let (status, bytes, mut keep) = {
+        let st = exchange.lock();
+        (
+            st.response.status,
+            st.response.body_bytes,
+            st.response.keep_alive && !st.write_failed,
+        )
+    };
+    keep &= sent_ok;
+    if log::access_log_enabled() {
+        access_log(&head, conn, status, bytes);
+    }
+    if keep {
+        keep = drain_body(stream, &exchange, ctx.socket_timeout).await;
+    }
+    *rbuf = exchange.close();
+    if !sent_ok {
+        return false;
+    }
+    if !keep {
+        linger_close(stream).await;
+    }
+    keep
+}
+
+/// Discards what the application left unread of the body, so the next
+/// request on the connection starts where it should. An unanswered
+/// `Expect: 100-continue` means the client never sent the body: close.
+async fn drain_body<S: Socket>(stream: &mut S, exchange: &Exchange, wait: Duration) -> bool {
+    let mut drained = 0u64;
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        {
+            let mut st = exchange.lock();
+            if st.continue_owed && !st.body_done() {
+                return false;
+            }
+            let before = st.rbuf.len() as u64;
+            st.rbuf.extend_from_slice(&buf);
+            if st.decode_buffered(None).is_err() {
+                return false;
+            }
+            drained += before + buf.len() as u64 - st.rbuf.len() as u64;
+            if st.body_done() {
+                return true;
+            }
+        }
+        if drained > MAX_DRAIN {
+            return false;
+        }
+        buf.clear();
+        match timeout(wait, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Sends `len` bytes of `file_fd` from `offset` with sendfile(2).
+async fn send_file<S: Socket>(
+    stream: &S,
+    file_fd: RawFd,
+    offset: u64,
+    len: u64,
+    wait: Duration,
+) -> io::Result<()> {
+    let sock = stream.as_raw_fd();
+    let mut off = offset as libc::off_t;
+    let mut left = len;
+    while left > 0 {
+        let step = left.min(1 << 30) as usize;
+        let sent = stream.try_write_io(|| {
+            // SAFETY: both descriptors are open for the duration of the call.
+            let n = unsafe { libc::sendfile(sock, file_fd, &mut off, step) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as u64)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected",
+                ))
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                timeout(wait, stream.wait_writable()).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "client stopped reading")
+                })??;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn access_log(head: &RequestHead, conn: &ConnInfo, status: u16, bytes: u64) {
+    let mut line = Vec::with_capacity(head.target().len() + 24);
+    line.extend_from_slice(head.method());
+    line.push(b' ');
+    line.extend_from_slice(head.target());
+    line.push(b' ');
+    line.extend_from_slice(head.protocol().as_bytes());
+    log::access(&AccessRecord {
+        remote: &conn.remote_addr,
+        request_line: &line,
+        status,
+        bytes,
+        referer: head.field(b"referer"),
+        user_agent: head.field(b"user-agent"),
+    });
+}

@@ -1,0 +1,70 @@
+//! The one table that maps what went wrong with a request to the status the
+//! client receives.
+//!
+//! Errors caused by the client are `ClientError`s: they are answered with a
+//! 4xx/5xx status, logged at info level, and never reach the application.
+//! Errors raised by the application are Python exceptions, handled in
+//! `wsgi::call` (500 and a traceback in the error log).
+
+use std::fmt;
+
+/// What was wrong with a request, by the status that answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientErrorKind {
+    /// 400: malformed or ambiguous framing (RFC 9112 §2.2, §6.3).
+    BadRequest,
+    /// 408: the head did not arrive within `--header-timeout`.
+    RequestTimeout,
+    /// 413: the body is larger than `--limit-request-body`.
+    PayloadTooLarge,
+    /// 414: the request line is longer than `--limit-request-line`.
+    UriTooLong,
+    /// 417: an `Expect` other than `100-continue` (RFC 9110 §10.1.1).
+    ExpectationFailed,
+    /// 431: too many header fields, or one too large.
+    HeadersTooLarge,
+    /// 501: a transfer coding this server does not implement (RFC 9112 §6.1).
+    NotImplemented,
+    /// 505: an HTTP major version other than 1.
+    VersionNotSupported,
+}
+
+/// A request the server refuses, with the reason written to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub kind: ClientErrorKind,
+    pub reason: &'static str,
+}
+
+impl ClientError {
+    pub const fn new(kind: ClientErrorKind, reason: &'static str) -> Self {
+        ClientError { kind, reason }
+    }
+
+    pub const fn bad_request(reason: &'static str) -> Self {
+        Self::new(ClientErrorKind::BadRequest, reason)
+    }
+
+    /// The status code and reason phrase of the response that answers it.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self.kind {
+            ClientErrorKind::BadRequest => (400, "Bad Request"),
+            ClientErrorKind::RequestTimeout => (408, "Request Timeout"),
+            ClientErrorKind::PayloadTooLarge => (413, "Content Too Large"),
+            ClientErrorKind::UriTooLong => (414, "URI Too Long"),
+            ClientErrorKind::ExpectationFailed => (417, "Expectation Failed"),
+            ClientErrorKind::HeadersTooLarge => (431, "Request Header Fields Too Large"),
+            ClientErrorKind::NotImplemented => (501, "Not Implemented"),
+            ClientErrorKind::VersionNotSupported => (505, "HTTP Version Not Supported"),
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (code, phrase) = self.status();
+        write!(f, "{code} {phrase}: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ClientError {}

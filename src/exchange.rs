@@ -1,0 +1,241 @@
+//! One request/response exchange on a connection, shared between the
+//! connection's task and the Python objects the application holds
+//! (`wsgi.input`, `start_response`, `write`).
+//!
+//! The connection lends its read buffer to the exchange for the duration of
+//! the request and takes the rest back afterwards (it may hold the next
+//! pipelined request). Once the exchange is closed, the Python objects refuse
+//! I/O: an application that keeps `wsgi.input` past its request can never
+//! touch a descriptor that now belongs to another connection.
+//!
+//! Lock order: code holding `Exchange::state` never calls into Python or
+//! waits for the GIL; blocking I/O under the lock is done with the GIL
+//! released.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::blocking_io;
+use crate::error::ClientError;
+use crate::http1::body::BodyDecoder;
+use crate::http1::chunked::Chunk;
+use crate::http1::response::{AppHead, ResponseEncoder};
+
+/// How many bytes one socket read asks for.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+pub struct Exchange {
+    pub fd: RawFd,
+    pub socket_timeout: Duration,
+    state: Mutex<ExchangeState>,
+}
+
+/// Why reading the request body failed.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client sent a malformed or oversized body.
+    Client(ClientError),
+    /// The connection failed or the client went quiet.
+    Io(io::Error),
+    /// The request is over; the object was kept past it.
+    Closed,
+}
+
+pub struct ExchangeState {
+    /// False once the request is over.
+    pub open: bool,
+    /// Bytes read from the socket and not yet decoded.
+    pub rbuf: Vec<u8>,
+    pub body: BodyDecoder,
+    /// Decoded body bytes the application has not read yet, from `decoded_pos`.
+    decoded: Vec<u8>,
+    decoded_pos: usize,
+    /// `Expect: 100-continue` not yet answered (RFC 9110 §10.1.1).
+    pub continue_owed: bool,
+    /// The first body error, which decides the status if the application fails.
+    pub body_error: Option<ClientError>,
+    /// What `start_response` was given, until the head is sent.
+    pub app_head: Option<AppHead>,
+    pub response: ResponseEncoder,
+    /// Framed bytes waiting to be sent by the connection.
+    pub out: Vec<u8>,
+    /// A blocking write from the application failed: the connection is dead.
+    pub write_failed: bool,
+}
+
+impl Exchange {
+    pub fn new(fd: RawFd, socket_timeout: Duration, state: ExchangeState) -> Self {
+        Exchange {
+            fd,
+            socket_timeout,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, ExchangeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the exchange and hands back the connection's read buffer.
+    pub fn close(&self) -> Vec<u8> {
+        let mut st = self.lock();
+        st.open = false;
+        std::mem::take(&mut st.rbuf)
+    }
+}
+
+impl ExchangeState {
+    pub fn new(
+        rbuf: Vec<u8>,
+        body: BodyDecoder,
+        continue_owed: bool,
+        response: ResponseEncoder,
+    ) -> Self {
+        ExchangeState {
+            open: true,
+            rbuf,
+            body,
+            decoded: Vec::new(),
+            decoded_pos: 0,
+            continue_owed,
+            body_error: None,
+            app_head: None,
+            response,
+            out: Vec::new(),
+            write_failed: false,
+        }
+    }
+
+    /// Decoded bytes not yet read by the application.
+    pub fn available(&self) -> &[u8] {
+        &self.decoded[self.decoded_pos..]
+    }
+
+    /// Marks `n` available bytes as read.
+    pub fn consume(&mut self, n: usize) {
+        self.decoded_pos += n;
+        if self.decoded_pos == self.decoded.len() {
+            self.decoded.clear();
+            self.decoded_pos = 0;
+        }
+    }
+
+    pub fn body_done(&self) -> bool {
+        self.body.is_done()
+    }
+
+    /// Decodes what the read buffer holds, leaving bytes past the body there.
+    /// Body data goes to `sink` (the application's buffer, or nowhere when
+    /// draining).
+    pub fn decode_buffered(&mut self, mut sink: Option<&mut Vec<u8>>) -> Result<(), ClientError> {
+        let mut used = 0;
+        let result = loop {
+            match self.body.decode(&self.rbuf[used..]) {
+                Ok((n, Chunk::Data(range))) => {
+                    if let Some(sink) = sink.as_deref_mut() {
+                        sink.extend_from_slice(&self.rbuf[used + range.start..used + range.end]);
+                    }
+                    used += n;
+                }
+                Ok((n, _)) => {
+                    used += n;
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.rbuf.drain(..used);
+        result
+    }
+
+    /// Blocks until more body is available or the body has ended. Returns
+    /// false at the end of the body.
+    pub fn fill(&mut self, fd: RawFd, timeout: Duration) -> Result<bool, BodyError> {
+        if !self.open {
+            return Err(BodyError::Closed);
+        }
+        if let Some(e) = &self.body_error {
+            return Err(BodyError::Client(e.clone()));
+        }
+        loop {
+            let before = self.available().len();
+            let mut decoded = std::mem::take(&mut self.decoded);
+            let result = self.decode_buffered(Some(&mut decoded));
+            self.decoded = decoded;
+            if let Err(e) = result {
+                self.body_error = Some(e.clone());
+                return Err(BodyError::Client(e));
+            }
+            if self.available().len() > before {
+                return Ok(true);
+            }
+            if self.body_done() {
+                return Ok(false);
+            }
+            if self.continue_owed {
+                self.continue_owed = false;
+                blocking_io::send_all(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout)
+                    .map_err(BodyError::Io)?;
+            }
+            let n = blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout)
+                .map_err(BodyError::Io)?;
+            if n == 0 {
+                return Err(BodyError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed the connection before the end of the request body",
+                )));
+            }
+        }
+    }
+
+    /// Sends the head (if it has not gone yet) and frames `data` into `out`.
+    /// Fails if `start_response` has not been called.
+    pub fn frame_body(
+        &mut self,
+        data: &[u8],
+        known_length: Option<u64>,
+    ) -> Result<(), &'static str> {
+        self.start_head(known_length)?;
+        self.response.body(&mut self.out, data);
+        Ok(())
+    }
+
+    /// Ends the body (last chunk, or the decision to close).
+    pub fn finish_response(&mut self) {
+        self.response.finish(&mut self.out);
+    }
+
+    /// Sends the head from `start_response` now, for a body of `known_length`.
+    pub fn start_head(&mut self, known_length: Option<u64>) -> Result<(), &'static str> {
+        if !self.response.head_sent() {
+            let head = self
+                .app_head
+                .take()
+                .ok_or("the application returned a body before calling start_response()")?;
+            self.response.start(&mut self.out, &head, known_length);
+        }
+        Ok(())
+    }
+
+    /// Frames what precedes `len` bytes sent straight from a file; returns
+    /// how many of them to send.
+    pub fn raw_body_start(&mut self, len: u64) -> u64 {
+        self.response.raw_body_start(&mut self.out, len)
+    }
+
+    pub fn raw_body_end(&mut self, len: u64) {
+        self.response.raw_body_end(&mut self.out, len);
+    }
+
+    /// Sends what is framed in `out` now, blocking (the `write()` callable).
+    pub fn flush_blocking(&mut self, fd: RawFd, timeout: Duration) -> io::Result<()> {
+        let result = blocking_io::send_all(fd, &self.out, timeout);
+        self.out.clear();
+        if result.is_err() {
+            self.write_failed = true;
+        }
+        result
+    }
+}

@@ -1,0 +1,94 @@
+//! Request body decoding over either framing (RFC 9112 §6.3). Pure: the same
+//! decoder serves the application's blocking reads of `wsgi.input` and the
+//! connection's asynchronous draining of an unread body.
+
+use crate::error::{ClientError, ClientErrorKind};
+use crate::http1::chunked::{Chunk, ChunkedDecoder};
+use crate::request::BodyFraming;
+
+#[derive(Debug)]
+pub enum BodyDecoder {
+    Length { remaining: u64 },
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+impl BodyDecoder {
+    /// A decoder for `framing`, refusing a declared length over `max_body`
+    /// before any of the body is read (413).
+    pub fn new(
+        framing: BodyFraming,
+        max_body: u64,
+        max_trailers: usize,
+    ) -> Result<Self, ClientError> {
+        Ok(match framing {
+            BodyFraming::Empty => BodyDecoder::Done,
+            BodyFraming::Length(n) if n > max_body => {
+                return Err(ClientError::new(
+                    ClientErrorKind::PayloadTooLarge,
+                    "Content-Length larger than limit_request_body",
+                ))
+            }
+            BodyFraming::Length(n) => BodyDecoder::Length { remaining: n },
+            BodyFraming::Chunked => {
+                BodyDecoder::Chunked(ChunkedDecoder::new(max_body, max_trailers))
+            }
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyDecoder::Done => true,
+            BodyDecoder::Length { remaining } => *remaining == 0,
+            BodyDecoder::Chunked(c) => c.is_done(),
+        }
+    }
+
+    /// Decodes from the start of `input`: how many bytes were used and what
+    /// they were. Bytes past the body's end are never used.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Chunk), ClientError> {
+        match self {
+            BodyDecoder::Done => Ok((0, Chunk::Done)),
+            BodyDecoder::Length { remaining: 0 } => Ok((0, Chunk::Done)),
+            BodyDecoder::Length { remaining } => {
+                if input.is_empty() {
+                    return Ok((0, Chunk::NeedMore));
+                }
+                let take = input
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                *remaining -= take as u64;
+                Ok((take, Chunk::Data(0..take)))
+            }
+            BodyDecoder::Chunked(c) => c.decode(input),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_stops_at_body_end() {
+        let mut d = BodyDecoder::new(BodyFraming::Length(3), 10, 0).unwrap();
+        assert_eq!(d.decode(b"ab").unwrap(), (2, Chunk::Data(0..2)));
+        assert_eq!(d.decode(b"cGET").unwrap(), (1, Chunk::Data(0..1)));
+        assert!(d.is_done());
+        assert_eq!(d.decode(b"GET").unwrap(), (0, Chunk::Done));
+    }
+
+    #[test]
+    fn length_limit_at_and_past() {
+        assert!(BodyDecoder::new(BodyFraming::Length(10), 10, 0).is_ok());
+        let err = BodyDecoder::new(BodyFraming::Length(11), 10, 0).unwrap_err();
+        assert_eq!(err.status().0, 413);
+    }
+
+    #[test]
+    fn empty_is_done() {
+        assert!(BodyDecoder::new(BodyFraming::Empty, 0, 0)
+            .unwrap()
+            .is_done());
+    }
+}

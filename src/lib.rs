@@ -1,0 +1,134 @@
+//! ferrule: a WSGI (PEP 3333) server with a Rust core.
+//!
+//! Layout: `http1` and `request` are pure protocol code (bytes in, values
+//! out); `wsgi` is the bridge to Python (one environ builder, the objects
+//! given to the application, the walk over its response); `exchange`,
+//! `blocking_io`, `connection` and `server` do the I/O; `config` declares
+//! every setting once; `log` is the one logger.
+
+pub mod blocking_io;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod http1;
+pub mod listen;
+pub mod log;
+pub mod request;
+pub mod server;
+pub mod wsgi;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use config::Config;
+
+/// Exit status when the application cannot be loaded (gunicorn's APP_LOAD_ERROR).
+pub const EXIT_APP_LOAD_ERROR: i32 = 4;
+/// Exit status for a bad command line or setting.
+pub const EXIT_USAGE: i32 = 2;
+
+fn parse_config(argv: Vec<String>) -> Result<Config, clap::Error> {
+    Config::try_parse_from(std::iter::once("ferrule".to_string()).chain(argv))
+}
+
+/// Loads the application the way `ferrule APP` names it, through
+/// `ferrule._loader`, which makes import failures explain themselves.
+fn load_app(py: Python<'_>, config: &Config, spec: &str) -> PyResult<Py<PyAny>> {
+    let loader = py.import("ferrule._loader")?;
+    let app = loader.call_method1(
+        "load_app",
+        (spec, config.chdir.clone(), config.pythonpath.clone()),
+    )?;
+    Ok(app.unbind())
+}
+
+/// The command line: `ferrule [OPTIONS] APP`. Returns the exit status.
+#[pyfunction]
+fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    let config = match parse_config(argv) {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    if config.print_settings_reference {
+        print!("{}", config::settings_reference());
+        return 0;
+    }
+    let Some(spec) = config.app.clone() else {
+        let _ = Config::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "the APP argument is required (e.g. `ferrule myproject.wsgi`)",
+            )
+            .print();
+        return EXIT_USAGE;
+    };
+    if let Err(e) = log::configure(
+        config.log_level,
+        &config.error_logfile,
+        config.access_logfile.as_deref(),
+    ) {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
+    let app = match load_app(py, &config, &spec) {
+        Ok(app) => app,
+        Err(err) => {
+            let text = match err.value(py).getattr("report") {
+                Ok(report) => report
+                    .extract::<String>()
+                    .unwrap_or_else(|_| err.to_string()),
+                Err(_) => wsgi::call::format_exception(py, &err),
+            };
+            log_at!(Critical, "Failed to load application {spec:?}\n{text}");
+            return EXIT_APP_LOAD_ERROR;
+        }
+    };
+    match server::run(py, &config, app) {
+        Ok(()) => 0,
+        Err(e) => {
+            log_at!(Critical, "{e}");
+            1
+        }
+    }
+}
+
+/// `ferrule.serve(app, ...)`: serves an application object until stopped.
+/// `argv` holds the settings as command-line flags (built by the Python
+/// wrapper from its keyword arguments).
+#[pyfunction]
+fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
+    let config = parse_config(argv).map_err(|e| PyValueError::new_err(e.render().to_string()))?;
+    log::configure(
+        config.log_level,
+        &config.error_logfile,
+        config.access_logfile.as_deref(),
+    )
+    .map_err(PyValueError::new_err)?;
+    server::run(py, &config, app).map_err(PyOSError::new_err)
+}
+
+/// The settings reference table (Markdown), as the README shows it.
+#[pyfunction]
+fn settings_reference() -> String {
+    config::settings_reference()
+}
+
+#[pymodule]
+fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(main, m)?)?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_reference, m)?)?;
+    m.add_class::<wsgi::streams::FileWrapper>()?;
+    m.add_class::<wsgi::streams::ErrorStream>()?;
+    m.add_class::<wsgi::input::Input>()?;
+    m.add_class::<wsgi::start_response::StartResponse>()?;
+    m.add_class::<wsgi::start_response::Write>()?;
+    Ok(())
+}

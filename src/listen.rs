@@ -1,0 +1,245 @@
+//! Listening sockets: parsing `--bind` values and opening them. Sockets are
+//! opened with std and socket2 (no runtime), so a future master process can
+//! bind before it forks.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use socket2::{Domain, Socket, Type};
+
+/// A `--bind` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddress {
+    /// `HOST:PORT` or `[IPV6]:PORT`; the host may be a name to resolve.
+    Tcp { host: String, port: u16 },
+    /// `unix:PATH`
+    Unix(PathBuf),
+    /// `fd://N`: a descriptor inherited already listening.
+    Fd(RawFd),
+}
+
+impl FromStr for BindAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const FORMS: &str = "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N";
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("'{s}': empty socket path; {FORMS}"));
+            }
+            return Ok(BindAddress::Unix(PathBuf::from(path)));
+        }
+        if let Some(fd) = s.strip_prefix("fd://") {
+            return fd
+                .parse::<RawFd>()
+                .ok()
+                .filter(|&fd| fd >= 0)
+                .map(BindAddress::Fd)
+                .ok_or_else(|| format!("'{s}': not a descriptor number; {FORMS}"));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("'{s}': unclosed '['; {FORMS}"))?;
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| format!("'{s}': missing port; {FORMS}"))?;
+            (host.to_string(), port)
+        } else {
+            let (host, port) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("'{s}': missing port; {FORMS}"))?;
+            if host.contains(':') {
+                return Err(format!("'{s}': IPv6 addresses go in brackets; {FORMS}"));
+            }
+            (
+                if host.is_empty() {
+                    "0.0.0.0".to_string()
+                } else {
+                    host.to_string()
+                },
+                port,
+            )
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("'{s}': port is not a number from 0 to 65535; {FORMS}"))?;
+        Ok(BindAddress::Tcp { host, port })
+    }
+}
+
+/// An open listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    /// The path is kept so the socket file can be removed on exit; `None`
+    /// for an inherited socket, whose file is not ours to remove.
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+impl Listener {
+    pub fn bind(addr: &BindAddress, backlog: u32) -> io::Result<Listener> {
+        let listener = match addr {
+            BindAddress::Tcp { host, port } => {
+                let sockaddr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("{host} resolves to no address"),
+                        )
+                    })?;
+                let socket = Socket::new(Domain::for_address(sockaddr), Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                if sockaddr.is_ipv6() {
+                    socket.set_only_v6(true)?;
+                }
+                socket.bind(&sockaddr.into())?;
+                socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+                Listener::Tcp(socket.into())
+            }
+            BindAddress::Unix(path) => {
+                remove_stale_socket(path)?;
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                socket.bind(&socket2::SockAddr::unix(path)?)?;
+                socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+                Listener::Unix(socket.into(), Some(path.clone()))
+            }
+            BindAddress::Fd(fd) => {
+                // SAFETY: the user handed us this descriptor to listen on.
+                let socket = unsafe { Socket::from_raw_fd(*fd) };
+                let local = socket.local_addr()?;
+                if local.is_unix() {
+                    Listener::Unix(socket.into(), None)
+                } else {
+                    Listener::Tcp(socket.into())
+                }
+            }
+        };
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Unix(l, _) => l.set_nonblocking(on),
+        }
+    }
+
+    /// The address a TCP listener is bound to (the real port when 0 was asked).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    /// Removes the socket file of a unix listener this process created.
+    pub fn remove_socket_file(&self) {
+        if let Listener::Unix(_, Some(path)) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl fmt::Display for Listener {
+    /// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(addr) => write!(f, "http://{addr}"),
+                Err(_) => write!(f, "http://?"),
+            },
+            Listener::Unix(l, _) => {
+                let path = l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
+                write!(f, "unix:{}", path.unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// A socket file left by a process that died is removed; one that a live
+/// server still accepts on is an error, not something to steal.
+fn remove_stale_socket(path: &PathBuf) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another server", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)
+        }
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bind_forms() {
+        assert_eq!(
+            "127.0.0.1:80".parse(),
+            Ok(BindAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 80
+            })
+        );
+        assert_eq!(
+            "[::1]:0".parse(),
+            Ok(BindAddress::Tcp {
+                host: "::1".into(),
+                port: 0
+            })
+        );
+        assert_eq!(
+            ":8000".parse(),
+            Ok(BindAddress::Tcp {
+                host: "0.0.0.0".into(),
+                port: 8000
+            })
+        );
+        assert_eq!(
+            "localhost:1".parse(),
+            Ok(BindAddress::Tcp {
+                host: "localhost".into(),
+                port: 1
+            })
+        );
+        assert_eq!("unix:/a/b".parse(), Ok(BindAddress::Unix("/a/b".into())));
+        assert_eq!("fd://3".parse(), Ok(BindAddress::Fd(3)));
+        for bad in [
+            "",
+            "host",
+            "host:http",
+            "host:70000",
+            "::1:80",
+            "[::1]",
+            "unix:",
+            "fd://x",
+            "fd://-1",
+        ] {
+            let err = bad.parse::<BindAddress>().unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
+}

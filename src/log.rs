@@ -1,0 +1,248 @@
+//! The one logger: error log lines in gunicorn's shape
+//! (`[2026-11-22 01:50:00 +0000] [1234] [INFO] message`) and an access log in
+//! the combined log format.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::{Mutex, OnceLock, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::LogLevel;
+
+enum Sink {
+    Stderr,
+    File(File),
+}
+
+impl Sink {
+    fn open(target: &str) -> io::Result<Sink> {
+        if target == "-" {
+            return Ok(Sink::Stderr);
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .map(Sink::File)
+    }
+
+    /// One write per call, so lines from several threads never interleave.
+    fn write_all(&mut self, bytes: &[u8]) {
+        let _ = match self {
+            Sink::Stderr => io::stderr().lock().write_all(bytes),
+            Sink::File(f) => f.write_all(bytes),
+        };
+    }
+}
+
+pub struct Logger {
+    level: RwLock<LogLevel>,
+    error: Mutex<Sink>,
+    access: Mutex<Option<Sink>>,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+fn logger() -> &'static Logger {
+    LOGGER.get_or_init(|| Logger {
+        level: RwLock::new(LogLevel::Info),
+        error: Mutex::new(Sink::Stderr),
+        access: Mutex::new(None),
+    })
+}
+
+/// Points the logger at the configured files; the error names the file.
+pub fn configure(
+    level: LogLevel,
+    error_logfile: &str,
+    access_logfile: Option<&str>,
+) -> Result<(), String> {
+    let error =
+        Sink::open(error_logfile).map_err(|e| format!("--error-logfile {error_logfile}: {e}"))?;
+    let access = access_logfile
+        .map(|f| Sink::open(f).map_err(|e| format!("--access-logfile {f}: {e}")))
+        .transpose()?;
+    let log = logger();
+    *log.level.write().unwrap_or_else(|e| e.into_inner()) = level;
+    *log.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    *log.access.lock().unwrap_or_else(|e| e.into_inner()) = access;
+    Ok(())
+}
+
+pub fn enabled(level: LogLevel) -> bool {
+    level >= *logger().level.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warning => "WARNING",
+        LogLevel::Error => "ERROR",
+        LogLevel::Critical => "CRITICAL",
+    }
+}
+
+/// Writes one error-log message (which may span lines, e.g. a traceback).
+pub fn log(level: LogLevel, message: &str) {
+    if !enabled(level) {
+        return;
+    }
+    let (date, time) = civil_now();
+    let mut line = format!(
+        "[{date} {time} +0000] [{}] [{}] {}",
+        std::process::id(),
+        level_name(level),
+        message.trim_end_matches('\n')
+    );
+    line.push('\n');
+    logger()
+        .error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .write_all(line.as_bytes());
+}
+
+/// Writes text as it is to the error log (`wsgi.errors`).
+pub fn write_raw(text: &[u8]) {
+    logger()
+        .error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .write_all(text);
+}
+
+pub fn access_log_enabled() -> bool {
+    logger()
+        .access
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
+}
+
+/// One access-log record in the combined log format:
+/// `host - - [time] "request line" status bytes "referer" "user-agent"`.
+pub struct AccessRecord<'a> {
+    pub remote: &'a str,
+    pub request_line: &'a [u8],
+    pub status: u16,
+    pub bytes: u64,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+}
+
+pub fn access(record: &AccessRecord<'_>) {
+    let mut guard = logger().access.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(sink) = guard.as_mut() else { return };
+    let quoted = |b: Option<&[u8]>| match b {
+        Some(b) => escape(b),
+        None => "-".to_string(),
+    };
+    let bytes = if record.bytes == 0 {
+        "-".to_string()
+    } else {
+        record.bytes.to_string()
+    };
+    let line = format!(
+        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
+        if record.remote.is_empty() {
+            "-"
+        } else {
+            record.remote
+        },
+        clf_now(),
+        escape(record.request_line),
+        record.status,
+        bytes,
+        quoted(record.referer),
+        quoted(record.user_agent),
+    );
+    sink.write_all(line.as_bytes());
+}
+
+/// Escapes quotes, backslashes and non-printable bytes so a client cannot
+/// forge log lines.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn now_parts() -> (i64, u32, u32, u64) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    (y, m, d, secs % 86_400)
+}
+
+fn civil_now() -> (String, String) {
+    let (y, m, d, s) = now_parts();
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+    )
+}
+
+/// `22/Nov/2026:01:50:00 +0000`
+fn clf_now() -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, m, d, s) = now_parts();
+    format!(
+        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($level:ident, $($arg:tt)*) => {
+        if $crate::log::enabled($crate::config::LogLevel::$level) {
+            $crate::log::log($crate::config::LogLevel::$level, &format!($($arg)*));
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape(b"GET /\"x\\\n"), "GET /\\\"x\\\\\\x0a");
+    }
+}

@@ -1,0 +1,89 @@
+//! The request head every front-end produces and the one environ builder
+//! consumes. Fields are spans into one owned buffer, so parsing a head costs
+//! one copy and no allocation per header.
+
+use std::ops::Range;
+
+/// How the request body is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: no Content-Length (or 0) and no Transfer-Encoding.
+    Empty,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`; the length is known at the last chunk.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// The head's bytes; every span below indexes into it.
+    pub buf: Vec<u8>,
+    pub method: Range<usize>,
+    /// The request target exactly as sent (RAW_URI / REQUEST_URI).
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in the order received, values trimmed of OWS.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    pub framing: BodyFraming,
+    /// Whether the client allows the connection to stay open afterwards.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: answered on the first body read.
+    pub expect_continue: bool,
+    /// The Host header value, or the authority of an absolute-form target.
+    pub host: Option<Range<usize>>,
+    /// The path part of the target, still percent-encoded.
+    pub path: Range<usize>,
+    /// The query part of the target, without the '?'.
+    pub query: Option<Range<usize>>,
+}
+
+impl RequestHead {
+    pub fn method(&self) -> &[u8] {
+        &self.buf[self.method.clone()]
+    }
+
+    pub fn target(&self) -> &[u8] {
+        &self.buf[self.target.clone()]
+    }
+
+    pub fn path(&self) -> &[u8] {
+        &self.buf[self.path.clone()]
+    }
+
+    pub fn query(&self) -> Option<&[u8]> {
+        self.query.clone().map(|q| &self.buf[q])
+    }
+
+    pub fn host(&self) -> Option<&[u8]> {
+        self.host.clone().map(|h| &self.buf[h])
+    }
+
+    pub fn protocol(&self) -> &'static str {
+        if self.minor_version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method() == b"HEAD"
+    }
+
+    /// Header fields as (name, value) byte slices, in the order received.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (&self.buf[n.clone()], &self.buf[v.clone()]))
+    }
+
+    /// The first value of a header field, by case-insensitive name.
+    pub fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}

@@ -1,0 +1,242 @@
+//! The one environ builder (PEP 3333, "environ Variables"). Every front-end
+//! produces a `RequestHead`; this turns it into the environ dict. The
+//! string rules live here and nowhere else: every value is a native string
+//! decoded as latin-1, PATH_INFO is percent-decoded first, QUERY_STRING and
+//! RAW_URI stay as sent.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{ffi, intern};
+
+use crate::http1::head::split_host_port;
+use crate::request::RequestHead;
+use crate::wsgi::streams::{ErrorStream, FileWrapper};
+
+/// What the environ needs to know about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// REMOTE_ADDR / REMOTE_PORT; empty for unix sockets.
+    pub remote_addr: String,
+    pub remote_port: String,
+    /// SERVER_NAME / SERVER_PORT when the request names no host.
+    pub server_name: String,
+    pub server_port: String,
+    pub url_scheme: &'static str,
+}
+
+/// Settings that shape every environ.
+pub struct EnvironSettings {
+    pub script_name: String,
+    pub multithread: bool,
+    pub multiprocess: bool,
+}
+
+/// A native string from bytes, each byte one code point (latin-1).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    // SAFETY: the pointer and length describe a valid slice; latin-1 decoding
+    // cannot fail except on allocation failure, which is a fatal error here.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(
+            bytes.as_ptr().cast(),
+            bytes.len() as ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+/// RFC 3986 §2.1 percent-decoding. A '%' not followed by two hex digits is
+/// kept as it is, as other WSGI servers do.
+pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return input.into();
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out.into()
+}
+
+/// The part of the environ that is the same for every request, built once
+/// and copied per request.
+pub fn base_environ<'py>(
+    py: Python<'py>,
+    settings: &EnvironSettings,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    env.set_item("wsgi.version", (1, 0))?;
+    env.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
+    env.set_item("wsgi.multithread", settings.multithread)?;
+    env.set_item("wsgi.multiprocess", settings.multiprocess)?;
+    env.set_item("wsgi.run_once", false)?;
+    env.set_item("wsgi.input_terminated", true)?;
+    env.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+    env.set_item("SCRIPT_NAME", &settings.script_name)?;
+    env.set_item(
+        "SERVER_SOFTWARE",
+        concat!("ferrule/", env!("CARGO_PKG_VERSION")),
+    )?;
+    Ok(env)
+}
+
+/// Most header names repeat across requests; their `HTTP_*` keys are made
+/// once per thread. The cache is bounded so odd names cannot grow it.
+const HEADER_KEY_CACHE_SIZE: usize = 512;
+
+thread_local! {
+    static HEADER_KEYS: RefCell<HashMap<Vec<u8>, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    HEADER_KEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(key) = cache.get(name) {
+            return key.bind(py).clone();
+        }
+        let mut key = Vec::with_capacity(name.len() + 5);
+        key.extend_from_slice(b"HTTP_");
+        key.extend(name.iter().map(|&b| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_uppercase()
+            }
+        }));
+        let key = PyString::intern(py, std::str::from_utf8(&key).unwrap_or("HTTP_"));
+        if cache.len() < HEADER_KEY_CACHE_SIZE {
+            cache.insert(name.to_vec(), key.clone().unbind());
+        }
+        key
+    })
+}
+
+/// Builds the environ for one request.
+pub fn build<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyDict>,
+    settings: &EnvironSettings,
+    head: &RequestHead,
+    conn: &ConnInfo,
+    input: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = base.copy()?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, head.method()))?;
+    let protocol = if head.minor_version == 0 {
+        intern!(py, "HTTP/1.0")
+    } else {
+        intern!(py, "HTTP/1.1")
+    };
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
+    let raw_uri = latin1(py, head.target());
+    env.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
+    env.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
+    env.set_item(
+        intern!(py, "QUERY_STRING"),
+        latin1(py, head.query().unwrap_or_default()),
+    )?;
+
+    let path = percent_decode(head.path());
+    let script = settings.script_name.as_bytes();
+    let path_info = match path.strip_prefix(script) {
+        Some(rest) if !script.is_empty() && (rest.is_empty() || rest[0] == b'/') => rest,
+        _ => &path[..],
+    };
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
+
+    let (server_name, server_port) = match head
+        .host()
+        .filter(|h| !h.is_empty())
+        .and_then(split_host_port)
+    {
+        Some((name, Some(port))) => (latin1(py, name), latin1(py, port)),
+        Some((name, None)) => (
+            latin1(py, name),
+            PyString::new(
+                py,
+                if conn.url_scheme == "https" {
+                    "443"
+                } else {
+                    "80"
+                },
+            ),
+        ),
+        None => (
+            PyString::new(py, &conn.server_name),
+            PyString::new(py, &conn.server_port),
+        ),
+    };
+    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+    env.set_item(intern!(py, "REMOTE_ADDR"), &conn.remote_addr)?;
+    env.set_item(intern!(py, "REMOTE_PORT"), &conn.remote_port)?;
+    let scheme = if conn.url_scheme == "https" {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+
+    for (name, value) in head.fields() {
+        // Underscores and dashes both become '_' in the key, so a header
+        // with '_' could impersonate one with '-' (X_Forwarded_For vs
+        // X-Forwarded-For): such headers are dropped.
+        if name.contains(&b'_') {
+            continue;
+        }
+        let key = if name.eq_ignore_ascii_case(b"content-type") {
+            intern!(py, "CONTENT_TYPE").clone()
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            intern!(py, "CONTENT_LENGTH").clone()
+        } else {
+            header_key(py, name)
+        };
+        let value = latin1(py, value);
+        match env.get_item(&key)? {
+            Some(previous) => {
+                let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ", "
+                };
+                let joined = format!(
+                    "{}{sep}{}",
+                    previous.cast::<PyString>()?.to_cow()?,
+                    value.to_cow()?
+                );
+                env.set_item(key, joined)?;
+            }
+            None => env.set_item(key, value)?,
+        }
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(&*percent_decode(b"/a%20b"), b"/a b");
+        assert_eq!(&*percent_decode(b"/%e9%E9"), b"/\xe9\xe9");
+        assert_eq!(&*percent_decode(b"/%zz%2"), b"/%zz%2");
+        assert_eq!(&*percent_decode(b"/%2F"), b"//");
+        assert_eq!(&*percent_decode(b"%41"), b"A");
+        assert_eq!(&*percent_decode(b"/plain"), b"/plain");
+    }
+}

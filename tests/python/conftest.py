@@ -1,0 +1,282 @@
+"""Starts the real ferrule process and talks to it over sockets.
+
+Every server is started on port 0 (or a unix socket) and is ready when it
+prints its "Listening at:" line; no test sleeps to wait for it. Processes are
+ended by PID.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = Path(__file__).resolve().parent / "apps"
+FERRULE = str(Path(sys.executable).parent / "ferrule")
+LISTENING = re.compile(r"Listening at: (\S+) \(pid (\d+)\)")
+
+
+class Server:
+    """A running ferrule process."""
+
+    def __init__(self, app, *args, env=None, cwd=APPS, bind=None, expect_ready=True, listeners=1):
+        self.args = [FERRULE, app, *args]
+        if bind is None:
+            bind = ["127.0.0.1:0"]
+        for b in bind:
+            self.args += ["-b", b]
+        full_env = dict(os.environ)
+        full_env.pop("PORT", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=str(cwd),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines = []
+        self.urls = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        if expect_ready:
+            self.wait_for(lambda: len(self.urls) >= listeners, what="the 'Listening at:' line")
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            with self._cond:
+                self.lines.append(line)
+                m = LISTENING.search(line)
+                if m:
+                    self.urls.append(m.group(1))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout=20, what="a condition"):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not predicate()):
+                    if self.proc.poll() is not None:
+                        self._reader.join(2)
+                        if predicate():
+                            return
+                    raise AssertionError(f"timed out waiting for {what}; log:\n{self.log}")
+                self._cond.wait(min(left, 0.1))
+
+    def wait_for_log(self, text, timeout=20):
+        self.wait_for(lambda: text in self.log, timeout, what=repr(text))
+
+    @property
+    def log(self):
+        with self._cond:
+            return "".join(self.lines)
+
+    @property
+    def url(self):
+        return self.urls[0]
+
+    @property
+    def port(self):
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    def connect(self, timeout=10):
+        sock = socket.create_connection(self.address, timeout=timeout)
+        return sock
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._reader.join(5)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def serve():
+    """serve(app, *args, **kw) -> a started Server, stopped after the test."""
+    started = []
+
+    def start(app, *args, **kwargs):
+        server = Server(app, *args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def run_ferrule(*args, cwd=APPS, env=None, timeout=30):
+    """Runs ferrule to completion (for start-up failures); returns the result."""
+    full_env = dict(os.environ)
+    full_env.pop("PORT", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [FERRULE, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# --- raw HTTP helpers -------------------------------------------------------
+
+class Response:
+    def __init__(self, status, reason, version, headers, body, raw):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers  # list of (name, value), order kept
+        self.body = body
+        self.raw = raw
+
+    def header(self, name):
+        values = [v for n, v in self.headers if n.lower() == name.lower()]
+        return values[0] if values else None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
+
+
+class Reader:
+    """Reads HTTP responses off a socket, leaving later bytes for the next."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.eof = False
+
+    def _more(self):
+        data = self.sock.recv(65536)
+        if not data:
+            self.eof = True
+        self.buf += data
+        return bool(data)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            if not self._more():
+                raise EOFError(f"connection closed mid-line: {self.buf!r}")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exactly(self, n):
+        while len(self.buf) < n:
+            if not self._more():
+                raise EOFError(f"connection closed with {len(self.buf)} of {n} bytes")
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self, head_request=False):
+        start = len(self.buf)
+        status_line = self._line()
+        version, status, reason = (status_line.decode("latin-1").split(" ", 2) + [""])[:3]
+        headers = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name, value.strip()))
+        resp = Response(int(status), reason, version, headers, b"", None)
+        status = int(status)
+        if head_request or status in (204, 304) or 100 <= status < 200:
+            return resp
+        te = resp.header("Transfer-Encoding")
+        cl = resp.header("Content-Length")
+        if te and te.lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._exactly(size)
+                assert self._exactly(2) == b"\r\n"
+            resp.body = body
+        elif cl is not None:
+            resp.body = self._exactly(int(cl))
+        else:
+            while self._more():
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def closed(self, timeout=5):
+        """True when the server closes the connection (EOF or reset)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+def send_in_pieces(sock, data, mode, seed=0):
+    """Sends data whole, line by line, byte by byte or in random splits."""
+    import random
+
+    if mode == "whole":
+        sock.sendall(data)
+    elif mode == "lines":
+        parts = data.split(b"\n")
+        for i, piece in enumerate(parts):
+            chunk = piece + (b"\n" if i < len(parts) - 1 else b"")
+            if chunk:
+                sock.sendall(chunk)
+    elif mode == "bytes":
+        for i in range(len(data)):
+            sock.sendall(data[i:i + 1])
+    elif mode == "random":
+        rnd = random.Random(seed)
+        i = 0
+        while i < len(data):
+            n = rnd.randint(1, 7)
+            sock.sendall(data[i:i + n])
+            i += n
+    else:
+        raise ValueError(mode)
+
+
+SPLIT_MODES = ["whole", "lines", "bytes", "random"]
+
+
+def exchange(server, data, mode="whole", head_request=False, timeout=10):
+    """Sends raw bytes on a new connection and reads one response."""
+    with server.connect(timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        send_in_pieces(sock, data, mode)
+        return Reader(sock).read_response(head_request=head_request)

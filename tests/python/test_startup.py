@@ -1,0 +1,261 @@
+"""Loading the app the ways users write it, listening, and stopping."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import APPS, FERRULE, Reader, Server, run_ferrule
+
+
+@pytest.mark.parametrize(
+    "spec, body",
+    [
+        ("pkg.module", "pkg.module"),
+        ("pkg.module:application", "pkg.module"),
+        ("pkg.module:obj.app", "obj.attr"),
+        ("pkg.module:factory()", "factory()[]"),
+        ("pkg.module:factory('x', 2)", "factory('x', 2)[]"),
+        ("pkg.module:factory('x', debug=True)", "factory('x',)[('debug', True)]"),
+        ("file_app.wsgi", "from a .wsgi file"),
+        (str(APPS / "pkg" / "module.py"), "pkg.module"),
+        (str(APPS / "pkg" / "module.py") + ":obj.app", "obj.attr"),
+    ],
+)
+def test_app_forms(serve, spec, body):
+    server = serve(spec)
+    assert httpx.get(server.url).text == body
+
+
+def test_chdir_and_pythonpath(serve, tmp_path):
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "site_app.py").write_text(textwrap.dedent("""
+        import helper
+        def application(environ, start_response):
+            start_response("200 OK", [])
+            return [helper.VALUE]
+    """))
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "helper.py").write_text("VALUE = b'helped'\n")
+    server = serve("site_app", "--chdir", str(tmp_path / "proj"), "--pythonpath", str(tmp_path / "libs"))
+    assert httpx.get(server.url).content == b"helped"
+
+
+def test_import_error_is_explained():
+    result = run_ferrule("no_such_module_here")
+    assert result.returncode == 4
+    err = result.stderr
+    assert "Could not import module 'no_such_module_here'" in err
+    assert "Traceback" in err
+    assert "sys.path searched:" in err and str(APPS) in err
+    assert "--chdir or --pythonpath" in err
+    # Said once: no respawn loop.
+    assert err.count("Failed to load application") == 1
+
+
+def test_import_error_inside_the_app_shows_its_traceback():
+    result = run_ferrule("broken_import")
+    assert result.returncode == 4
+    assert "this_module_does_not_exist_anywhere" in result.stderr
+    assert "broken_import.py" in result.stderr
+    result = run_ferrule("raises_on_import")
+    assert result.returncode == 4
+    assert "RuntimeError: boom at import time" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("pkg.module:missing", "has no attribute 'missing'"),
+        ("pkg.module:not_callable", "is a int, not a WSGI callable"),
+        ("pkg.module:factory(__import__('os'))", "must be Python literals"),
+        ("pkg.module:1+1", "is not a name"),
+        ("nowhere/app.py", "does not exist"),
+    ],
+)
+def test_bad_attribute_messages(spec, message):
+    result = run_ferrule(spec)
+    assert result.returncode == 4, result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--threads", "0"], ["--threads"]),
+        (["--log-level", "loud"], ["--log-level", "debug", "critical"]),
+        (["-b", "nonsense"], ["--bind", "HOST:PORT", "unix:PATH"]),
+        (["--keep-alive", "soon"], ["--keep-alive", "seconds"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
+def test_bad_settings_name_the_setting(args, names):
+    result = run_ferrule("hello", *args)
+    assert result.returncode == 2
+    for name in names:
+        assert name in result.stderr, result.stderr
+
+
+def test_bad_environment_setting_is_reported():
+    result = run_ferrule("pkg.module", env={"FERRULE_THREADS": "many"})
+    assert result.returncode == 2
+    assert "--threads" in result.stderr
+
+
+def test_missing_app_argument():
+    result = run_ferrule()
+    assert result.returncode == 2
+    assert "APP" in result.stderr
+
+
+def test_settings_from_environment(serve):
+    server = serve("echo", env={"FERRULE_THREADS": "3"})
+    assert httpx.get(server.url).json()["_flags"]["wsgi.multithread"] is True
+
+
+def test_port_environment_variable_sets_default_bind(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Server("pkg.module", bind=[], env={"PORT": str(port)})
+    try:
+        assert server.url == f"http://0.0.0.0:{port}"
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "pkg.module"
+    finally:
+        server.kill()
+
+
+def test_readiness_line_format(serve):
+    server = serve("pkg.module")
+    line = next(l for l in server.lines if "Listening at:" in l)
+    assert f"(pid {server.proc.pid})" in line
+    assert line.startswith("[") and "[INFO] Listening at: http://127.0.0.1:" in line
+
+
+def test_unix_socket_and_stale_file(serve, tmp_path):
+    path = tmp_path / "app.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # leaves a socket file nobody listens on
+    server = serve("pkg.module", "--umask", "007", bind=[f"unix:{path}"])
+    assert server.url == f"unix:{path}"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o770)
+    transport = httpx.HTTPTransport(uds=str(path))
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://localhost/").text == "pkg.module"
+    assert server.stop() == 0
+    assert not path.exists(), "the socket file is removed on exit"
+
+
+def test_unix_socket_in_use_is_refused(serve, tmp_path):
+    path = tmp_path / "busy.sock"
+    serve("pkg.module", bind=[f"unix:{path}"])
+    result = run_ferrule("pkg.module", "-b", f"unix:{path}")
+    assert result.returncode == 1
+    assert "in use" in result.stderr
+
+
+def test_inherited_fd(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    proc = subprocess.Popen(
+        [FERRULE, "pkg.module", "-b", f"fd://{fd}"], cwd=str(APPS), pass_fds=[fd],
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stderr.readline().decode()
+        assert f"Listening at: http://127.0.0.1:{port}" in line
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "pkg.module"
+    finally:
+        proc.kill()
+        proc.wait()
+        listener.close()
+
+
+def test_several_listeners_and_ipv6(serve, tmp_path):
+    path = tmp_path / "s.sock"
+    server = serve("pkg.module", bind=["127.0.0.1:0", "[::1]:0", f"unix:{path}"], listeners=3)
+    assert server.urls[1].startswith("http://[::1]:")
+    assert httpx.get(server.urls[1]).text == "pkg.module"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(path))) as client:
+        assert client.get("http://localhost/").text == "pkg.module"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_lets_in_flight_requests_finish(serve, sig):
+    server = serve("behaviours")
+    result = {}
+
+    def slow_request():
+        result["response"] = httpx.get(server.url + "/sleep?s=1", timeout=10)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    server.wait_for(lambda: True)
+    time.sleep(0.3)  # let the request reach the app before the signal
+    server.send_signal(sig)
+    server.wait_for_log("stopping")
+    # No new connection is accepted once stopping.
+    with pytest.raises(httpx.ConnectError):
+        for _ in range(50):
+            httpx.get(server.url, timeout=1)
+            time.sleep(0.05)
+    t.join(10)
+    assert result["response"].text == "slept"
+    assert server.stop() == 0
+
+
+def test_python_m_ferrule(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferrule", "pkg.module", "-b", "127.0.0.1:0"],
+        cwd=str(APPS), stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stderr.readline().decode()
+        url = line.split("Listening at: ")[1].split()[0]
+        assert httpx.get(url).text == "pkg.module"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+def test_serve_api(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import ferrule
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"served by ferrule.serve, threads=" + str(environ["wsgi.multithread"]).encode()]
+
+        ferrule.serve(app, bind="127.0.0.1:0", threads=2)
+        print("serve returned", flush=True)
+    """))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        line = proc.stderr.readline().decode()
+        url = line.split("Listening at: ")[1].split()[0]
+        assert httpx.get(url).text == "served by ferrule.serve, threads=True"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert b"serve returned" in proc.stdout.read()
+    finally:
+        proc.kill()
+
+
+def test_serve_api_rejects_bad_setting(tmp_path):
+    code = "import ferrule\ntry:\n    ferrule.serve(lambda e, s: [], threads=0)\nexcept ValueError as e:\n    print('ValueError', e)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "ValueError" in result.stdout and "--threads" in result.stdout
