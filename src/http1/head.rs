@@ -379,7 +379,8 @@ fn split_target(parsed: &mut RequestHead, head: &[u8]) -> Result<(), ClientError
         if &head[parsed.method.clone()] != b"OPTIONS" {
             return Err(bad("asterisk-form target on a method other than OPTIONS"));
         }
-        parsed.path = target.clone();
+        // No path: PATH_INFO is empty (and RAW_URI says "*").
+        parsed.path = target.end..target.end;
         return Ok(());
     }
     if raw.first() != Some(&b'/') {
@@ -576,7 +577,8 @@ mod tests {
     #[test]
     fn options_asterisk() {
         let head = parse_ok(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(head.path(), b"*");
+        assert_eq!(head.path(), b"");
+        assert_eq!(head.target(), b"*");
     }
 
     #[test]

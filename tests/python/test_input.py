@@ -1,0 +1,148 @@
+"""wsgi.input: every read method behaves as file objects do, over
+Content-Length and chunked bodies, buffered or streamed, and
+Expect: 100-continue is answered on the first read."""
+
+import hashlib
+import io
+import json
+import os
+import time
+
+import pytest
+
+from conftest import Reader, Server, exchange
+
+BODY = b"line one\nline two\n\nlast line without newline"
+
+
+@pytest.fixture(scope="module", params=["buffered", "streamed"])
+def app(request):
+    # post-buffering 0 makes every body stream from the socket on demand.
+    args = ["--post-buffering", "0"] if request.param == "streamed" else []
+    server = Server("behaviours", *args)
+    yield server
+    server.kill()
+
+
+def post(server, query, body=BODY, chunked=False):
+    if chunked:
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7]) for i in range(0, len(body), 7))
+        raw = (b"POST /input?%s HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" % query.encode()
+               + framed + b"0\r\n\r\n")
+    else:
+        raw = b"POST /input?%s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (query.encode(), len(body)) + body
+    resp = exchange(server, raw)
+    assert resp.status == 200, resp
+    return [s.encode("latin-1") for s in json.loads(resp.body)]
+
+
+def reference(op, **kw):
+    """What a real file object returns for the same calls."""
+    f = io.BytesIO(BODY)
+    if op in ("read", "read_none", "read_minus"):
+        return [f.read()]
+    if op == "read_n":
+        out = []
+        while True:
+            b = f.read(kw["n"])
+            out.append(b)
+            if not b:
+                return out
+    if op == "readline":
+        out = []
+        while True:
+            line = f.readline()
+            out.append(line)
+            if not line:
+                return out
+    if op == "readline_n":
+        out = []
+        while True:
+            line = f.readline(kw["n"])
+            out.append(line)
+            if not line:
+                return out
+    if op == "readlines":
+        out = f.readlines(kw["hint"]) if kw.get("hint") else f.readlines()
+        return out + [f.read()]
+    if op == "iter":
+        return list(f)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize(
+    "op, kw",
+    [
+        ("read", {}),
+        ("read_none", {}),
+        ("read_minus", {}),
+        ("read_n", {"n": 1}),
+        ("read_n", {"n": 5}),
+        ("read_n", {"n": 1000}),
+        ("readline", {}),
+        ("readline_n", {"n": 4}),
+        ("readline_n", {"n": 9}),
+        ("readlines", {}),
+        ("readlines", {"hint": 10}),
+        ("iter", {}),
+    ],
+)
+def test_reads_match_file_objects(app, op, kw, chunked):
+    query = f"op={op}" + "".join(f"&{k}={v}" for k, v in kw.items())
+    assert post(app, query, chunked=chunked) == reference(op, **kw)
+
+
+def test_empty_body_reads_return_empty_at_once(app):
+    resp = exchange(app, b"GET /input?op=read HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert json.loads(resp.body) == [""]
+
+
+def test_expect_100_continue_answered_on_first_read(app):
+    with app.connect() as sock:
+        sock.sendall(b"POST /input?op=read HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        interim = reader.read_response()
+        assert interim.status == 100
+        sock.sendall(b"hello")
+        final = reader.read_response()
+        assert json.loads(final.body) == ["hello"]
+
+
+def test_expect_100_continue_not_sent_when_app_does_not_read(app):
+    with app.connect() as sock:
+        sock.sendall(b"POST /list3 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        resp = reader.read_response()
+        assert resp.status == 200 and resp.body == b"one two three"
+        assert reader.closed(), "body never sent: the connection cannot be reused"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_large_upload_streams_intact(app, chunked):
+    data = os.urandom(5 * 1024 * 1024)
+    with app.connect(timeout=60) as sock:
+        if chunked:
+            sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(data), 100_000):
+                piece = data[i:i + 100_000]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            sock.sendall(b"0\r\n\r\n")
+        else:
+            sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(data))
+            sock.sendall(data)
+        resp = Reader(sock).read_response()
+    assert json.loads(resp.body) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_client_vanishing_mid_body_is_an_error_not_a_hang(serve):
+    server = serve("behaviours", "--post-buffering", "0", "--socket-timeout", "2")
+    with server.connect() as sock:
+        sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    server.wait_for_log("client closed the connection before the end of the request body")
+
+
+def test_body_timeout_when_client_goes_quiet(serve):
+    server = serve("behaviours", "--post-buffering", "0", "--socket-timeout", "0.5")
+    with server.connect() as sock:
+        sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        server.wait_for_log("no progress within socket_timeout")
