@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup build run test test-rust test-python lint fmt clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs bench-hello clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ test-python: ## Black-box tests against the real ferrule process
 lint: ## rustfmt and clippy, warnings as errors
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release --all-targets -- -D warnings
+
+docs: build ## Regenerate the README settings table from the declaration
+	$(PY) scripts/update_readme_settings.py
+
+bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
+	bench/hello.sh
 
 fmt: ## Format the Rust code
 	cargo fmt

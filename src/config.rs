@@ -221,10 +221,16 @@ fn reference_row(arg: &Arg) -> String {
     let default = arg
         .get_default_values()
         .iter()
-        .map(|d| format!("`{}`", d.to_string_lossy()))
+        .map(|d| match d.to_string_lossy() {
+            v if v.is_empty() => "(empty)".to_string(),
+            v => format!("`{v}`"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    if !help.is_empty() && !help.ends_with('.') {
+        help.push('.');
+    }
     let values: Vec<String> = arg
         .get_possible_values()
         .iter()

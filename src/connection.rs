@@ -265,32 +265,48 @@ async fn handle_request<S: Socket>(
         String::from_utf8_lossy(head.target())
     );
 
-    let (mut call, mut step) = Python::attach(|py| {
-        let input = Bound::new(py, Input::new(exchange.clone())).map(Bound::into_any);
-        let start_response =
-            Bound::new(py, StartResponse::new(exchange.clone())).map(Bound::into_any);
-        let environ = input.and_then(|input| {
-            environ::build(
-                py,
-                ctx.environ_base.bind(py),
-                &ctx.environ_settings,
-                &head,
-                conn,
-                input,
-            )
-        });
-        match (environ, start_response) {
-            (Ok(environ), Ok(start_response)) => AppCall::start(
-                py,
-                &ctx.app,
-                environ.into_any(),
-                start_response,
-                exchange.clone(),
-                label,
-            ),
-            (Err(e), _) | (_, Err(e)) => panic!("building the environ failed: {e}"),
-        }
+    let started = Python::attach(|py| {
+        let input = Bound::new(py, Input::new(exchange.clone()))?.into_any();
+        let start_response = Bound::new(py, StartResponse::new(exchange.clone()))?.into_any();
+        let environ = environ::build(
+            py,
+            ctx.environ_base.bind(py),
+            &ctx.environ_settings,
+            &head,
+            conn,
+            input,
+        )?;
+        Ok::<_, PyErr>(AppCall::start(
+            py,
+            &ctx.app,
+            environ.into_any(),
+            start_response,
+            exchange.clone(),
+            label,
+        ))
     });
+    let (mut call, mut step) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            // Building Python objects failed (out of memory, most likely):
+            // ferrule's fault, not the client's or the application's.
+            log_at!(
+                Critical,
+                "could not build the request for the application: {err}"
+            );
+            let mut out = Vec::new();
+            write_error_response(
+                &mut out,
+                500,
+                "Internal Server Error",
+                head.minor_version,
+                false,
+            );
+            let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
+            exchange.close();
+            return false;
+        }
+    };
 
     let mut sent_ok = true;
     let mut out = Vec::new();

@@ -113,11 +113,16 @@ impl ExchangeState {
         &self.decoded[self.decoded_pos..]
     }
 
-    /// Marks `n` available bytes as read.
+    /// Marks `n` available bytes as read. Read bytes are dropped once they
+    /// are the larger part of the buffer, so it holds what the application
+    /// asked for plus at most one socket read, however long the body.
     pub fn consume(&mut self, n: usize) {
         self.decoded_pos += n;
         if self.decoded_pos == self.decoded.len() {
             self.decoded.clear();
+            self.decoded_pos = 0;
+        } else if self.decoded_pos >= READ_CHUNK && self.decoded_pos * 2 >= self.decoded.len() {
+            self.decoded.drain(..self.decoded_pos);
             self.decoded_pos = 0;
         }
     }

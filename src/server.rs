@@ -63,7 +63,7 @@ pub fn run(py: Python<'_>, config: &Config, app: Py<PyAny>) -> Result<(), String
     let max_connections = config.worker_connections as usize;
     let graceful_timeout = config.graceful_timeout;
 
-    let result = py.detach(move || {
+    py.detach(move || {
         serve(
             listeners,
             ctx,
@@ -72,8 +72,7 @@ pub fn run(py: Python<'_>, config: &Config, app: Py<PyAny>) -> Result<(), String
             max_connections,
             graceful_timeout,
         )
-    });
-    result
+    })
 }
 
 fn serve(

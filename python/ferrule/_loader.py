@@ -58,7 +58,9 @@ def _split_spec(spec):
 
 
 def _is_file_spec(path_part):
-    return path_part.endswith((".py", ".wsgi")) or os.sep in path_part
+    # `myproject.wsgi` is usually the module wsgi in the package myproject;
+    # it names a file only when such a file exists (or the name is a path).
+    return os.sep in path_part or os.path.isfile(path_part)
 
 
 def _import_module(name):
