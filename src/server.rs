@@ -10,13 +10,13 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
@@ -83,6 +83,10 @@ fn serve(
     max_connections: usize,
     graceful_timeout: Duration,
 ) -> Result<(), String> {
+    // Blocked before the runtime's threads exist, so they inherit the mask
+    // and only this thread receives the stop signals, even while every
+    // worker thread is busy in the application.
+    let signals = StopSignals::block();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("ferrule-worker")
@@ -91,11 +95,10 @@ fn serve(
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     let slots = Arc::new(Semaphore::new(max_connections));
-
-    let outcome = runtime.block_on(async {
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut cleanup = Vec::new();
+    let mut socket_files = Vec::new();
+    let listen_fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
+    {
+        let _in_runtime = runtime.enter();
         for listener in listeners {
             log_at!(
                 Info,
@@ -103,34 +106,115 @@ fn serve(
                 listener,
                 std::process::id()
             );
-            cleanup.push(listener_cleanup(&listener));
+            socket_files.extend(listener_cleanup(&listener));
             spawn_accept_loop(listener, ctx.clone(), slots.clone())?;
         }
-        let signal_name = tokio::select! {
-            _ = interrupt.recv() => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        };
-        log_at!(Info, "Handling signal: {signal_name}: stopping");
-        let _ = stop_tx.send(true);
-        // Every connection holds a slot; all slots back means all are done.
-        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-        if tokio::time::timeout(graceful_timeout, slots.acquire_many(all))
-            .await
-            .is_err()
-        {
+    }
+
+    let signal_name = signals.wait(None).unwrap_or("?");
+    log_at!(Info, "Handling signal: {signal_name}: stopping");
+    // Stop listening now, from this thread: the accept loops may be waiting
+    // for a worker thread that is busy in the application. New connections
+    // are refused from here on.
+    for fd in listen_fds {
+        stop_listening(fd);
+    }
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot: all slots back means all are done. A
+    // second signal cuts the wait short.
+    let deadline = Instant::now() + graceful_timeout;
+    while slots.available_permits() < max_connections {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             log_at!(
                 Warning,
                 "graceful_timeout passed with requests still running; exiting anyway"
             );
+            break;
         }
-        for path in cleanup.into_iter().flatten() {
-            let _ = std::fs::remove_file(path);
+        if let Some(again) = signals.wait(Some(left.min(Duration::from_millis(20)))) {
+            log_at!(
+                Warning,
+                "Handling signal: {again}: not waiting for running requests"
+            );
+            break;
         }
-        Ok::<(), String>(())
-    });
+    }
+    for path in socket_files {
+        let _ = std::fs::remove_file(path);
+    }
     runtime.shutdown_timeout(Duration::from_millis(100));
     log_at!(Info, "Shutting down");
-    outcome
+    Ok(())
+}
+
+/// Closes the listening socket behind `fd` while the descriptor number stays
+/// valid for its accept loop: an unbound socket is put in its place with
+/// dup2, which closes the listener (new connections are refused) without
+/// racing the accept loop's own close of the descriptor.
+fn stop_listening(fd: RawFd) {
+    // SAFETY: plain descriptor calls; `fd` stays open throughout.
+    unsafe {
+        let placeholder = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if placeholder >= 0 {
+            libc::dup2(placeholder, fd);
+            libc::close(placeholder);
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, blocked for the life of the server and received
+/// synchronously with sigwait; the previous mask is restored afterwards.
+struct StopSignals {
+    set: libc::sigset_t,
+    previous: libc::sigset_t,
+}
+
+impl StopSignals {
+    fn block() -> StopSignals {
+        // SAFETY: plain sigset manipulation on stack values we own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
+            StopSignals { set, previous }
+        }
+    }
+
+    /// Waits for a stop signal, for at most `timeout` when given.
+    fn wait(&self, timeout: Option<Duration>) -> Option<&'static str> {
+        let signo = match timeout {
+            None => {
+                let mut signo = 0;
+                // SAFETY: waits on our own signal set.
+                (unsafe { libc::sigwait(&self.set, &mut signo) } == 0).then_some(signo)?
+            }
+            Some(t) => {
+                let ts = libc::timespec {
+                    tv_sec: t.as_secs() as libc::time_t,
+                    tv_nsec: t.subsec_nanos() as _,
+                };
+                // SAFETY: as above, with a timeout; -1 means none arrived.
+                let n = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+                (n > 0).then_some(n)?
+            }
+        };
+        Some(if signo == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        })
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `block`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
+    }
 }
 
 /// The socket file to remove on exit, for unix listeners this process made.
@@ -223,6 +307,7 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                     drop(slot);
                 });
             }
+            Err(_) if *stop.borrow() => break,
             Err(e) => accept_failed(e).await,
         }
     }
