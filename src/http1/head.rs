@@ -607,6 +607,13 @@ mod tests {
         assert_eq!(&head.buf[v.clone()], b"v w");
     }
 
+    /// `at` parses under `limits`; `past` (one byte more) gets `status`.
+    fn assert_limit(limits: HeadLimits, at: &[u8], past: &[u8], status: u16) {
+        assert!(HeadParser::new().parse(at, &limits).unwrap().is_some());
+        let err = HeadParser::new().parse(past, &limits).unwrap_err();
+        assert_eq!(err.status().0, status, "{err}");
+    }
+
     #[test]
     fn request_line_limit_at_and_past() {
         let limits = HeadLimits {
@@ -615,62 +622,36 @@ mod tests {
         };
         let at = b"GET /aaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(at.iter().position(|&b| b == b'\r'), Some(31));
-        assert!(HeadParser::new().parse(at, &limits).unwrap().is_some());
         let past = b"GET /aaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(
-            HeadParser::new()
-                .parse(past, &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            414
-        );
+        assert_limit(limits.clone(), at, past, 414);
         // Refused before the line ends, too.
-        assert_eq!(
-            HeadParser::new()
-                .parse(&past[..33], &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            414
-        );
+        let err = HeadParser::new().parse(&past[..33], &limits).unwrap_err();
+        assert_eq!(err.status().0, 414);
     }
 
     #[test]
     fn field_count_limit_at_and_past() {
-        let limits = HeadLimits {
-            max_fields: 3,
-            ..HeadLimits::default()
-        };
-        let at = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
-        assert!(HeadParser::new().parse(at, &limits).unwrap().is_some());
-        let past = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
-        assert_eq!(
-            HeadParser::new()
-                .parse(past, &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            431
+        assert_limit(
+            HeadLimits {
+                max_fields: 3,
+                ..HeadLimits::default()
+            },
+            b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+            431,
         );
     }
 
     #[test]
     fn field_size_limit_at_and_past() {
-        let limits = HeadLimits {
-            max_field_size: 10,
-            ..HeadLimits::default()
-        };
-        let at = b"GET / HTTP/1.1\r\nHost: a\r\nAbcd: 123456\r\n\r\n";
-        assert!(HeadParser::new().parse(at, &limits).unwrap().is_some());
-        let past = b"GET / HTTP/1.1\r\nHost: a\r\nAbcd: 1234567\r\n\r\n";
-        assert_eq!(
-            HeadParser::new()
-                .parse(past, &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            431
+        assert_limit(
+            HeadLimits {
+                max_field_size: 10,
+                ..HeadLimits::default()
+            },
+            b"GET / HTTP/1.1\r\nHost: a\r\nAbcd: 123456\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAbcd: 1234567\r\n\r\n",
+            431,
         );
     }
 
@@ -681,25 +662,15 @@ mod tests {
             max_head_size: at.len(),
             ..HeadLimits::default()
         };
-        assert!(HeadParser::new().parse(at, &limits).unwrap().is_some());
-        let past = b"GET / HTTP/1.1\r\nHost: a\r\nA: 123\r\n\r\n";
-        assert_eq!(
-            HeadParser::new()
-                .parse(past, &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            431
+        assert_limit(
+            limits.clone(),
+            at,
+            b"GET / HTTP/1.1\r\nHost: a\r\nA: 123\r\n\r\n",
+            431,
         );
         // An endless head is refused once it crosses the limit.
         let endless = b"GET / HTTP/1.1\r\nHost: a\r\nA: 123456789012345678901234567890";
-        assert_eq!(
-            HeadParser::new()
-                .parse(endless, &limits)
-                .unwrap_err()
-                .status()
-                .0,
-            431
-        );
+        let err = HeadParser::new().parse(endless, &limits).unwrap_err();
+        assert_eq!(err.status().0, 431);
     }
 }
