@@ -9,7 +9,7 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 
 need_apt=()
-for tool in curl; do
+for tool in curl wrk; do
     command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if ((${#need_apt[@]})); then

@@ -62,6 +62,69 @@ pub struct Config {
     )]
     pub bind: Vec<BindAddress>,
 
+    /// Worker processes. Default 1, or the WEB_CONCURRENCY environment variable when set.
+    #[arg(short = 'w', long, value_name = "N", env = "FERRULE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Import the application in the master before forking workers (copy-on-write sharing; import errors found before any worker starts).
+    #[arg(long, env = "FERRULE_PRELOAD")]
+    pub preload: bool,
+
+    /// A Python module whose functions on_starting(), post_fork(worker_id), worker_exit(worker_id) and on_exit() are called at those moments, if defined.
+    #[arg(long, value_name = "MODULE", env = "FERRULE_HOOKS")]
+    pub hooks: Option<String>,
+
+    /// Seconds a request may run in the application (or a worker's event loop may stall) before the worker's Python stacks are logged and it is replaced; 0 disables.
+    #[arg(short = 't', long, value_name = "SECONDS", env = "FERRULE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub timeout: Duration,
+
+    /// Requests a worker serves before it is gracefully replaced; 0 disables.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "FERRULE_MAX_REQUESTS",
+        default_value_t = 0
+    )]
+    pub max_requests: u64,
+
+    /// Each worker's own max_requests is drawn from [N, N + JITTER], so workers do not restart together.
+    #[arg(
+        long,
+        value_name = "JITTER",
+        env = "FERRULE_MAX_REQUESTS_JITTER",
+        default_value_t = 0
+    )]
+    pub max_requests_jitter: u64,
+
+    /// Resident memory (MiB) past which a worker is gracefully replaced after its current requests; 0 disables.
+    #[arg(
+        long,
+        value_name = "MB",
+        env = "FERRULE_MAX_WORKER_MEMORY",
+        default_value_t = 0
+    )]
+    pub max_worker_memory: u64,
+
+    /// Write the master's pid to this file (removed on exit).
+    #[arg(long, value_name = "FILE", env = "FERRULE_PID")]
+    pub pid: Option<PathBuf>,
+
+    /// Set SO_REUSEPORT on TCP listeners.
+    #[arg(long, env = "FERRULE_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// Run workers as this user (name or uid) when started as root.
+    #[arg(long, value_name = "USER", env = "FERRULE_USER")]
+    pub user: Option<String>,
+
+    /// Run workers as this group (name or gid) when started as root.
+    #[arg(long, value_name = "GROUP", env = "FERRULE_GROUP")]
+    pub group: Option<String>,
+
+    /// Development: restart workers when a Python source file they loaded changes (inotify).
+    #[arg(long, env = "FERRULE_RELOAD")]
+    pub reload: bool,
+
     /// How many requests may run the application at once (threads per process). Idle and slow connections do not hold one.
     #[arg(long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
@@ -136,7 +199,7 @@ pub struct Config {
     #[arg(long, value_name = "SECONDS", env = "FERRULE_SOCKET_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub socket_timeout: Duration,
 
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server exits anyway.
+    /// Seconds in-flight requests get to finish after SIGTERM (or a worker being retired) before they are cut.
     #[arg(long, value_name = "SECONDS", env = "FERRULE_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub graceful_timeout: Duration,
 
@@ -163,6 +226,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// Worker processes: --workers, else WEB_CONCURRENCY, else 1.
+    pub fn worker_count(&self) -> Result<usize, String> {
+        if let Some(n) = self.workers {
+            return Ok(usize::from(n));
+        }
+        match std::env::var("WEB_CONCURRENCY") {
+            Ok(v) if !v.is_empty() => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| format!("invalid value '{v}' for '--workers' (from WEB_CONCURRENCY): expected 1 to 1024")),
+            _ => Ok(1),
+        }
+    }
+
     pub fn head_limits(&self) -> HeadLimits {
         HeadLimits {
             max_request_line: self.limit_request_line as usize,

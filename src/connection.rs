@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::error::{ClientError, ClientErrorKind};
@@ -22,9 +23,11 @@ use crate::exchange::{Exchange, ExchangeState, READ_CHUNK};
 use crate::http1::body::BodyDecoder;
 use crate::http1::head::{HeadLimits, HeadParser};
 use crate::http1::response::{write_error_response, ResponseEncoder};
+use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
 use crate::request::{BodyFraming, RequestHead};
+use crate::server;
 use crate::wsgi::call::{AppCall, Step};
 use crate::wsgi::environ::{self, ConnInfo, EnvironSettings};
 use crate::wsgi::input::Input;
@@ -33,6 +36,10 @@ use crate::wsgi::start_response::StartResponse;
 /// Most unread body bytes discarded after a response to keep the connection
 /// open; a longer remainder closes the connection instead.
 pub const MAX_DRAIN: u64 = 1 << 20;
+
+/// How long an idle keep-alive connection stays open once the server is
+/// stopping, for a request the client may already have sent.
+const STOP_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a refused client gets to stop sending before the connection is
 /// closed, so it reads the error response instead of a reset.
@@ -76,6 +83,60 @@ pub struct ServerCtx {
     pub keep_alive: Duration,
     pub socket_timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
+    /// The worker's liveness page, under a master.
+    pub liveness: Option<Arc<Slot>>,
+    /// Requests after which the worker asks to be replaced; 0 for never.
+    pub max_requests: u64,
+    /// Application threads (`--threads`), and how many requests hold one now.
+    pub threads: usize,
+    pub in_flight: AtomicUsize,
+    /// Woken when a request ends, for an accept loop waiting for a thread.
+    pub thread_freed: Notify,
+}
+
+impl ServerCtx {
+    /// Runs `f` attached to Python, stamping the liveness page so the master
+    /// can tell a request that hangs in the application.
+    fn in_python<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
+        let thread = server::thread_index();
+        if let Some(slot) = &self.liveness {
+            slot.enter(thread);
+        }
+        let result = Python::attach(f);
+        if let Some(slot) = &self.liveness {
+            slot.leave(thread);
+        }
+        result
+    }
+
+    /// Waits until fewer requests run than there are application threads.
+    /// With several workers on one listener, a worker whose threads are all
+    /// busy leaves new connections in the kernel's queue for the others.
+    pub async fn wait_for_free_thread(&self) {
+        loop {
+            let freed = self.thread_freed.notified();
+            if self.in_flight.load(Ordering::Acquire) < self.threads {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Counts a served request; past --max-requests the worker asks its own
+    /// main thread for a graceful stop, and the master replaces it.
+    fn count_request(&self) {
+        let Some(slot) = &self.liveness else { return };
+        if slot.count_request() == self.max_requests {
+            log_at!(
+                Info,
+                "Autorestarting worker after {} requests (max_requests)",
+                self.max_requests
+            );
+            slot.set_exit_reason(liveness::EXIT_MAX_REQUESTS);
+            // SAFETY: signalling our own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+        }
+    }
 }
 
 enum HeadOutcome {
@@ -85,11 +146,20 @@ enum HeadOutcome {
     Refused(ClientError),
 }
 
-pub async fn serve<S: Socket>(mut stream: S, conn: ConnInfo, ctx: Arc<ServerCtx>) {
+/// Serves a connection. `first_head` is told when the first request's head
+/// has arrived (or the connection ended), so the accept loop knows this
+/// connection has claimed its thread.
+pub async fn serve<S: Socket>(
+    mut stream: S,
+    conn: ConnInfo,
+    ctx: Arc<ServerCtx>,
+    first_head: oneshot::Sender<()>,
+) {
     let mut rbuf = Vec::with_capacity(8192);
     let mut shutdown = ctx.shutdown.clone();
-    let mut first = true;
+    let mut first_head = Some(first_head);
     loop {
+        let first = first_head.is_some();
         let head = match read_head(&mut stream, &mut rbuf, &ctx, first, &mut shutdown).await {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
@@ -98,10 +168,14 @@ pub async fn serve<S: Socket>(mut stream: S, conn: ConnInfo, ctx: Arc<ServerCtx>
                 return;
             }
         };
-        first = false;
-        if !handle_request(&mut stream, head, &mut rbuf, &conn, &ctx).await || *shutdown.borrow() {
+        // When the server is stopping, the connection still waits briefly
+        // for a next request the client may have sent after a keep-alive
+        // response, and answers it with Connection: close (read_head).
+        if !handle_request(&mut stream, head, &mut rbuf, &conn, &ctx, &mut first_head).await {
             return;
         }
+        // Dropping the sender tells the accept loop too.
+        first_head = None;
     }
 }
 
@@ -113,7 +187,7 @@ async fn read_head<S: Socket>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> HeadOutcome {
     let mut parser = HeadParser::new();
-    let idle_deadline = Instant::now()
+    let mut idle_deadline = Instant::now()
         + if first {
             ctx.header_timeout
         } else {
@@ -136,15 +210,19 @@ async fn read_head<S: Socket>(
             rbuf.reserve(8192);
         }
         let idle = rbuf.is_empty();
+        let stopping = *shutdown.borrow_and_update();
+        if idle && stopping {
+            // Stopping: an idle connection gets a moment for a request
+            // already on its way (answered with Connection: close) instead
+            // of a close that would race it.
+            idle_deadline = idle_deadline.min(Instant::now() + STOP_IDLE_GRACE);
+        }
         let deadline = head_deadline.unwrap_or(idle_deadline);
         let read = timeout_at(deadline, stream.read_buf(rbuf));
-        let result = if idle {
-            if *shutdown.borrow_and_update() {
-                return HeadOutcome::Closed;
-            }
+        let result = if idle && !stopping {
             tokio::select! {
                 r = read => r,
-                _ = shutdown.changed() => return HeadOutcome::Closed,
+                _ = shutdown.changed() => continue,
             }
         } else {
             read.await
@@ -230,6 +308,7 @@ async fn handle_request<S: Socket>(
     rbuf: &mut Vec<u8>,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
+    first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
     let body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size) {
         Ok(body) => body,
@@ -254,6 +333,31 @@ async fn handle_request<S: Socket>(
         }
     }
 
+    // From here the request holds an application thread.
+    ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+    if let Some(tell) = first_request.take() {
+        let _ = tell.send(());
+        // The accept loop was just woken onto this thread's LIFO slot, which
+        // no other thread may steal; let it run before the application
+        // blocks this thread.
+        tokio::task::yield_now().await;
+    }
+    let keep = run_request(stream, head, body, continue_owed, rbuf, conn, ctx).await;
+    ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
+    ctx.thread_freed.notify_waiters();
+    keep
+}
+
+/// Runs the application for a request whose body framing is settled.
+async fn run_request<S: Socket>(
+    stream: &mut S,
+    head: RequestHead,
+    body: BodyDecoder,
+    continue_owed: bool,
+    rbuf: &mut Vec<u8>,
+    conn: &ConnInfo,
+    ctx: &Arc<ServerCtx>,
+) -> bool {
     let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !*ctx.shutdown.borrow();
     let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
@@ -265,7 +369,7 @@ async fn handle_request<S: Socket>(
         String::from_utf8_lossy(head.target())
     );
 
-    let started = Python::attach(|py| {
+    let started = ctx.in_python(|py| {
         let input = Bound::new(py, Input::new(exchange.clone()))?.into_any();
         let start_response = Bound::new(py, StartResponse::new(exchange.clone()))?.into_any();
         let environ = environ::build(
@@ -323,7 +427,7 @@ async fn handle_request<S: Socket>(
             out.clear();
         }
         step = match step {
-            Step::More => Python::attach(|py| call.next(py)),
+            Step::More => ctx.in_python(|py| call.next(py)),
             Step::Done => break,
             Step::Abort => {
                 sent_ok = false;
@@ -343,7 +447,8 @@ async fn handle_request<S: Socket>(
             },
         };
     }
-    Python::attach(|py| call.close(py));
+    ctx.in_python(|py| call.close(py));
+    ctx.count_request();
 
     let (status, bytes, mut keep) = {
         let st = exchange.lock();

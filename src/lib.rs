@@ -13,9 +13,12 @@ pub mod error;
 pub mod exchange;
 pub mod http1;
 pub mod listen;
+pub mod liveness;
 pub mod log;
+pub mod master;
 pub mod request;
 pub mod server;
+pub mod worker;
 pub mod wsgi;
 
 use clap::error::ErrorKind;
@@ -25,6 +28,9 @@ use pyo3::prelude::*;
 
 use config::Config;
 
+/// Exit status when a worker cannot boot, or workers crash in a loop
+/// (gunicorn's WORKER_BOOT_ERROR).
+pub const EXIT_WORKER_BOOT_ERROR: i32 = 3;
 /// Exit status when the application cannot be loaded (gunicorn's APP_LOAD_ERROR).
 pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 /// Exit status for a bad command line or setting.
@@ -36,13 +42,54 @@ fn parse_config(argv: Vec<String>) -> Result<Config, clap::Error> {
 
 /// Loads the application the way `ferrule APP` names it, through
 /// `ferrule._loader`, which makes import failures explain themselves.
-fn load_app(py: Python<'_>, config: &Config, spec: &str) -> PyResult<Py<PyAny>> {
+/// Applies --chdir and --pythonpath (once per process).
+pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
+    py.import("ferrule._loader")?.call_method1(
+        "prepare_path",
+        (config.chdir.clone(), config.pythonpath.clone()),
+    )?;
+    Ok(())
+}
+
+pub fn load_app(py: Python<'_>, config: &Config, spec: &str) -> PyResult<Py<PyAny>> {
     let loader = py.import("ferrule._loader")?;
     let app = loader.call_method1(
         "load_app",
         (spec, config.chdir.clone(), config.pythonpath.clone()),
     )?;
     Ok(app.unbind())
+}
+
+/// Logs why the application (or hooks module) named `spec` failed to load:
+/// the loader's report (exception, traceback, sys.path), else the traceback.
+pub fn report_load_error(py: Python<'_>, spec: &str, err: &PyErr) {
+    let text = match err.value(py).getattr("report") {
+        Ok(report) => report
+            .extract::<String>()
+            .unwrap_or_else(|_| err.to_string()),
+        Err(_) => wsgi::call::format_exception(py, err),
+    };
+    log_at!(Critical, "Failed to load application {spec:?}\n{text}");
+}
+
+/// Calls `hooks.<name>(*args)` if the hooks module defines it; an exception
+/// is logged with its traceback and does not stop the server.
+pub fn call_hook<A>(py: Python<'_>, hooks: Option<&Py<PyAny>>, name: &str, args: A)
+where
+    A: for<'py> pyo3::call::PyCallArgs<'py>,
+{
+    let Some(hooks) = hooks else { return };
+    let hooks = hooks.bind(py);
+    let Ok(hook) = hooks.getattr(name) else {
+        return;
+    };
+    if let Err(err) = hook.call1(args) {
+        log_at!(
+            Error,
+            "Hook {name} failed\n{}",
+            wsgi::call::format_exception(py, &err)
+        );
+    }
 }
 
 /// The command line: `ferrule [OPTIONS] APP`. Returns the exit status.
@@ -76,26 +123,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
-    let app = match load_app(py, &config, &spec) {
-        Ok(app) => app,
-        Err(err) => {
-            let text = match err.value(py).getattr("report") {
-                Ok(report) => report
-                    .extract::<String>()
-                    .unwrap_or_else(|_| err.to_string()),
-                Err(_) => wsgi::call::format_exception(py, &err),
-            };
-            log_at!(Critical, "Failed to load application {spec:?}\n{text}");
-            return EXIT_APP_LOAD_ERROR;
-        }
-    };
-    match server::run(py, &config, app) {
-        Ok(()) => 0,
-        Err(e) => {
-            log_at!(Critical, "{e}");
-            1
-        }
-    }
+    master::run(py, &config, &spec)
 }
 
 /// `ferrule.serve(app, ...)`: serves an application object until stopped.
@@ -110,7 +138,10 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
         config.access_logfile.as_deref(),
     )
     .map_err(PyValueError::new_err)?;
-    server::run(py, &config, app).map_err(PyOSError::new_err)
+    let listeners = server::open_listeners(&config).map_err(PyOSError::new_err)?;
+    server::run(py, &config, app, listeners, None)
+        .map(drop)
+        .map_err(PyOSError::new_err)
 }
 
 /// The settings reference table (Markdown), as the README shows it.

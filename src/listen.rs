@@ -84,7 +84,7 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub fn bind(addr: &BindAddress, backlog: u32) -> io::Result<Listener> {
+    pub fn bind(addr: &BindAddress, backlog: u32, reuse_port: bool) -> io::Result<Listener> {
         let listener = match addr {
             BindAddress::Tcp { host, port } => {
                 let sockaddr = (host.as_str(), *port)
@@ -98,6 +98,9 @@ impl Listener {
                     })?;
                 let socket = Socket::new(Domain::for_address(sockaddr), Type::STREAM, None)?;
                 socket.set_reuse_address(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
                 if sockaddr.is_ipv6() {
                     socket.set_only_v6(true)?;
                 }
@@ -174,6 +177,43 @@ impl fmt::Display for Listener {
             }
         }
     }
+}
+
+/// Descriptors handed over by systemd socket activation (sd_listen_fds):
+/// LISTEN_FDS descriptors from 3, when LISTEN_PID names this process. The
+/// variables are removed so that child processes do not take them as theirs.
+pub fn systemd_fds() -> Option<Vec<RawFd>> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    (pid == std::process::id() && count > 0).then(|| (3..3 + count).collect())
+}
+
+/// Opens every listener: systemd's when socket-activated, else each --bind.
+pub fn open_all(
+    addrs: &[BindAddress],
+    backlog: u32,
+    reuse_port: bool,
+) -> Result<Vec<Listener>, String> {
+    let activated: Vec<BindAddress> = systemd_fds()
+        .unwrap_or_default()
+        .into_iter()
+        .map(BindAddress::Fd)
+        .collect();
+    let addrs = if activated.is_empty() {
+        addrs
+    } else {
+        &activated[..]
+    };
+    addrs
+        .iter()
+        .map(|addr| {
+            Listener::bind(addr, backlog, reuse_port)
+                .map_err(|e| format!("cannot listen on {addr:?}: {e}"))
+        })
+        .collect()
 }
 
 /// A socket file left by a process that died is removed; one that a live

@@ -39,6 +39,8 @@ pub struct Logger {
     level: RwLock<LogLevel>,
     error: Mutex<Sink>,
     access: Mutex<Option<Sink>>,
+    /// Where the sinks point, for reopening them (SIGUSR1, logrotate).
+    targets: Mutex<(String, Option<String>)>,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -48,6 +50,7 @@ fn logger() -> &'static Logger {
         level: RwLock::new(LogLevel::Info),
         error: Mutex::new(Sink::Stderr),
         access: Mutex::new(None),
+        targets: Mutex::new(("-".to_string(), None)),
     })
 }
 
@@ -66,7 +69,33 @@ pub fn configure(
     *log.level.write().unwrap_or_else(|e| e.into_inner()) = level;
     *log.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
     *log.access.lock().unwrap_or_else(|e| e.into_inner()) = access;
+    *log.targets.lock().unwrap_or_else(|e| e.into_inner()) = (
+        error_logfile.to_string(),
+        access_logfile.map(str::to_string),
+    );
     Ok(())
+}
+
+/// Reopens the log files at their configured paths, so a rotated file is
+/// replaced by a fresh one (SIGUSR1).
+pub fn reopen() -> Result<(), String> {
+    let (error, access) = logger()
+        .targets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let level = *logger().level.read().unwrap_or_else(|e| e.into_inner());
+    configure(level, &error, access.as_deref())
+}
+
+/// The error log's path, or None for stderr.
+pub fn error_log_path() -> Option<String> {
+    let (error, _) = logger()
+        .targets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    (error != "-").then_some(error)
 }
 
 pub fn enabled(level: LogLevel) -> bool {

@@ -1,48 +1,83 @@
-//! The serving process: open the listeners, start one tokio worker thread
-//! per application thread (`--threads`), accept connections, and stop
-//! gracefully on SIGTERM/SIGINT.
+//! Serving: one tokio worker thread per application thread (`--threads`),
+//! accept loops on the listeners, and the stop on SIGTERM (graceful) or
+//! SIGINT/SIGQUIT (fast). Runs as a worker process under the master
+//! (`master.rs`) or alone for `ferrule.serve()`.
 //!
 //! Each worker thread keeps one Python thread state for its whole life, so
 //! attaching to the interpreter per request is a GIL hand-off and nothing
 //! more, and `threading.local` data (database connections) survives across
 //! requests as it does under other threaded servers.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::config::Config;
 use crate::connection::{self, ServerCtx, Socket};
-use crate::listen::Listener;
+use crate::listen::{self, Listener};
+use crate::liveness::Slot;
+use crate::log;
 use crate::log_at;
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
-/// Runs the server until a stop signal; the caller holds the GIL, which is
-/// released for the server's lifetime.
-pub fn run(py: Python<'_>, config: &Config, app: Py<PyAny>) -> Result<(), String> {
+/// How long an accept loop waits for a new connection's first request head
+/// before accepting the next connection anyway.
+const FIRST_HEAD_WAIT: Duration = Duration::from_millis(50);
+
+/// What a worker process adds to plain serving.
+pub struct WorkerRole {
+    /// Liveness page shared with the master.
+    pub slot: Arc<Slot>,
+    /// Requests to serve before asking to be replaced; 0 for no limit.
+    pub max_requests: u64,
+    /// True when more than one worker serves (wsgi.multiprocess).
+    pub multiprocess: bool,
+}
+
+/// How the server was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: finish in-flight requests within --graceful-timeout.
+    Graceful,
+    /// SIGINT or SIGQUIT: go now.
+    Fast,
+}
+
+/// Opens the listeners as configured (umask first, for unix sockets).
+pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
     if let Some(mask) = config.umask {
         // SAFETY: umask has no failure mode.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
-    let mut listeners = Vec::new();
-    for addr in config.bind_addresses()? {
-        let listener = Listener::bind(&addr, config.backlog)
-            .map_err(|e| format!("cannot listen on {addr:?}: {e}"))?;
-        listeners.push(listener);
-    }
+    listen::open_all(&config.bind_addresses()?, config.backlog, config.reuse_port)
+}
 
+/// Serves on `listeners` until a stop signal; the caller holds the GIL,
+/// which is released for the server's lifetime. Without a worker role this
+/// is the whole server (`ferrule.serve()`), which also logs its listeners
+/// and removes its unix socket files on exit.
+pub fn run(
+    py: Python<'_>,
+    config: &Config,
+    app: Py<PyAny>,
+    listeners: Vec<Listener>,
+    worker: Option<WorkerRole>,
+) -> Result<Stop, String> {
     let environ_settings = EnvironSettings {
         script_name: config.script_name.trim_end_matches('/').to_string(),
         multithread: config.threads > 1,
-        multiprocess: false,
+        multiprocess: worker.as_ref().is_some_and(|w| w.multiprocess),
     };
     let environ_base =
         base_environ(py, &environ_settings).map_err(|e| format!("building the environ: {e}"))?;
@@ -58,139 +93,187 @@ pub fn run(py: Python<'_>, config: &Config, app: Py<PyAny>) -> Result<(), String
         keep_alive: config.keep_alive,
         socket_timeout: config.socket_timeout,
         shutdown: stop_rx,
+        liveness: worker.as_ref().map(|w| w.slot.clone()),
+        max_requests: worker.as_ref().map_or(0, |w| w.max_requests),
+        threads: usize::from(config.threads),
+        in_flight: AtomicUsize::new(0),
+        thread_freed: Notify::new(),
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
     let graceful_timeout = config.graceful_timeout;
+    let standalone = worker.is_none();
 
     py.detach(move || {
-        serve(
+        serve(ServeParams {
             listeners,
             ctx,
             stop_tx,
             threads,
             max_connections,
             graceful_timeout,
-        )
+            standalone,
+        })
     })
 }
 
-fn serve(
+struct ServeParams {
     listeners: Vec<Listener>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
     max_connections: usize,
     graceful_timeout: Duration,
-) -> Result<(), String> {
+    standalone: bool,
+}
+
+fn serve(p: ServeParams) -> Result<Stop, String> {
     // Blocked before the runtime's threads exist, so they inherit the mask
-    // and only this thread receives the stop signals, even while every
-    // worker thread is busy in the application.
-    let signals = StopSignals::block();
+    // and only this thread receives the signals, even while every worker
+    // thread is busy in the application.
+    let signals = SignalSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGUSR1]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(p.threads)
         .thread_name("ferrule-worker")
         .enable_all()
-        .on_thread_start(keep_python_thread_state)
+        .on_thread_start(start_application_thread)
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(p.max_connections));
     let mut socket_files = Vec::new();
-    let listen_fds: Vec<RawFd> = listeners.iter().map(Listener::raw_fd).collect();
+    let listen_fds: Vec<RawFd> = p.listeners.iter().map(Listener::raw_fd).collect();
     {
         let _in_runtime = runtime.enter();
-        for listener in listeners {
-            log_at!(
-                Info,
-                "Listening at: {} (pid {})",
-                listener,
-                std::process::id()
-            );
-            socket_files.extend(listener_cleanup(&listener));
-            spawn_accept_loop(listener, ctx.clone(), slots.clone())?;
+        for listener in p.listeners {
+            if p.standalone {
+                log_at!(
+                    Info,
+                    "Listening at: {} (pid {})",
+                    listener,
+                    std::process::id()
+                );
+                socket_files.extend(listener_cleanup(&listener));
+            }
+            spawn_accept_loop(listener, p.ctx.clone(), slots.clone())?;
+        }
+        if let Some(slot) = p.ctx.liveness.clone() {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    slot.tick();
+                }
+            });
         }
     }
 
-    let signal_name = signals.wait(None).unwrap_or("?");
-    log_at!(Info, "Handling signal: {signal_name}: stopping");
+    let stop = loop {
+        match signals.wait(None) {
+            Some(libc::SIGUSR1) => reopen_logs(),
+            Some(libc::SIGTERM) => break Stop::Graceful,
+            Some(_) => break Stop::Fast,
+            None => {}
+        }
+    };
+    log_at!(Info, "Handling signal: {}: stopping", signal_name(stop));
     // Stop listening now, from this thread: the accept loops may be waiting
     // for a worker thread that is busy in the application. New connections
-    // are refused from here on.
+    // are refused (or, with a master, left to the other workers).
     for fd in listen_fds {
         stop_listening(fd);
     }
-    let _ = stop_tx.send(true);
-    // Every connection holds a slot: all slots back means all are done. A
-    // second signal cuts the wait short.
-    let deadline = Instant::now() + graceful_timeout;
-    while slots.available_permits() < max_connections {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            log_at!(
-                Warning,
-                "graceful_timeout passed with requests still running; exiting anyway"
-            );
-            break;
-        }
-        if let Some(again) = signals.wait(Some(left.min(Duration::from_millis(20)))) {
-            log_at!(
-                Warning,
-                "Handling signal: {again}: not waiting for running requests"
-            );
-            break;
+    let _ = p.stop_tx.send(true);
+    if stop == Stop::Graceful {
+        // Every connection holds a slot: all slots back means all are done.
+        // A second stop signal cuts the wait short.
+        let deadline = Instant::now() + p.graceful_timeout;
+        while slots.available_permits() < p.max_connections {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log_at!(
+                    Warning,
+                    "graceful_timeout passed with requests still running; exiting anyway"
+                );
+                break;
+            }
+            match signals.wait(Some(left.min(Duration::from_millis(20)))) {
+                Some(libc::SIGUSR1) => reopen_logs(),
+                Some(_) => {
+                    log_at!(
+                        Warning,
+                        "Handling signal again: not waiting for running requests"
+                    );
+                    break;
+                }
+                None => {}
+            }
         }
     }
     for path in socket_files {
         let _ = std::fs::remove_file(path);
     }
     runtime.shutdown_timeout(Duration::from_millis(100));
-    log_at!(Info, "Shutting down");
-    Ok(())
+    Ok(stop)
+}
+
+fn signal_name(stop: Stop) -> &'static str {
+    match stop {
+        Stop::Graceful => "SIGTERM",
+        Stop::Fast => "SIGINT/SIGQUIT",
+    }
+}
+
+fn reopen_logs() {
+    match log::reopen() {
+        Ok(()) => log_at!(Info, "Handling signal: SIGUSR1: log files reopened"),
+        Err(e) => log_at!(Error, "reopening log files: {e}"),
+    }
 }
 
 /// Closes the listening socket behind `fd` while the descriptor number stays
 /// valid for its accept loop: an unbound socket is put in its place with
-/// dup2, which closes the listener (new connections are refused) without
+/// dup2, which drops this process's reference to the listener without
 /// racing the accept loop's own close of the descriptor.
 fn stop_listening(fd: RawFd) {
     // SAFETY: plain descriptor calls; `fd` stays open throughout.
     unsafe {
         let placeholder = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if placeholder >= 0 {
-            libc::dup2(placeholder, fd);
+            libc::dup3(placeholder, fd, libc::O_CLOEXEC);
             libc::close(placeholder);
         }
     }
 }
 
-/// SIGINT and SIGTERM, blocked for the life of the server and received
-/// synchronously with sigwait; the previous mask is restored afterwards.
-struct StopSignals {
+/// A set of signals blocked for this thread (and the threads it starts) and
+/// received synchronously; the previous mask is restored on drop.
+pub struct SignalSet {
     set: libc::sigset_t,
     previous: libc::sigset_t,
 }
 
-impl StopSignals {
-    fn block() -> StopSignals {
+impl SignalSet {
+    pub fn block(signals: &[libc::c_int]) -> SignalSet {
         // SAFETY: plain sigset manipulation on stack values we own.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             let mut previous: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
-            StopSignals { set, previous }
+            SignalSet { set, previous }
         }
     }
 
-    /// Waits for a stop signal, for at most `timeout` when given.
-    fn wait(&self, timeout: Option<Duration>) -> Option<&'static str> {
-        let signo = match timeout {
+    /// Waits for one of the signals, for at most `timeout` when given.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<libc::c_int> {
+        match timeout {
             None => {
                 let mut signo = 0;
                 // SAFETY: waits on our own signal set.
-                (unsafe { libc::sigwait(&self.set, &mut signo) } == 0).then_some(signo)?
+                (unsafe { libc::sigwait(&self.set, &mut signo) } == 0).then_some(signo)
             }
             Some(t) => {
                 let ts = libc::timespec {
@@ -199,18 +282,13 @@ impl StopSignals {
                 };
                 // SAFETY: as above, with a timeout; -1 means none arrived.
                 let n = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-                (n > 0).then_some(n)?
+                (n > 0).then_some(n)
             }
-        };
-        Some(if signo == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        })
+        }
     }
 }
 
-impl Drop for StopSignals {
+impl Drop for SignalSet {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved in `block`.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
@@ -301,11 +379,19 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
         };
         match accepted {
             Ok((stream, conn)) => {
-                let ctx = ctx.clone();
+                let (first_head_tx, first_head) = oneshot::channel();
+                let conn_ctx = ctx.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, conn, ctx).await;
+                    connection::serve(stream, conn, conn_ctx, first_head_tx).await;
                     drop(slot);
                 });
+                // Accept the next connection only once this one has claimed
+                // a thread (or shown it is in no hurry), and a thread is free.
+                let _ = tokio::time::timeout(FIRST_HEAD_WAIT, first_head).await;
+                tokio::select! {
+                    _ = ctx.wait_for_free_thread() => {}
+                    _ = stop.changed() => break,
+                }
             }
             Err(_) if *stop.borrow() => break,
             Err(e) => accept_failed(e).await,
@@ -331,6 +417,23 @@ async fn acquire(
 async fn accept_failed(e: std::io::Error) {
     log_at!(Error, "accept failed: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+static NEXT_THREAD_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This application thread's index in the worker's liveness page.
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The calling application thread's index (usize::MAX off those threads).
+pub fn thread_index() -> usize {
+    THREAD_INDEX.with(Cell::get)
+}
+
+fn start_application_thread() {
+    THREAD_INDEX.with(|i| i.set(NEXT_THREAD_INDEX.fetch_add(1, Ordering::Relaxed)));
+    keep_python_thread_state();
 }
 
 /// Gives the worker thread a Python thread state that lives as long as the

@@ -139,8 +139,16 @@ def _parse_target(target, spec):
     return names, call
 
 
-def load_app(spec, chdir=None, pythonpath=()):
-    """Import and return the WSGI callable named by ``spec``."""
+_prepared = False
+
+
+def prepare_path(chdir=None, pythonpath=()):
+    """Apply --chdir and --pythonpath, once per process, and make the working
+    directory importable, as under other WSGI servers."""
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
     if chdir:
         try:
             os.chdir(chdir)
@@ -150,9 +158,13 @@ def load_app(spec, chdir=None, pythonpath=()):
     for entry in reversed([os.path.abspath(p) for p in pythonpath]):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    # The working directory is importable, as under other WSGI servers.
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def load_app(spec, chdir=None, pythonpath=()):
+    """Import and return the WSGI callable named by ``spec``."""
+    prepare_path(chdir, pythonpath)
 
     path_part, target = _split_spec(spec)
     if _is_file_spec(path_part):

@@ -191,8 +191,8 @@ def test_several_listeners_and_ipv6(serve, tmp_path):
         assert client.get("http://localhost/").text == "pkg.module"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_lets_in_flight_requests_finish(serve, sig):
+def test_stop_lets_in_flight_requests_finish(serve):
+    sig = signal.SIGTERM
     server = serve("behaviours")
     result = {}
 
@@ -213,6 +213,27 @@ def test_stop_lets_in_flight_requests_finish(serve, sig):
     t.join(10)
     assert result["response"].text == "slept"
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_fast_stop_does_not_wait(serve, sig):
+    server = serve("behaviours")
+    errors = []
+
+    def slow_request():
+        try:
+            httpx.get(server.url + "/sleep?s=30", timeout=20)
+        except httpx.HTTPError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert server.stop(sig) == 0
+    assert time.monotonic() - t0 < 10, "a fast stop does not wait for the 30 s request"
+    t.join(20)
+    assert errors, "the running request was cut"
 
 
 def test_python_m_ferrule(tmp_path):

@@ -312,6 +312,31 @@ def r_use_kept_input(environ, start_response):
     return text(start_response, "no error")
 
 
+def r_spin(environ, start_response):
+    x = 0
+    while True:  # a request that never ends, in pure Python
+        x += 1
+
+
+def r_segfault(environ, start_response):
+    import ctypes
+
+    ctypes.string_at(0)
+    return text(start_response, "unreachable")
+
+
+def r_exit(environ, start_response):
+    os._exit(7)
+
+
+HOG = []
+
+
+def r_hog(environ, start_response):
+    HOG.append(bytearray(int(q(environ, "mb", "10")) * 1024 * 1024))
+    return text(start_response, f"holding {len(HOG)}")
+
+
 ROUTES = {
     name[2:].replace("_", "-"): fn
     for name, fn in list(globals().items())

@@ -1,0 +1,551 @@
+//! The master (arbiter): binds every listener before forking, then runs a
+//! single-threaded loop with no event loop of its own. Signals are blocked
+//! and taken synchronously (sigtimedwait), so a handler never runs at an
+//! awkward moment; each one is dispatched by the loop, with gunicorn's
+//! meanings:
+//!
+//! | signal | action |
+//! |---|---|
+//! | TERM | graceful stop: workers finish in-flight requests (--graceful-timeout) |
+//! | INT, QUIT | fast stop |
+//! | HUP | reload: start new workers, then gracefully retire the old ones |
+//! | TTIN / TTOU | one worker more / less |
+//! | USR1 | reopen log files, in the master and every worker |
+//! | CHLD | reap; replace workers that died |
+//!
+//! Every loop tick (at most `TICK` apart) reads each worker's liveness page
+//! (`liveness.rs`) for --timeout and its RSS for --max-worker-memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use crate::config::Config;
+use crate::listen::Listener;
+use crate::liveness::{self, BootFailure, Slot};
+use crate::server::{self, SignalSet};
+use crate::worker::{self, set_thread_name, Boot};
+use crate::{
+    call_hook, load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR,
+    EXIT_WORKER_BOOT_ERROR,
+};
+
+/// Longest pause between two passes over the workers.
+const TICK: Duration = Duration::from_millis(250);
+/// A timed-out worker is sent SIGUSR2 (its faulthandler writes every
+/// thread's Python stack to the error log) and this long before SIGKILL.
+const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(2);
+/// On a fast stop, how long workers get before SIGKILL.
+const FAST_STOP_GRACE: Duration = Duration::from_secs(2);
+/// A worker that dies this soon after booting counts towards a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(2);
+/// This many such deaths in a row stop the server.
+const CRASH_LOOP_DEATHS: u32 = 5;
+/// After HUP, old workers are retired once the new ones are ready, or after
+/// this long at the latest.
+const RELOAD_READY_WAIT: Duration = Duration::from_secs(30);
+
+struct Worker {
+    id: usize,
+    pid: libc::pid_t,
+    slot: Arc<Slot>,
+    booted: Instant,
+    /// Replaced: no longer counted towards --workers.
+    replaced: bool,
+    /// When SIGKILL follows if the worker has not exited.
+    kill_at: Option<Instant>,
+    /// Why the master replaced it, for the exit log line.
+    reason: Option<&'static str>,
+}
+
+struct Arbiter<'a> {
+    config: &'a Config,
+    spec: &'a str,
+    listeners: Vec<Listener>,
+    workers: Vec<Worker>,
+    target: usize,
+    next_id: usize,
+    preloaded: Option<Py<PyAny>>,
+    hooks: Option<Py<PyAny>>,
+    boot_failure: BootFailure,
+    early_deaths: u32,
+    /// Workers from before a HUP, retired once their successors are ready.
+    reload_pending: Option<(Vec<libc::pid_t>, Instant)>,
+    /// Set when the server must stop with this status.
+    fatal: Option<i32>,
+}
+
+/// Runs ferrule with a master and workers; returns the exit status.
+pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
+    set_thread_name(b"ferrule:master\0");
+    // Blocked before anything is announced, so that a signal sent as soon as
+    // the "Listening at" line appears is queued for the loop, not fatal.
+    let signals = SignalSet::block(&[
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGUSR1,
+        libc::SIGCHLD,
+    ]);
+
+    let target = match config.worker_count() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return crate::EXIT_USAGE;
+        }
+    };
+    let listeners = match server::open_listeners(config) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            log_at!(Critical, "{e}");
+            return 1;
+        }
+    };
+    if let Some(path) = &config.pid {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            log_at!(Critical, "--pid {}: {e}", path.display());
+            return 1;
+        }
+    }
+    for listener in &listeners {
+        log_at!(
+            Info,
+            "Listening at: {} (pid {})",
+            listener,
+            std::process::id()
+        );
+    }
+    let socket_files: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|l| match l {
+            Listener::Unix(_, path) => path.clone(),
+            Listener::Tcp(_) => None,
+        })
+        .collect();
+
+    let hooks = match &config.hooks {
+        Some(module) => {
+            match crate::prepare_path(py, config).and_then(|()| py.import(module.as_str())) {
+                Ok(m) => Some(m.into_any().unbind()),
+                Err(err) => {
+                    report_load_error(py, module, &err);
+                    return EXIT_APP_LOAD_ERROR;
+                }
+            }
+        }
+        None => None,
+    };
+    call_hook(py, hooks.as_ref(), "on_starting", ());
+
+    let preloaded = if config.preload && !config.reload {
+        match load_app(py, config, spec) {
+            Ok(app) => {
+                if let Err(e) = py
+                    .import("ferrule._process")
+                    .and_then(|m| m.call_method0("freeze_preloaded"))
+                {
+                    log_at!(Warning, "gc.freeze after preload failed: {e}");
+                }
+                Some(app)
+            }
+            Err(err) => {
+                report_load_error(py, spec, &err);
+                return EXIT_APP_LOAD_ERROR;
+            }
+        }
+    } else {
+        if config.preload {
+            log_at!(
+                Warning,
+                "--preload is ignored with --reload: workers import the application fresh"
+            );
+        }
+        None
+    };
+    let boot_failure = match BootFailure::new() {
+        Ok(flag) => flag,
+        Err(e) => {
+            log_at!(Critical, "shared memory: {e}");
+            return 1;
+        }
+    };
+
+    let mut arbiter = Arbiter {
+        config,
+        spec,
+        listeners,
+        workers: Vec::new(),
+        target,
+        next_id: 1,
+        preloaded,
+        hooks,
+        boot_failure,
+        early_deaths: 0,
+        reload_pending: None,
+        fatal: None,
+    };
+    let status = arbiter.run_loop(py, &signals);
+    drop(signals);
+    for path in socket_files {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &config.pid {
+        let _ = std::fs::remove_file(path);
+    }
+    call_hook(py, arbiter.hooks.as_ref(), "on_exit", ());
+    log_at!(Info, "Shutting down: Master");
+    status
+}
+
+fn signal_name(sig: libc::c_int) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGILL => "SIGILL".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+fn send(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: signalling a child of ours.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Resident memory of a process, in bytes (from /proc/PID/statm).
+fn rss_bytes(pid: libc::pid_t) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64)
+}
+
+impl Arbiter<'_> {
+    fn run_loop(&mut self, py: Python<'_>, signals: &SignalSet) -> i32 {
+        loop {
+            if let Some(status) = self.fatal {
+                self.stop(py, signals, libc::SIGQUIT);
+                return status;
+            }
+            self.spawn_missing(py);
+            let sig = py.detach(|| signals.wait(Some(TICK)));
+            match sig {
+                Some(libc::SIGCHLD) | None => {}
+                Some(libc::SIGHUP) => self.reload(),
+                Some(libc::SIGTTIN) => {
+                    self.target += 1;
+                    log_at!(Info, "Handling signal: SIGTTIN: {} workers", self.target);
+                }
+                Some(libc::SIGTTOU) => {
+                    if self.target > 1 {
+                        self.target -= 1;
+                        log_at!(Info, "Handling signal: SIGTTOU: {} workers", self.target);
+                        if let Some(oldest) = self.workers.iter().position(|w| !w.replaced) {
+                            self.retire(oldest, None);
+                        }
+                    }
+                }
+                Some(libc::SIGUSR1) => {
+                    if let Err(e) = log::reopen() {
+                        log_at!(Error, "reopening log files: {e}");
+                    }
+                    log_at!(Info, "Handling signal: SIGUSR1: reopening log files");
+                    for w in &self.workers {
+                        send(w.pid, libc::SIGUSR1);
+                    }
+                }
+                Some(sig) => {
+                    log_at!(Info, "Handling signal: {}", signal_name(sig));
+                    self.stop(py, signals, sig);
+                    return 0;
+                }
+            }
+            self.reap();
+            self.check_workers();
+        }
+    }
+
+    /// Forks workers until --workers of them are not being replaced.
+    fn spawn_missing(&mut self, py: Python<'_>) {
+        while self.fatal.is_none()
+            && self.workers.iter().filter(|w| !w.replaced).count() < self.target
+        {
+            if let Err(e) = self.spawn(py) {
+                log_at!(Critical, "cannot start a worker: {e}");
+                self.fatal = Some(EXIT_WORKER_BOOT_ERROR);
+            }
+        }
+    }
+
+    fn spawn(&mut self, py: Python<'_>) -> Result<(), String> {
+        let slot =
+            Arc::new(Slot::new(usize::from(self.config.threads)).map_err(|e| e.to_string())?);
+        let id = self.next_id;
+        self.next_id += 1;
+        let process = py.import("ferrule._process").map_err(|e| e.to_string())?;
+        let _ = process.call_method0("flush_std_streams");
+        let master_pid = std::process::id() as libc::pid_t;
+        // os.fork runs the interpreter's at-fork hooks (locks, random seeds,
+        // os.register_at_fork callbacks), which a bare fork(2) would skip.
+        let pid: libc::pid_t = py
+            .import("os")
+            .and_then(|os| os.call_method0("fork"))
+            .and_then(|pid| pid.extract())
+            .map_err(|e| e.to_string())?;
+        if pid == 0 {
+            let boot = Boot {
+                config: self.config,
+                spec: self.spec,
+                id,
+                master_pid,
+                listeners: std::mem::take(&mut self.listeners),
+                slot,
+                boot_failure: &self.boot_failure,
+                preloaded: self.preloaded.as_ref().map(|a| a.clone_ref(py)),
+                hooks: self.hooks.as_ref().map(|h| h.clone_ref(py)),
+                multiprocess: self.target > 1,
+            };
+            let status = worker::run(py, boot);
+            let _ = process.call_method0("flush_std_streams");
+            // SAFETY: the worker ends here; the master's stack frames above
+            // this call must never run in the child.
+            unsafe { libc::_exit(status) };
+        }
+        log_at!(Info, "Booting worker {id} with pid: {pid}");
+        self.workers.push(Worker {
+            id,
+            pid,
+            slot,
+            booted: Instant::now(),
+            replaced: false,
+            kill_at: None,
+            reason: None,
+        });
+        Ok(())
+    }
+
+    /// Gracefully replaces worker `index`: a successor is started by the
+    /// next `spawn_missing`, and this one gets --graceful-timeout to finish.
+    fn retire(&mut self, index: usize, reason: Option<&'static str>) {
+        let grace = self.config.graceful_timeout + Duration::from_secs(1);
+        let w = &mut self.workers[index];
+        w.replaced = true;
+        w.reason = w.reason.or(reason);
+        w.kill_at = Some(Instant::now() + grace);
+        send(w.pid, libc::SIGTERM);
+    }
+
+    fn reload(&mut self) {
+        log_at!(Info, "Handling signal: SIGHUP: reloading");
+        let old: Vec<libc::pid_t> = self
+            .workers
+            .iter()
+            .filter(|w| !w.replaced)
+            .map(|w| w.pid)
+            .collect();
+        for w in self.workers.iter_mut().filter(|w| !w.replaced) {
+            w.replaced = true;
+            w.reason = Some("reload");
+        }
+        let mut all_old = old;
+        if let Some((pending, _)) = self.reload_pending.take() {
+            all_old.extend(pending);
+        }
+        self.reload_pending = Some((all_old, Instant::now()));
+    }
+
+    /// Reaps every exited worker and says why it went.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: non-blocking wait for any child.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
+                continue;
+            };
+            let w = self.workers.remove(index);
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+            let reason = w.reason.or(match w.slot.exit_reason() {
+                liveness::EXIT_MAX_REQUESTS => Some("max requests"),
+                liveness::EXIT_RELOAD => Some("source changed (--reload)"),
+                _ => None,
+            });
+            let how = match (code, signal) {
+                (Some(c), _) => format!("exited with code {c}"),
+                (_, Some(s)) => format!("was killed by {}", signal_name(s)),
+                _ => "exited".to_string(),
+            };
+            match (reason, code) {
+                (Some(reason), _) => log_at!(
+                    Info,
+                    "Worker {} (pid: {pid}) {how}; replaced: {reason}",
+                    w.id
+                ),
+                (None, Some(0)) => log_at!(Info, "Worker {} (pid: {pid}) {how}", w.id),
+                (None, _) => log_at!(Error, "Worker {} (pid: {pid}) {how}; replaced: crash", w.id),
+            }
+            if code == Some(EXIT_APP_LOAD_ERROR) {
+                log_at!(Critical, "Worker failed to load the application: stopping");
+                self.fatal = Some(EXIT_APP_LOAD_ERROR);
+                continue;
+            }
+            if code == Some(EXIT_WORKER_BOOT_ERROR) {
+                log_at!(Critical, "Worker failed to boot: stopping");
+                self.fatal = Some(EXIT_WORKER_BOOT_ERROR);
+                continue;
+            }
+            let crashed = reason.is_none() && code != Some(0);
+            if crashed && w.booted.elapsed() < CRASH_WINDOW {
+                self.early_deaths += 1;
+                if self.early_deaths >= CRASH_LOOP_DEATHS {
+                    log_at!(
+                        Critical,
+                        "Workers keep dying within {}s of booting ({} in a row): stopping instead of restarting them in a loop",
+                        CRASH_WINDOW.as_secs(),
+                        self.early_deaths
+                    );
+                    self.fatal = Some(EXIT_WORKER_BOOT_ERROR);
+                }
+            } else {
+                self.early_deaths = 0;
+            }
+        }
+    }
+
+    /// Timeouts, memory limits, SIGKILL deadlines, and the end of a reload.
+    fn check_workers(&mut self) {
+        let now = Instant::now();
+        let now_ms = liveness::now_ms();
+        let timeout_ms = self.config.timeout.as_millis() as u64;
+        let memory_limit = self.config.max_worker_memory * 1024 * 1024;
+        for index in 0..self.workers.len() {
+            let w = &mut self.workers[index];
+            if let Some(kill_at) = w.kill_at {
+                if now >= kill_at {
+                    log_at!(
+                        Warning,
+                        "Worker {} (pid: {}) did not exit in time: SIGKILL",
+                        w.id,
+                        w.pid
+                    );
+                    send(w.pid, libc::SIGKILL);
+                    w.kill_at = Some(now + Duration::from_secs(3600));
+                }
+                continue;
+            }
+            if timeout_ms > 0 {
+                let in_python = w.slot.longest_in_python_ms(now_ms);
+                let loop_stuck = w.slot.is_ready()
+                    && in_python.is_none()
+                    && w.slot.loop_silence_ms(now_ms) > timeout_ms;
+                if in_python.is_some_and(|ms| ms > timeout_ms) || loop_stuck {
+                    let what = match in_python {
+                        Some(ms) if ms > timeout_ms => format!(
+                            "a request has run in the application for {:.1}s",
+                            ms as f64 / 1000.0
+                        ),
+                        _ => "its event loop has made no progress".to_string(),
+                    };
+                    log_at!(Critical, "WORKER TIMEOUT: worker {} (pid: {}): {what} (--timeout {}s); its Python stacks follow", w.id, w.pid, self.config.timeout.as_secs_f64());
+                    send(w.pid, libc::SIGUSR2);
+                    w.replaced = true;
+                    w.reason = Some("timeout");
+                    w.kill_at = Some(now + TIMEOUT_KILL_GRACE);
+                    continue;
+                }
+            }
+            if memory_limit > 0 && !w.replaced {
+                if let Some(rss) = rss_bytes(w.pid).filter(|&rss| rss > memory_limit) {
+                    log_at!(Warning, "Worker {} (pid: {}) uses {} MiB, over --max-worker-memory {} MiB: replacing it", w.id, w.pid, rss >> 20, self.config.max_worker_memory);
+                    self.retire(index, Some("memory"));
+                }
+            }
+        }
+        if let Some((old, since)) = &self.reload_pending {
+            let ready = self
+                .workers
+                .iter()
+                .filter(|w| !w.replaced && w.slot.is_ready())
+                .count();
+            if ready >= self.target || since.elapsed() > RELOAD_READY_WAIT {
+                let old = old.clone();
+                self.reload_pending = None;
+                for pid in old {
+                    if let Some(index) = self.workers.iter().position(|w| w.pid == pid) {
+                        self.retire(index, Some("reload"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every worker: TERM (graceful, within --graceful-timeout) or
+    /// QUIT (fast), then SIGKILL for any still there.
+    fn stop(&mut self, py: Python<'_>, signals: &SignalSet, sig: libc::c_int) {
+        // Close the master's listeners first; the workers close theirs on
+        // the signal, and then new connections are refused.
+        self.listeners.clear();
+        let graceful = sig == libc::SIGTERM;
+        let (worker_signal, grace) = if graceful {
+            (
+                libc::SIGTERM,
+                self.config.graceful_timeout + Duration::from_secs(1),
+            )
+        } else {
+            (libc::SIGQUIT, FAST_STOP_GRACE)
+        };
+        for w in &self.workers {
+            send(w.pid, worker_signal);
+        }
+        let deadline = Instant::now() + grace;
+        while !self.workers.is_empty() && Instant::now() < deadline {
+            if let Some(again) = py.detach(|| signals.wait(Some(TICK))) {
+                if again != libc::SIGCHLD && graceful && again != libc::SIGTERM {
+                    log_at!(
+                        Info,
+                        "Handling signal: {}: stopping now",
+                        signal_name(again)
+                    );
+                    for w in &self.workers {
+                        send(w.pid, libc::SIGQUIT);
+                    }
+                }
+            }
+            self.reap();
+        }
+        for w in &self.workers {
+            log_at!(
+                Warning,
+                "Worker {} (pid: {}) did not stop in time: SIGKILL",
+                w.id,
+                w.pid
+            );
+            send(w.pid, libc::SIGKILL);
+        }
+        while !self.workers.is_empty() {
+            let mut status = 0;
+            // SAFETY: blocking wait for the killed children.
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if pid <= 0 {
+                break;
+            }
+            self.workers.retain(|w| w.pid != pid);
+        }
+    }
+}

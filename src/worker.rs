@@ -1,0 +1,269 @@
+//! A worker process, from the moment `fork` returns in the child: reset the
+//! signals meant for the master, drop privileges, load the application
+//! (unless the master preloaded it), serve until told to stop, and report
+//! why it left through its liveness page.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use crate::config::Config;
+use crate::listen::Listener;
+use crate::liveness::{self, BootFailure, Slot};
+use crate::server::{self, WorkerRole};
+use crate::{
+    load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR, EXIT_WORKER_BOOT_ERROR,
+};
+
+/// Everything a new worker receives from the master.
+pub struct Boot<'a> {
+    pub config: &'a Config,
+    pub spec: &'a str,
+    pub id: usize,
+    pub master_pid: i32,
+    pub listeners: Vec<Listener>,
+    pub slot: Arc<Slot>,
+    pub boot_failure: &'a BootFailure,
+    pub preloaded: Option<Py<PyAny>>,
+    pub hooks: Option<Py<PyAny>>,
+    pub multiprocess: bool,
+}
+
+/// Runs the worker; returns its exit status.
+pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
+    reset_signals();
+    // SAFETY: prctl with constant arguments. The worker stops when the
+    // master dies, even by SIGKILL.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if unsafe { libc::getppid() } != boot.master_pid {
+        return 0;
+    }
+    set_thread_name(b"ferrule:worker\0");
+    let title = format!("ferrule: worker [{}]", boot.spec);
+    if let Err(e) = py
+        .import("ferrule._process")
+        .and_then(|m| m.call_method1("prepare_worker", (log::error_log_path(), title)))
+    {
+        log_at!(
+            Warning,
+            "Worker {}: stack dumps on timeout are unavailable: {e}",
+            boot.id
+        );
+    }
+    // After the log files are open and before any application code runs.
+    if let Err(e) = drop_privileges(boot.config) {
+        log_at!(Critical, "Worker {} cannot switch user: {e}", boot.id);
+        return EXIT_WORKER_BOOT_ERROR;
+    }
+    crate::call_hook(py, boot.hooks.as_ref(), "post_fork", (boot.id,));
+
+    let app = match boot.preloaded {
+        Some(app) => app,
+        None => match load_app(py, boot.config, boot.spec) {
+            Ok(app) => app,
+            Err(err) => {
+                if boot.boot_failure.claim() {
+                    report_load_error(py, boot.spec, &err);
+                }
+                return EXIT_APP_LOAD_ERROR;
+            }
+        },
+    };
+    if boot.config.reload {
+        start_reload_watcher(py, boot.slot.clone());
+    }
+    boot.slot.set_ready();
+    let role = WorkerRole {
+        slot: boot.slot.clone(),
+        max_requests: draw_max_requests(boot.config),
+        multiprocess: boot.multiprocess,
+    };
+    let result = server::run(py, boot.config, app, boot.listeners, Some(role));
+    crate::call_hook(py, boot.hooks.as_ref(), "worker_exit", (boot.id,));
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            log_at!(Critical, "Worker {} failed: {e}", boot.id);
+            EXIT_WORKER_BOOT_ERROR
+        }
+    }
+}
+
+/// Signals meant for the master are ignored; the rest are unblocked (the
+/// master's mask was inherited) and handled by `server::run`.
+fn reset_signals() {
+    // SAFETY: signal dispositions and masks of this (single-threaded) child.
+    unsafe {
+        for sig in [libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGWINCH] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+/// Names the calling thread (and so the process, for the main thread) as
+/// `ps -o comm` and `top` show it.
+pub fn set_thread_name(name: &[u8]) {
+    // SAFETY: `name` is NUL-terminated and at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Each worker draws its own limit in [N, N + jitter] so that workers
+/// started together do not all restart together.
+fn draw_max_requests(config: &Config) -> u64 {
+    if config.max_requests == 0 {
+        return 0;
+    }
+    let noise = liveness::now_ms() ^ (u64::from(std::process::id()) << 17);
+    let spread = config.max_requests_jitter + 1;
+    config.max_requests + (noise.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) % spread
+}
+
+fn resolve_user(user: &str) -> Result<(libc::uid_t, libc::gid_t, Option<CString>), String> {
+    if let Ok(uid) = user.parse::<libc::uid_t>() {
+        // SAFETY: getpwuid returns a pointer into static storage or null.
+        let pw = unsafe { libc::getpwuid(uid) };
+        let gid = if pw.is_null() {
+            uid
+        } else {
+            unsafe { (*pw).pw_gid }
+        };
+        return Ok((uid, gid, None));
+    }
+    let name = CString::new(user).map_err(|_| format!("--user {user:?}: invalid name"))?;
+    // SAFETY: as above.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!("--user {user:?}: no such user"));
+    }
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid, Some(name)) })
+}
+
+fn resolve_group(group: &str) -> Result<libc::gid_t, String> {
+    if let Ok(gid) = group.parse::<libc::gid_t>() {
+        return Ok(gid);
+    }
+    let name = CString::new(group).map_err(|_| format!("--group {group:?}: invalid name"))?;
+    // SAFETY: getgrnam returns a pointer into static storage or null.
+    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
+    if gr.is_null() {
+        return Err(format!("--group {group:?}: no such group"));
+    }
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// --user/--group: switch the worker's identity (the master keeps its own,
+/// to bind, reopen logs and signal workers).
+fn drop_privileges(config: &Config) -> Result<(), String> {
+    if config.user.is_none() && config.group.is_none() {
+        return Ok(());
+    }
+    let user = config.user.as_deref().map(resolve_user).transpose()?;
+    let gid = match (&config.group, &user) {
+        (Some(g), _) => Some(resolve_group(g)?),
+        (None, Some((_, gid, _))) => Some(*gid),
+        (None, None) => None,
+    };
+    // SAFETY: identity changes of this process; each result is checked.
+    unsafe {
+        if let Some(gid) = gid {
+            let groups_ok = match user.as_ref().and_then(|(_, _, name)| name.as_ref()) {
+                Some(name) => libc::initgroups(name.as_ptr(), gid) == 0,
+                None => libc::setgroups(1, &gid) == 0,
+            };
+            if !groups_ok || libc::setgid(gid) != 0 {
+                return Err(format!(
+                    "setgid({gid}): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        if let Some((uid, _, _)) = user {
+            if libc::setuid(uid) != 0 {
+                return Err(format!(
+                    "setuid({uid}): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// --reload: a thread that watches the directories of the project's loaded
+/// sources with inotify and, when one of those files is written or replaced,
+/// asks this worker to stop; the master starts a fresh one.
+fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>) {
+    let files: Vec<PathBuf> = match py
+        .import("ferrule._process")
+        .and_then(|m| m.call_method0("source_files"))
+        .and_then(|files| files.extract::<Vec<PathBuf>>())
+    {
+        Ok(files) => files,
+        Err(e) => {
+            log_at!(Error, "--reload: cannot list the loaded sources: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Err(e) = watch_sources(&files, &slot) {
+            log_at!(Error, "--reload: watching sources failed: {e}");
+        }
+    });
+}
+
+fn watch_sources(files: &[PathBuf], slot: &Slot) -> std::io::Result<()> {
+    // SAFETY: inotify calls on a descriptor this function owns; the event
+    // buffer is parsed within the length the kernel returned.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let watched: HashSet<&PathBuf> = files.iter().collect();
+    let mut dirs: HashMap<i32, PathBuf> = HashMap::new();
+    for dir in files
+        .iter()
+        .filter_map(|f| f.parent())
+        .collect::<HashSet<_>>()
+    {
+        let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+            continue;
+        };
+        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+        let wd = unsafe { libc::inotify_add_watch(fd, c_dir.as_ptr(), mask) };
+        if wd >= 0 {
+            dirs.insert(wd, dir.to_path_buf());
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut offset = 0;
+        while offset + std::mem::size_of::<libc::inotify_event>() <= n as usize {
+            let event = unsafe { &*(buf.as_ptr().add(offset) as *const libc::inotify_event) };
+            let name_start = offset + std::mem::size_of::<libc::inotify_event>();
+            let name = &buf[name_start..name_start + event.len as usize];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if let Some(dir) = dirs.get(&event.wd) {
+                let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                if watched.contains(&path) {
+                    log_at!(Info, "Worker reloading: {} modified", path.display());
+                    slot.set_exit_reason(liveness::EXIT_RELOAD);
+                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                    return Ok(());
+                }
+            }
+            offset = name_start + event.len as usize;
+        }
+    }
+}

@@ -1,0 +1,353 @@
+"""The master and its workers: real processes, real signals, real load."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import APPS, FERRULE, Server, run_ferrule
+
+
+def children(pid):
+    """The live child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def wait_until(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def worker_pids(server, n, timeout=30):
+    try:
+        wait_until(lambda: len(children(server.proc.pid)) == n, timeout, what=f"{n} workers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log:\n{server.log}") from None
+    return children(server.proc.pid)
+
+
+def wrk(url, seconds=3, connections=8):
+    """A bounded load run: (requests, errors) as wrk reports them."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True, text=True, timeout=seconds + 30,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return requests, errors, out
+
+
+def test_workers_serve_concurrently(serve):
+    server = serve("behaviours", "-w", "3")
+    worker_pids(server, 3)
+    results = []
+
+    def call():
+        results.append(httpx.get(server.url + "/sleep?s=1", timeout=10).text)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["slept"] * 3
+    assert time.monotonic() - t0 < 1.9, "three sleeps in three workers take one sleep"
+    pids = {httpx.get(server.url + "/pid").text for _ in range(30)}
+    assert len(pids) >= 2
+
+
+def test_web_concurrency_sets_worker_count(serve):
+    server = serve("behaviours", env={"WEB_CONCURRENCY": "2"})
+    assert len(worker_pids(server, 2)) == 2
+    assert httpx.get(server.url + "/pid").status_code == 200
+
+
+def test_killed_worker_is_replaced_under_load(serve):
+    server = serve("behaviours", "-w", "2")
+    victim = worker_pids(server, 2)[0]
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/list3", seconds=3)))
+    t.start()
+    time.sleep(1)
+    os.kill(victim, signal.SIGKILL)
+    t.join()
+    requests, errors, out = result["r"]
+    assert requests > 100, out
+    assert errors <= 8, f"only the connections the killed worker held may fail:\n{out}"
+    server.wait_for_log(f"(pid: {victim}) was killed by SIGKILL; replaced: crash")
+    new = worker_pids(server, 2)
+    assert victim not in new
+    assert httpx.get(server.url + "/list3").text == "one two three"
+
+
+@pytest.mark.parametrize("path, frame", [("/spin", "r_spin"), ("/sleep?s=60", "r_sleep")])
+def test_hung_request_times_out_with_stack_dump(serve, path, frame):
+    server = serve("behaviours", "-w", "2", "--timeout", "1")
+    worker_pids(server, 2)
+    def hung_request():
+        with pytest.raises(httpx.HTTPError):  # the worker is killed under it
+            httpx.get(server.url + path, timeout=30)
+
+    hung = threading.Thread(target=hung_request, daemon=True)
+    try:
+        hung.start()
+        server.wait_for_log("WORKER TIMEOUT", timeout=15)
+        # Meanwhile the other worker keeps serving.
+        assert httpx.get(server.url + "/list3", timeout=5).text == "one two three"
+        server.wait_for_log(frame, timeout=10)
+        server.wait_for_log("replaced: timeout", timeout=15)
+        assert "Thread 0x" in server.log or "Current thread" in server.log
+    finally:
+        hung.join(30)
+    worker_pids(server, 2)
+
+
+@pytest.mark.parametrize("path, how", [("/segfault", "was killed by SIGSEGV"), ("/exit", "exited with code 7")])
+def test_crashing_worker_is_replaced(serve, path, how):
+    server = serve("behaviours", "-w", "1")
+    first = worker_pids(server, 1)[0]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.url + path, timeout=10)
+    server.wait_for_log(f"(pid: {first}) {how}; replaced: crash")
+    assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+
+
+def test_import_error_in_workers_is_shown_once():
+    result = run_ferrule("no_such_module_here", "-w", "3", "-b", "127.0.0.1:0")
+    assert result.returncode == 4
+    assert result.stderr.count("Could not import module 'no_such_module_here'") == 1
+    assert "Worker failed to load the application: stopping" in result.stderr
+
+
+def test_crash_loop_stops_the_server():
+    result = run_ferrule("crash_at_import", "-b", "127.0.0.1:0", timeout=60)
+    assert result.returncode == 3
+    assert "Workers keep dying within 2s of booting" in result.stderr
+    assert result.stderr.count("Booting worker") == 5
+
+
+def test_hup_reloads_changed_code_without_failed_requests(serve, tmp_path):
+    module = tmp_path / "versioned.py"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'version one']\n")
+    server = serve("versioned", "-w", "2", "--chdir", str(tmp_path))
+    old = worker_pids(server, 2)
+    assert httpx.get(server.url).text == "version one"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'version two, longer']\n")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/", seconds=4)))
+    t.start()
+    time.sleep(1)
+    server.send_signal(signal.SIGHUP)
+    t.join()
+    requests, errors, out = result["r"]
+    assert errors == 0, out
+    wait_until(lambda: not set(old) & set(children(server.proc.pid)), what="old workers retired")
+    assert len(worker_pids(server, 2)) == 2
+    assert httpx.get(server.url).text == "version two, longer"
+    server.wait_for_log("replaced: reload")
+
+
+def test_ttin_ttou_under_load(serve):
+    server = serve("behaviours", "-w", "2")
+    worker_pids(server, 2)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/list3", seconds=4)))
+    t.start()
+    time.sleep(0.5)
+    server.send_signal(signal.SIGTTIN)
+    server.wait_for_log("SIGTTIN: 3 workers")
+    worker_pids(server, 3)
+    # Signals of one kind sent together merge into one: wait between them.
+    server.send_signal(signal.SIGTTOU)
+    server.wait_for_log("SIGTTOU: 2 workers")
+    server.send_signal(signal.SIGTTOU)
+    server.wait_for_log("SIGTTOU: 1 workers")
+    t.join()
+    requests, errors, out = result["r"]
+    assert errors == 0, out
+    assert len(worker_pids(server, 1)) == 1
+
+
+def test_max_requests_with_jitter_recycles_without_failures(serve):
+    server = serve("behaviours", "-w", "2", "--max-requests", "200", "--max-requests-jitter", "50")
+    first = worker_pids(server, 2)
+    requests, errors, out = wrk(server.url + "/list3", seconds=3)
+    assert errors == 0, out
+    assert requests > 600, out
+    server.wait_for_log("replaced: max requests")
+    server.wait_for_log("(max_requests)")
+    assert set(worker_pids(server, 2)) != set(first)
+
+
+def test_max_worker_memory_recycles_without_failures(serve):
+    server = serve("behaviours", "-w", "1", "--max-worker-memory", "60")
+    first = worker_pids(server, 1)[0]
+    for _ in range(8):
+        assert httpx.get(server.url + "/hog?mb=10", timeout=10).status_code == 200
+    server.wait_for_log("over --max-worker-memory 60 MiB: replacing it")
+    server.wait_for_log(f"(pid: {first}) exited with code 0; replaced: memory")
+    assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+
+
+def private_bytes(pid):
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    return sum(int(line.split()[1]) * 1024 for line in rollup.splitlines()
+               if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
+def test_preload_shares_memory_copy_on_write(serve):
+    def workers_private(*args):
+        server = serve("bigdata", "-w", "2", *args)
+        pids = worker_pids(server, 2)
+        for _ in range(20):
+            httpx.get(server.url)
+        time.sleep(0.5)
+        total = sum(private_bytes(p) for p in pids)
+        server.stop()
+        return total
+
+    without = workers_private()
+    with_preload = workers_private("--preload")
+    assert with_preload < without - 40 * 1024 * 1024, (with_preload >> 20, without >> 20)
+
+
+def test_preload_import_error_before_any_worker():
+    result = run_ferrule("no_such_module_here", "--preload", "-w", "2", "-b", "127.0.0.1:0")
+    assert result.returncode == 4
+    assert "Booting worker" not in result.stderr
+
+
+def test_hooks_are_called(serve, tmp_path):
+    log = tmp_path / "hooks.log"
+    server = serve("behaviours", "-w", "2", "--hooks", "hooks_mod", env={"HOOKS_LOG": str(log)})
+    pids = worker_pids(server, 2)
+    wait_until(lambda: log.exists() and log.read_text().count("post_fork") == 2, what="post_fork twice")
+    assert server.stop() == 0
+    lines = log.read_text().splitlines()
+    master = server.proc.pid
+    assert lines[0] == f"on_starting {master}"
+    assert lines[-1] == f"on_exit {master}"
+    forks = [l.split() for l in lines if l.startswith("post_fork")]
+    assert sorted(f[1] for f in forks) == ["1", "2"]
+    assert sorted(int(f[2]) for f in forks) == pids
+    assert len([l for l in lines if l.startswith("worker_exit")]) == 2
+
+
+def test_pid_file(serve, tmp_path):
+    pid_file = tmp_path / "ferrule.pid"
+    server = serve("behaviours", "--pid", str(pid_file))
+    assert pid_file.read_text().strip() == str(server.proc.pid)
+    assert server.stop() == 0
+    assert not pid_file.exists()
+
+
+def test_usr1_reopens_log_files(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("behaviours", "--access-logfile", str(access))
+    worker_pids(server, 1)
+    httpx.get(server.url + "/list3")
+    wait_until(lambda: access.exists() and access.read_text().count("GET /list3") == 1, what="first line")
+    access.rename(tmp_path / "access.log.1")
+    server.send_signal(signal.SIGUSR1)
+    server.wait_for_log("log files reopened")
+    httpx.get(server.url + "/list3?after")
+    wait_until(lambda: access.exists() and "GET /list3?after" in access.read_text(), what="line in the new file")
+    assert "after" not in (tmp_path / "access.log.1").read_text()
+
+
+def test_systemd_socket_activation(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+
+    def as_fd3():
+        os.dup2(listener.fileno(), 3)
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        os.environ["LISTEN_FDS"] = "1"
+
+    proc = subprocess.Popen(
+        [FERRULE, "pkg.module", "-b", "127.0.0.1:1"], cwd=str(APPS), preexec_fn=as_fd3,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=False,
+    )
+    try:
+        line = proc.stderr.readline().decode()
+        assert f"Listening at: http://127.0.0.1:{port}" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "pkg.module"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        listener.close()
+
+
+def test_reload_on_source_change(serve, tmp_path):
+    module = tmp_path / "devapp.py"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'before']\n")
+    server = serve("devapp", "--reload", "--chdir", str(tmp_path))
+    worker_pids(server, 1)
+    assert httpx.get(server.url).text == "before"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'after the edit']\n")
+    server.wait_for_log(f"Worker reloading: {module} modified")
+    wait_until(lambda: httpx.get(server.url, timeout=5).text == "after the edit", what="new code")
+
+
+def test_user_and_group(serve, tmp_path):
+    if os.geteuid() != 0:
+        # Not root: switching is refused with a message that says why.
+        result = run_ferrule("behaviours", "--user", "nobody", "-b", "127.0.0.1:0")
+        assert result.returncode == 3 and "cannot switch user" in result.stderr
+        return
+    # --preload: the interpreter here lives under /root, which nobody
+    # cannot read, so the worker must not import anything after the switch.
+    server = serve("behaviours", "--preload", "--user", "nobody", "--group", "nogroup")
+    pid = worker_pids(server, 1)[0]
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid_line = next(l for l in status.splitlines() if l.startswith("Uid:"))
+    import pwd
+    assert uid_line.split()[1] == str(pwd.getpwnam("nobody").pw_uid)
+    assert httpx.get(server.url + "/list3").text == "one two three"
+
+
+def test_worker_process_names(serve):
+    server = serve("behaviours", "-w", "1")
+    pid = worker_pids(server, 1)[0]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "ferrule:worker"
+    assert Path(f"/proc/{server.proc.pid}/comm").read_text().strip() == "ferrule:master"
+
+
+def test_workers_stop_when_master_is_killed(serve):
+    server = serve("behaviours", "-w", "2")
+    pids = worker_pids(server, 2)
+    server.proc.kill()
+    server.proc.wait()
+    wait_until(lambda: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] for p in pids), what="orphaned workers to exit")
