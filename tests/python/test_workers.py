@@ -219,6 +219,39 @@ def test_max_worker_memory_recycles_without_failures(serve):
     assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
 
 
+def test_max_worker_memory_under_load_drops_nothing(serve):
+    server = serve("behaviours", "-w", "2", "--max-worker-memory", "80")
+    worker_pids(server, 2)
+    requests, errors, out = wrk(server.url + "/hog?kb=8", seconds=3, connections=4)
+    assert errors == 0, out
+    server.wait_for_log("replaced: memory")
+
+
+def test_workers_ignore_the_masters_signals(serve):
+    server = serve("behaviours", "-w", "1")
+    pid = worker_pids(server, 1)[0]
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        os.kill(pid, sig)
+    time.sleep(0.5)
+    assert worker_pids(server, 1) == [pid]
+    assert httpx.get(server.url + "/pid").text == str(pid)
+
+
+def test_multiprocess_flag_follows_worker_count(serve):
+    assert httpx.get(serve("echo", "-w", "2").url).json()["_flags"]["wsgi.multiprocess"] is True
+    assert httpx.get(serve("echo", "-w", "1").url).json()["_flags"]["wsgi.multiprocess"] is False
+
+
+def test_reuse_port_lets_two_servers_share_a_port(serve):
+    first = serve("behaviours", "--reuse-port")
+    second = serve("behaviours", "--reuse-port", bind=[f"127.0.0.1:{first.port}"])
+    assert second.port == first.port
+    pids = {httpx.get(first.url + "/pid", headers={"Connection": "close"}).text for _ in range(40)}
+    assert len(pids) == 2, "both servers take connections"
+    result = run_ferrule("behaviours", "-b", f"127.0.0.1:{first.port}")
+    assert result.returncode == 1 and "Address already in use" in result.stderr
+
+
 def private_bytes(pid):
     rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
     return sum(int(line.split()[1]) * 1024 for line in rollup.splitlines()

@@ -333,7 +333,7 @@ HOG = []
 
 
 def r_hog(environ, start_response):
-    HOG.append(bytearray(int(q(environ, "mb", "10")) * 1024 * 1024))
+    HOG.append(bytearray(int(q(environ, "kb", "0")) * 1024 or int(q(environ, "mb", "10")) * 1024 * 1024))
     return text(start_response, f"holding {len(HOG)}")
 
 
