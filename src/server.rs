@@ -369,6 +369,7 @@ impl Acceptor for UnixListener {
 
 async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<Semaphore>) {
     let mut stop = ctx.shutdown.clone();
+    let mut waited_in_vain = false;
     loop {
         let Some(slot) = acquire(&slots, &mut stop).await else {
             break;
@@ -387,7 +388,19 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                 });
                 // Accept the next connection only once this one has claimed
                 // a thread (or shown it is in no hurry), and a thread is free.
-                let _ = tokio::time::timeout(FIRST_HEAD_WAIT, first_head).await;
+                // After a wait that expired, later connections are not waited
+                // for until one answers promptly again, so a crowd of silent
+                // connections cannot slow accepting down.
+                if waited_in_vain {
+                    tokio::task::yield_now().await;
+                    let mut first_head = first_head;
+                    waited_in_vain =
+                        first_head.try_recv() == Err(oneshot::error::TryRecvError::Empty);
+                } else {
+                    waited_in_vain = tokio::time::timeout(FIRST_HEAD_WAIT, first_head)
+                        .await
+                        .is_err();
+                }
                 tokio::select! {
                     _ = ctx.wait_for_free_thread() => {}
                     _ = stop.changed() => break,

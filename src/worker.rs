@@ -93,8 +93,10 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
     }
 }
 
-/// Signals meant for the master are ignored; the rest are unblocked (the
-/// master's mask was inherited) and handled by `server::run`.
+/// Signals meant for the master are ignored. The worker's own stop signals
+/// stay blocked from the fork on, so one that arrives while the application
+/// is loading waits for `server::run` instead of killing the worker; every
+/// other signal the master blocked is unblocked.
 fn reset_signals() {
     // SAFETY: signal dispositions and masks of this (single-threaded) child.
     unsafe {
@@ -102,9 +104,12 @@ fn reset_signals() {
             libc::signal(sig, libc::SIG_IGN);
         }
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        let mut own: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut own);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGUSR1] {
+            libc::sigaddset(&mut own, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &own, std::ptr::null_mut());
     }
 }
 

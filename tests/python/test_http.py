@@ -283,3 +283,17 @@ def test_concurrent_requests_share_threads(serve):
         t.join()
     assert results == ["slept"] * 4
     assert time.monotonic() - t0 < 1.9, "four sleeping requests ran at once on four threads"
+
+
+def test_silent_connections_do_not_slow_accepting(serve):
+    """Connections that never send a byte must not delay the ones that do
+    (a slowloris crowd against the accept loop)."""
+    server = serve("behaviours", "--threads", "1", "--header-timeout", "30")
+    silent = [server.connect() for _ in range(200)]
+    try:
+        t0 = time.monotonic()
+        assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+        assert time.monotonic() - t0 < 3
+    finally:
+        for s in silent:
+            s.close()
