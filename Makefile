@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup build run test test-rust test-python lint fmt docs bench-hello clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs bench bench-smoke bench-hello clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ lint: ## rustfmt and clippy, warnings as errors
 
 docs: build ## Regenerate the README settings table from the declaration
 	$(PY) scripts/update_readme_settings.py
+
+bench: build ## Every workload against every peer: bench/results/<date>.md and .png
+	bench/setup.sh
+	bench/.venv/bin/python bench/run.py
+
+bench-smoke: build ## Every benchmark cell for one second (proves the harness works)
+	bench/setup.sh
+	bench/.venv/bin/python bench/run.py --smoke
 
 bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
 	bench/hello.sh

@@ -336,11 +336,12 @@ async fn handle_request<S: Socket>(
     // From here the request holds an application thread.
     ctx.in_flight.fetch_add(1, Ordering::AcqRel);
     if let Some(tell) = first_request.take() {
-        let _ = tell.send(());
-        // The accept loop was just woken onto this thread's LIFO slot, which
-        // no other thread may steal; let it run before the application
-        // blocks this thread.
-        tokio::task::yield_now().await;
+        if tell.send(()).is_ok() {
+            // The accept loop was just woken onto this thread's LIFO slot,
+            // which no other thread may steal; let it run before the
+            // application blocks this thread.
+            tokio::task::yield_now().await;
+        }
     }
     let keep = run_request(stream, head, body, continue_owed, rbuf, conn, ctx).await;
     ctx.in_flight.fetch_sub(1, Ordering::AcqRel);

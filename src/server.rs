@@ -386,11 +386,17 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                     connection::serve(stream, conn, conn_ctx, first_head_tx).await;
                     drop(slot);
                 });
-                // Accept the next connection only once this one has claimed
-                // a thread (or shown it is in no hurry), and a thread is free.
-                // After a wait that expired, later connections are not waited
-                // for until one answers promptly again, so a crowd of silent
-                // connections cannot slow accepting down.
+                // With other workers on the same listener, accept the next
+                // connection only once this one has claimed a thread (or
+                // shown it is in no hurry), and a thread is free. After a
+                // wait that expired, later connections are not waited for
+                // until one answers promptly again, so a crowd of silent
+                // connections cannot slow accepting down. A lone worker has
+                // no one to leave connections to, and accepts at once.
+                if !ctx.environ_settings.multiprocess {
+                    drop(first_head);
+                    continue;
+                }
                 if waited_in_vain {
                     tokio::task::yield_now().await;
                     let mut first_head = first_head;

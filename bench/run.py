@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""ferrule against its peers, every workload, one run.
+
+    bench/run.py            full run: bench/results/<date>.md and .png
+    bench/run.py --smoke    every cell for one second (proves the harness)
+
+Method: each server is pinned to core 0 and wrk to core 1 (taskset), one
+worker and one application thread where a server has such options (each in
+its fastest documented configuration for that shape), a warm-up, then a
+verification run whose every response is checked (status 200 and the
+expected body length, by bench/check.lua), then timed rounds whose median is
+reported. A cell with any error is reported as failed, not as a speed.
+Ratios are taken within this run only: absolute numbers drift on a shared
+machine. `make bench` sets up bench/.venv with the peers first.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+APPS = BENCH / "apps"
+RESULTS = BENCH / "results"
+FERRULE = ROOT / ".venv" / "bin" / "ferrule"
+PEERS = BENCH / ".venv" / "bin"
+CEILING = BENCH / "hyper-hello" / "target" / "release" / "hyper-hello"
+CHECK_LUA = BENCH / "check.lua"
+
+SERVER_ORDER = ["ferrule", "bjoern", "granian", "uwsgi", "gunicorn", "waitress", "fastwsgi", "hyper"]
+
+
+def py_runner(module_expr):
+    return [str(PEERS / "python"), "-c", module_expr]
+
+
+def server_command(name, app, port, workers, threads):
+    """The command that serves `app` (a module in bench/apps) on `port`, or
+    None when the server cannot take this shape."""
+    if name == "ferrule":
+        return [str(FERRULE), "-w", str(workers), "--threads", str(threads), f"{app}:application",
+                "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    if name == "gunicorn":
+        return [str(PEERS / "gunicorn"), "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+                "-b", f"127.0.0.1:{port}", "--log-level", "warning", f"{app}:application"]
+    if name == "uwsgi":
+        cmd = [str(PEERS / "uwsgi"), "--http11-socket", f"127.0.0.1:{port}", "--wsgi-file", f"{app}.py",
+               "--processes", str(workers), "--disable-logging", "--die-on-term", "--need-app"]
+        if threads > 1:
+            cmd += ["--threads", str(threads)]
+        if workers > 1:
+            cmd += ["--master"]
+        return cmd
+    if name == "granian":
+        return [str(PEERS / "granian"), "--interface", "wsgi", "--workers", str(workers),
+                "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", f"{app}:application"]
+    if workers > 1:
+        return None
+    if name == "waitress":
+        return [str(PEERS / "waitress-serve"), f"--threads={threads}", f"--listen=127.0.0.1:{port}",
+                f"{app}:application"]
+    if threads > 1:
+        return None
+    if name == "bjoern":
+        return py_runner(f"import bjoern, {app}; bjoern.run({app}.application, '127.0.0.1', {port})")
+    if name == "fastwsgi":
+        return py_runner(f"import fastwsgi, {app}; fastwsgi.run({app}.application, host='127.0.0.1', port={port})")
+    if name == "hyper" and app == "hello":
+        return [str(CEILING), str(port)]
+    return None
+
+
+# name, app module, path, expected body length, extra wrk env, workers, threads, pinned, ratio target
+WORKLOADS = [
+    dict(name="hello", app="hello", expect=13, target=("bjoern", 1.0)),
+    dict(name="hello_close", app="hello", expect=13, env={"WRK_CLOSE": "1"}, target=("best", 1.0)),
+    dict(name="json", app="json_app", expect=75, target=("bjoern", 1.0)),
+    dict(name="echo", app="echo", expect=1024, env={"WRK_METHOD": "POST", "WRK_BODY_LEN": "1024"},
+         target=("bjoern", 1.0)),
+    dict(name="big", app="big", expect=1024 * 1024, target=("best", 1.5)),
+    dict(name="chunks", app="chunks", expect=10000, target=("best", 1.5)),
+    dict(name="file", app="file_app", expect=10 * 1024 * 1024, target=("best", 1.5)),
+    dict(name="flask", app="flask_app", expect=None, target=("best", 1.0)),
+    dict(name="django", app="django_app", expect=None, target=("best", 1.0)),
+    dict(name="hello_2_workers", app="hello", expect=13, workers=2, pinned=False, target=("best", 1.0)),
+    dict(name="slow_mixed", app="slow_mixed", expect=13, threads=4, kind="slow_mixed", target=("p99", 1.0)),
+    dict(name="idle_rss", app="hello", kind="rss", target=("rss", 1.2)),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    block = s.recv(65536)
+                    if not block:
+                        break
+                    data += block
+                if data.startswith(b"HTTP/1."):
+                    return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def parse_wrk(out):
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(map(int, m.groups()))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"^BAD (\d+)$", out, re.M)
+    bad = int(m.group(1)) if m else 0
+    p99_ms = None
+    if p99:
+        p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return (float(rps.group(1)) if rps else 0.0), p99_ms, errors, bad
+
+
+def wrk(port, seconds, connections, env, path="/", pinned=True, check=False, expect=None):
+    # The verification run builds every body in Lua, which slows wrk; it
+    # checks correctness, so it waits longer than wrk's 2 s default.
+    timeout = ["--timeout", "30s"] if check else []
+    cmd = (["taskset", "-c", "1"] if pinned else []) + [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *timeout, "-s", str(CHECK_LUA),
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    full_env = dict(os.environ, **env)
+    if check and expect is not None:
+        full_env["EXPECT_LEN"] = str(expect)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=seconds + 60).stdout
+    return parse_wrk(out)
+
+
+def process_tree_rss(pid):
+    """RSS of one serving process: the first child if the server forks
+    workers, else the process itself (KiB)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    target = min(kids) if kids else pid
+    for line in Path(f"/proc/{target}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+def run_cell(server, w, secs, rounds, warmup):
+    workers = w.get("workers", 1)
+    threads = w.get("threads", 1)
+    pinned = w.get("pinned", True)
+    port = free_port()
+    cmd = server_command(server, w["app"], port, workers, threads)
+    if cmd is None:
+        return {"status": "n/a"}
+    if server == "hyper" and w["name"] not in ("hello",):
+        return {"status": "n/a"}
+    prefix = ["taskset", "-c", "0"] if pinned else []
+    log = open(RESULTS / f".{server}-{w['name']}.log", "w")
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(prefix + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        if not wait_ready(port, proc):
+            return {"status": "failed", "why": "did not start"}
+        if w.get("kind") == "rss":
+            for _ in range(20):
+                wait_ready(port, proc)
+            time.sleep(0.5)
+            return {"status": "ok", "rss_kib": process_tree_rss(proc.pid)}
+        env_w = w.get("env", {})
+        conns = 64
+        if w.get("kind") == "slow_mixed":
+            return run_slow_mixed(port, secs, rounds, warmup)
+        wrk(port, warmup, conns, env_w, pinned=pinned)
+        _, _, errors, bad = wrk(port, max(1, warmup), conns, env_w, pinned=pinned, check=True, expect=w["expect"])
+        if errors or bad:
+            return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
+        samples = []
+        for _ in range(rounds):
+            rps, p99, errors, _ = wrk(port, secs, conns, env_w, pinned=pinned)
+            if errors or not rps:
+                return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
+            samples.append((rps, p99))
+        rps = statistics.median(s[0] for s in samples)
+        p99 = statistics.median(s[1] for s in samples if s[1] is not None)
+        return {"status": "ok", "rps": rps, "p99_ms": p99}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        log.close()
+
+
+def run_slow_mixed(port, secs, rounds, warmup):
+    """Nine connections of fast requests and one of requests that sleep 50 ms,
+    at once; reports the fast ones' throughput and p99."""
+    samples = []
+    for _ in range(rounds):
+        slow = subprocess.Popen(
+            ["taskset", "-c", "1", "wrk", "-t1", "-c1", f"-d{secs}s", f"http://127.0.0.1:{port}/slow"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        rps, p99, errors, _ = wrk(port, secs, 9, {})
+        slow_out = slow.communicate(timeout=secs + 60)[0]
+        errors += parse_wrk(slow_out)[2]
+        if errors:
+            return {"status": "failed", "why": f"{errors} errors"}
+        samples.append((rps, p99))
+    return {"status": "ok", "rps": statistics.median(s[0] for s in samples),
+            "p99_ms": statistics.median(s[1] for s in samples)}
+
+
+def fmt_cell(r):
+    if r["status"] == "n/a":
+        return "n/a"
+    if r["status"] != "ok":
+        return f"failed ({r.get('why', '')})"
+    if "rss_kib" in r:
+        return f"{r['rss_kib'] / 1024:.1f} MiB"
+    return f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms"
+
+
+def verdict(w, results):
+    """(ratio text, met) for the workload's target, from this run's cells."""
+    kind, need = w["target"]
+    mine = results.get("ferrule", {})
+    if mine.get("status") != "ok":
+        return "ferrule failed", False
+    peers = {s: r for s, r in results.items() if s not in ("ferrule", "hyper") and r.get("status") == "ok"}
+    if not peers:
+        return "no peer", False
+    if kind == "rss":
+        ref = peers.get("bjoern") or min(peers.values(), key=lambda r: r["rss_kib"])
+        ratio = mine["rss_kib"] / ref["rss_kib"]
+        return f"{ratio:.2f} x bjoern RSS (need <= {need})", ratio <= need
+    if kind == "p99":
+        best = min(r["p99_ms"] for r in peers.values())
+        return f"fast p99 {mine['p99_ms']:.2f} ms vs best {best:.2f} ms", mine["p99_ms"] <= best
+    if kind == "bjoern" and "bjoern" in peers:
+        ref_name, ref = "bjoern", peers["bjoern"]
+    else:
+        ref_name, ref = max(peers.items(), key=lambda kv: kv[1]["rps"])
+    ratio = mine["rps"] / ref["rps"]
+    best_p99 = min(r["p99_ms"] for r in peers.values())
+    text = f"{ratio:.2f} x {ref_name} (need >= {need}); p99 {mine['p99_ms']:.2f} vs best {best_p99:.2f} ms"
+    met = ratio >= need and mine["p99_ms"] <= best_p99
+    if w["name"] == "hello" and results.get("hyper", {}).get("status") == "ok":
+        ceiling = mine["rps"] / results["hyper"]["rps"]
+        text += f"; {ceiling:.2f} x hyper (need >= 0.8)"
+        met = met and ceiling >= 0.8
+    return text, met
+
+
+def chart(all_results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [w["name"] for w in WORKLOADS if w.get("kind") not in ("rss",) and w["name"] in all_results]
+    servers = [s for s in SERVER_ORDER if s != "hyper" and any(s in r for r in all_results.values())]
+    fig, ax = plt.subplots(figsize=(14, 5))
+    width = 0.8 / len(servers)
+    for i, server in enumerate(servers):
+        ratios = []
+        for name in names:
+            res = all_results[name]
+            mine, other = res.get("ferrule", {}), res.get(server, {})
+            if mine.get("status") == "ok" and other.get("status") == "ok" and mine.get("rps"):
+                ratios.append(other["rps"] / mine["rps"])
+            else:
+                ratios.append(0)
+        ax.bar([x + i * width for x in range(len(names))], ratios, width, label=server)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(names))])
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_ylabel("throughput / ferrule's (same run)")
+    ax.set_title("ferrule and its peers, one core each (higher than 1 = faster than ferrule)")
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return True
+
+
+def versions():
+    out = {}
+    for pkg in ("granian", "gunicorn", "pyuwsgi", "bjoern-binary", "waitress", "fastwsgi"):
+        try:
+            line = subprocess.run([str(PEERS / "python"), "-m", "pip", "show", pkg], capture_output=True,
+                                  text=True).stdout
+            out[pkg] = re.search(r"^Version: (.+)$", line, re.M).group(1)
+        except (AttributeError, OSError):
+            out[pkg] = "?"
+    out["ferrule"] = subprocess.run([str(FERRULE), "--version"], capture_output=True, text=True).stdout.split()[-1]
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="every cell for one second")
+    parser.add_argument("--only", help="comma-separated workloads")
+    parser.add_argument("--servers", help="comma-separated servers")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    secs, rounds, warmup = (1, 1, 1) if args.smoke else (args.seconds, args.rounds, 1)
+    workloads = [w for w in WORKLOADS if not args.only or w["name"] in args.only.split(",")]
+    servers = [s for s in SERVER_ORDER if not args.servers or s in args.servers.split(",")]
+    RESULTS.mkdir(exist_ok=True)
+    all_results = {}
+    for w in workloads:
+        all_results[w["name"]] = {}
+        for server in servers:
+            r = run_cell(server, w, secs, rounds, warmup)
+            all_results[w["name"]][server] = r
+            print(f"{w['name']:>16} {server:>9}: {fmt_cell(r)}", flush=True)
+
+    stamp = datetime.date.today().isoformat()
+    lines = [
+        f"# ferrule benchmarks, {stamp}{' (smoke: 1 s cells, not numbers to quote)' if args.smoke else ''}",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}. Servers pinned to core 0, wrk to core 1; "
+        f"median of {rounds} x {secs} s after a {warmup} s warm-up and a verified run.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "",
+        "| workload | " + " | ".join(servers) + " | ferrule vs target | met |",
+        "|---" * (len(servers) + 3) + "|",
+    ]
+    met_all = True
+    for w in workloads:
+        res = all_results[w["name"]]
+        text, met = verdict(w, res)
+        met_all &= met
+        lines.append(f"| {w['name']} | " + " | ".join(fmt_cell(res[s]) for s in servers)
+                     + f" | {text} | {'yes' if met else 'no'} |")
+    lines.append("")
+    lines.append(f"Every target met: {'yes' if met_all else 'no'}.")
+    name = stamp + ("-smoke" if args.smoke else "") + ("-partial" if args.only or args.servers else "")
+    report = RESULTS / f"{name}.md"
+    png = RESULTS / f"{name}.png"
+    if chart(all_results, png):
+        lines += ["", f"![ratios]({png.name})"]
+    report.write_text("\n".join(lines) + "\n")
+    print(f"\nwrote {report}")
+    ferrule_failed = [n for n, res in all_results.items() if res.get("ferrule", {}).get("status") == "failed"]
+    if ferrule_failed:
+        print(f"ferrule failed in: {', '.join(ferrule_failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

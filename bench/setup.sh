@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `make bench`: wrk from apt, the peers from PyPI in
+# bench/.venv (apart from the project's .venv), and the hyper ceiling.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v wrk >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+    echo "$want" > "$stamp"
+fi
+(cd hyper-hello && cargo build --release --quiet)
