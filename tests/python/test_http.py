@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SPLIT_MODES, Reader, Server, exchange, send_in_pieces
+from conftest import SPLIT_MODES, Reader, Server, concurrent_gets, exchange, send_in_pieces
 
 CORPUS = Path(__file__).resolve().parents[1] / "requests"
 VALID = sorted(CORPUS.glob("valid/*.http"))
@@ -270,19 +270,9 @@ def test_worker_connections_limit_queues_extra_clients(serve):
 
 def test_concurrent_requests_share_threads(serve):
     server = serve("behaviours", "--threads", "4")
-    results = []
-
-    def call():
-        results.append(httpx.get(server.url + "/sleep?s=0.5", timeout=10).text)
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, took = concurrent_gets(server.url + "/sleep?s=0.5", 4)
     assert results == ["slept"] * 4
-    assert time.monotonic() - t0 < 1.9, "four sleeping requests ran at once on four threads"
+    assert took < 1.9, "four sleeping requests ran at once on four threads"
 
 
 def test_silent_connections_do_not_slow_accepting(serve):
