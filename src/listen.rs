@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -144,18 +144,12 @@ impl Listener {
         }
     }
 
-    /// The address a TCP listener is bound to (the real port when 0 was asked).
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+    /// The socket file to remove on exit: that of a unix listener this
+    /// process created (not of an inherited one).
+    pub fn socket_file(&self) -> Option<PathBuf> {
         match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix(..) => None,
-        }
-    }
-
-    /// Removes the socket file of a unix listener this process created.
-    pub fn remove_socket_file(&self) {
-        if let Listener::Unix(_, Some(path)) = self {
-            let _ = std::fs::remove_file(path);
+            Listener::Unix(_, path) => path.clone(),
+            Listener::Tcp(_) => None,
         }
     }
 }

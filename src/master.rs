@@ -121,13 +121,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
             std::process::id()
         );
     }
-    let socket_files: Vec<PathBuf> = listeners
-        .iter()
-        .filter_map(|l| match l {
-            Listener::Unix(_, path) => path.clone(),
-            Listener::Tcp(_) => None,
-        })
-        .collect();
+    let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::socket_file).collect();
 
     let hooks = match &config.hooks {
         Some(module) => {

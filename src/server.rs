@@ -152,7 +152,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                     listener,
                     std::process::id()
                 );
-                socket_files.extend(listener_cleanup(&listener));
+                socket_files.extend(listener.socket_file());
             }
             spawn_accept_loop(listener, p.ctx.clone(), slots.clone())?;
         }
@@ -292,14 +292,6 @@ impl Drop for SignalSet {
     fn drop(&mut self) {
         // SAFETY: restores the mask saved in `block`.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut()) };
-    }
-}
-
-/// The socket file to remove on exit, for unix listeners this process made.
-fn listener_cleanup(listener: &Listener) -> Option<std::path::PathBuf> {
-    match listener {
-        Listener::Unix(_, path) => path.clone(),
-        Listener::Tcp(_) => None,
     }
 }
 
