@@ -132,9 +132,7 @@ impl ServerCtx {
                 "Autorestarting worker after {} requests (max_requests)",
                 self.max_requests
             );
-            slot.set_exit_reason(liveness::EXIT_MAX_REQUESTS);
-            // SAFETY: signalling our own process.
-            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            slot.stop_worker(liveness::EXIT_MAX_REQUESTS);
         }
     }
 }
@@ -146,9 +144,9 @@ enum HeadOutcome {
     Refused(ClientError),
 }
 
-/// Serves a connection. `first_head` is told when the first request's head
-/// has arrived (or the connection ended), so the accept loop knows this
-/// connection has claimed its thread.
+/// Serves a connection. `first_head` is told when the first request claims
+/// an application thread, and dropped when the connection ends or moves on
+/// to its next request, so the accept loop knows it may accept again.
 pub async fn serve<S: Socket>(
     mut stream: S,
     conn: ConnInfo,

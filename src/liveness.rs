@@ -128,6 +128,14 @@ impl Slot {
         self.layout().exit_reason.store(reason, Ordering::Relaxed);
     }
 
+    /// Worker: records why it leaves and asks its own main thread for a
+    /// graceful stop (the same path as a SIGTERM from the master).
+    pub fn stop_worker(&self, reason: u32) {
+        self.set_exit_reason(reason);
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    }
+
     pub fn exit_reason(&self) -> u32 {
         self.layout().exit_reason.load(Ordering::Relaxed)
     }

@@ -263,8 +263,7 @@ fn watch_sources(files: &[PathBuf], slot: &Slot) -> std::io::Result<()> {
                 let path = dir.join(std::ffi::OsStr::from_bytes(name));
                 if watched.contains(&path) {
                     log_at!(Info, "Worker reloading: {} modified", path.display());
-                    slot.set_exit_reason(liveness::EXIT_RELOAD);
-                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                    slot.stop_worker(liveness::EXIT_RELOAD);
                     return Ok(());
                 }
             }
