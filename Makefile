@@ -5,7 +5,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup build run test test-rust test-python lint fmt docs bench bench-smoke bench-hello clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs bench bench-smoke bench-hello bench-instructions clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench-smoke: build ## Every benchmark cell for one second (proves the harness wo
 
 bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
 	bench/hello.sh
+
+bench-instructions: build ## Instructions per request under callgrind (repeatable on a noisy machine)
+	.venv/bin/python bench/instructions.py --apps hello,json,echo
 
 fmt: ## Format the Rust code
 	cargo fmt

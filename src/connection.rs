@@ -19,14 +19,14 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::error::{ClientError, ClientErrorKind};
-use crate::exchange::{Exchange, ExchangeState, READ_CHUNK};
+use crate::exchange::{ConnBuffers, Exchange, ExchangeState, READ_CHUNK};
 use crate::http1::body::BodyDecoder;
 use crate::http1::head::{HeadLimits, HeadParser};
 use crate::http1::response::{write_error_response, ResponseEncoder};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
-use crate::request::{BodyFraming, RequestHead};
+use crate::request::{BodyFraming, RequestHead, RequestLabel};
 use crate::server;
 use crate::wsgi::call::{AppCall, Step};
 use crate::wsgi::environ::{self, ConnInfo, EnvironSettings};
@@ -47,6 +47,8 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// A stream socket the server can serve HTTP on.
 pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
+    /// A write that does not wait: what the socket takes now.
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize>;
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
     /// WouldBlock (for sendfile(2), which tokio does not wrap).
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
@@ -54,6 +56,9 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
 }
 
 impl Socket for TcpStream {
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(tokio::io::Interest::WRITABLE, f)
     }
@@ -63,6 +68,9 @@ impl Socket for TcpStream {
 }
 
 impl Socket for UnixStream {
+    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
+    }
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(tokio::io::Interest::WRITABLE, f)
     }
@@ -153,12 +161,15 @@ pub async fn serve<S: Socket>(
     ctx: Arc<ServerCtx>,
     first_head: oneshot::Sender<()>,
 ) {
-    let mut rbuf = Vec::with_capacity(8192);
+    let mut bufs = ConnBuffers {
+        rbuf: Vec::with_capacity(8192),
+        ..ConnBuffers::default()
+    };
     let mut shutdown = ctx.shutdown.clone();
     let mut first_head = Some(first_head);
     loop {
         let first = first_head.is_some();
-        let head = match read_head(&mut stream, &mut rbuf, &ctx, first, &mut shutdown).await {
+        let head = match read_head(&mut stream, &mut bufs.rbuf, &ctx, first, &mut shutdown).await {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
             HeadOutcome::Refused(err) => {
@@ -169,7 +180,7 @@ pub async fn serve<S: Socket>(
         // When the server is stopping, the connection still waits briefly
         // for a next request the client may have sent after a keep-alive
         // response, and answers it with Connection: close (read_head).
-        if !handle_request(&mut stream, head, &mut rbuf, &conn, &ctx, &mut first_head).await {
+        if !handle_request(&mut stream, head, &mut bufs, &conn, &ctx, &mut first_head).await {
             return;
         }
         // Dropping the sender tells the accept loop too.
@@ -194,7 +205,6 @@ async fn read_head<S: Socket>(
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !rbuf.is_empty() {
-            head_deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
             match parser.parse(rbuf, &ctx.head_limits) {
                 Ok(Some((head, used))) => {
                     rbuf.drain(..used);
@@ -203,6 +213,8 @@ async fn read_head<S: Socket>(
                 Ok(None) => {}
                 Err(e) => return HeadOutcome::Refused(e),
             }
+            // The head has begun: it must now arrive within header_timeout.
+            head_deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
         }
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
@@ -219,6 +231,7 @@ async fn read_head<S: Socket>(
         let read = timeout_at(deadline, stream.read_buf(rbuf));
         let result = if idle && !stopping {
             tokio::select! {
+                biased;
                 r = read => r,
                 _ = shutdown.changed() => continue,
             }
@@ -303,7 +316,7 @@ async fn read_at_least<S: Socket>(
 async fn handle_request<S: Socket>(
     stream: &mut S,
     head: RequestHead,
-    rbuf: &mut Vec<u8>,
+    bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
     first_request: &mut Option<oneshot::Sender<()>>,
@@ -322,11 +335,11 @@ async fn handle_request<S: Socket>(
     if let BodyFraming::Length(n) = head.framing {
         if !continue_owed
             && n <= ctx.post_buffering
-            && !read_at_least(stream, rbuf, n as usize, ctx.socket_timeout).await
+            && !read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await
         {
             return false;
         }
-        if continue_owed && rbuf.len() as u64 >= n {
+        if continue_owed && bufs.rbuf.len() as u64 >= n {
             continue_owed = false;
         }
     }
@@ -341,9 +354,11 @@ async fn handle_request<S: Socket>(
             tokio::task::yield_now().await;
         }
     }
-    let keep = run_request(stream, head, body, continue_owed, rbuf, conn, ctx).await;
-    ctx.in_flight.fetch_sub(1, Ordering::AcqRel);
-    ctx.thread_freed.notify_waiters();
+    let keep = run_request(stream, head, body, continue_owed, bufs, conn, ctx).await;
+    // An accept loop waits for a thread only when every one was busy.
+    if ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= ctx.threads {
+        ctx.thread_freed.notify_waiters();
+    }
     keep
 }
 
@@ -353,21 +368,15 @@ async fn run_request<S: Socket>(
     head: RequestHead,
     body: BodyDecoder,
     continue_owed: bool,
-    rbuf: &mut Vec<u8>,
+    bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
 ) -> bool {
     let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !*ctx.shutdown.borrow();
     let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
-    let state = ExchangeState::new(std::mem::take(rbuf), body, continue_owed, response);
+    let state = ExchangeState::new(bufs, body, continue_owed, response);
     let exchange = Arc::new(Exchange::new(fd, ctx.socket_timeout, state));
-    let label = format!(
-        "{} {}",
-        String::from_utf8_lossy(head.method()),
-        String::from_utf8_lossy(head.target())
-    );
-
     let started = ctx.in_python(|py| {
         let input = Bound::new(py, Input::new(exchange.clone()))?.into_any();
         let start_response = Bound::new(py, StartResponse::new(exchange.clone()))?.into_any();
@@ -385,7 +394,7 @@ async fn run_request<S: Socket>(
             environ.into_any(),
             start_response,
             exchange.clone(),
-            label,
+            RequestLabel(&head),
         ))
     });
     let (mut call, mut step) = match started {
@@ -406,20 +415,17 @@ async fn run_request<S: Socket>(
                 false,
             );
             let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
-            exchange.close();
+            exchange.close(bufs);
             return false;
         }
     };
 
     let mut sent_ok = true;
-    let mut out = Vec::new();
+    let mut out = std::mem::take(&mut bufs.sending);
     loop {
         std::mem::swap(&mut out, &mut exchange.lock().out);
         if !out.is_empty() {
-            if !matches!(
-                timeout(ctx.socket_timeout, stream.write_all(&out)).await,
-                Ok(Ok(()))
-            ) {
+            if !send_all(stream, &out, ctx.socket_timeout).await {
                 sent_ok = false;
                 break;
             }
@@ -446,7 +452,9 @@ async fn run_request<S: Socket>(
             },
         };
     }
-    ctx.in_python(|py| call.close(py));
+    if call.needs_close() {
+        ctx.in_python(|py| call.close(py));
+    }
     ctx.count_request();
 
     let (status, bytes, mut keep) = {
@@ -464,7 +472,9 @@ async fn run_request<S: Socket>(
     if keep {
         keep = drain_body(stream, &exchange, ctx.socket_timeout).await;
     }
-    *rbuf = exchange.close();
+    exchange.close(bufs);
+    bufs.sending = out;
+    bufs.trim();
     if !sent_ok {
         return false;
     }
@@ -472,6 +482,31 @@ async fn run_request<S: Socket>(
         linger_close(stream).await;
     }
     keep
+}
+
+/// Sends `buf` within `wait`; false if the client stopped reading or the
+/// connection failed. Most responses fit the socket buffer, so the first
+/// attempt writes without arming a timer.
+async fn send_all<S: Socket>(stream: &mut S, buf: &[u8], wait: Duration) -> bool {
+    let sent = match stream.try_write_now(buf) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            0
+        }
+        Err(_) => return false,
+    };
+    if sent == buf.len() {
+        return true;
+    }
+    matches!(
+        timeout(wait, stream.write_all(&buf[sent..])).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Discards what the application left unread of the body, so the next

@@ -26,6 +26,38 @@ use crate::http1::response::{AppHead, ResponseEncoder};
 /// How many bytes one socket read asks for.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// Largest output or head buffer a connection keeps between requests; a
+/// larger one (a big body framed in one piece) is freed after its request.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// Buffers a connection lends to each of its exchanges and takes back
+/// afterwards, so a keep-alive connection allocates them once.
+#[derive(Default)]
+pub struct ConnBuffers {
+    /// Bytes read from the socket and not yet consumed; may hold the next
+    /// pipelined request when it comes back.
+    pub rbuf: Vec<u8>,
+    /// Framed response bytes the application side produces.
+    pub out: Vec<u8>,
+    /// Framed response bytes the connection is sending.
+    pub sending: Vec<u8>,
+    /// Scratch for the head `start_response` encodes.
+    pub head: Vec<u8>,
+}
+
+impl ConnBuffers {
+    /// Drops buffers grown past `KEPT_BUFFER`; clears the rest.
+    pub fn trim(&mut self) {
+        for buf in [&mut self.out, &mut self.sending, &mut self.head] {
+            if buf.capacity() > KEPT_BUFFER {
+                *buf = Vec::new();
+            } else {
+                buf.clear();
+            }
+        }
+    }
+}
+
 pub struct Exchange {
     pub fd: RawFd,
     pub socket_timeout: Duration,
@@ -58,6 +90,8 @@ pub struct ExchangeState {
     pub body_error: Option<ClientError>,
     /// What `start_response` was given, until the head is sent.
     pub app_head: Option<AppHead>,
+    /// An empty buffer for the next `AppHead`, reused once a head is sent.
+    pub head_spare: Vec<u8>,
     pub response: ResponseEncoder,
     /// Framed bytes waiting to be sent by the connection.
     pub out: Vec<u8>,
@@ -78,32 +112,38 @@ impl Exchange {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends the exchange and hands back the connection's read buffer.
-    pub fn close(&self) -> Vec<u8> {
+    /// Ends the exchange and hands back the connection's buffers (all but
+    /// `sending`, which the connection kept).
+    pub fn close(&self, bufs: &mut ConnBuffers) {
         let mut st = self.lock();
         st.open = false;
-        std::mem::take(&mut st.rbuf)
+        bufs.rbuf = std::mem::take(&mut st.rbuf);
+        bufs.out = std::mem::take(&mut st.out);
+        bufs.head = std::mem::take(&mut st.head_spare);
+        bufs.trim();
     }
 }
 
 impl ExchangeState {
+    /// Takes the connection's `rbuf`, `out` and `head` buffers.
     pub fn new(
-        rbuf: Vec<u8>,
+        bufs: &mut ConnBuffers,
         body: BodyDecoder,
         continue_owed: bool,
         response: ResponseEncoder,
     ) -> Self {
         ExchangeState {
             open: true,
-            rbuf,
+            rbuf: std::mem::take(&mut bufs.rbuf),
             body,
             decoded: Vec::new(),
             decoded_pos: 0,
             continue_owed,
             body_error: None,
             app_head: None,
+            head_spare: std::mem::take(&mut bufs.head),
             response,
-            out: Vec::new(),
+            out: std::mem::take(&mut bufs.out),
             write_failed: false,
         }
     }
@@ -220,6 +260,7 @@ impl ExchangeState {
                 .take()
                 .ok_or("the application returned a body before calling start_response()")?;
             self.response.start(&mut self.out, &head, known_length);
+            self.head_spare = head.into_buffer();
         }
         Ok(())
     }

@@ -37,14 +37,17 @@ pub struct Slot {
 unsafe impl Send for Slot {}
 unsafe impl Sync for Slot {}
 
-/// Milliseconds on the monotonic clock, which every process shares.
+/// Milliseconds on the monotonic clock, which every process shares. The
+/// coarse clock (a few milliseconds of resolution) is read without a
+/// hardware timer access, which matters at two stamps per request; timeouts
+/// are whole seconds.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 

@@ -2,6 +2,7 @@
 //! consumes. Fields are spans into one owned buffer, so parsing a head costs
 //! one copy and no allocation per header.
 
+use std::fmt;
 use std::ops::Range;
 
 /// How the request body is delimited (RFC 9112 §6).
@@ -85,5 +86,21 @@ impl RequestHead {
         self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
+    }
+}
+
+/// `METHOD target` of a request, for log messages; formatted only when a
+/// message is written.
+#[derive(Clone, Copy)]
+pub struct RequestLabel<'a>(pub &'a RequestHead);
+
+impl fmt::Display for RequestLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            String::from_utf8_lossy(self.0.method()),
+            String::from_utf8_lossy(self.0.target())
+        )
     }
 }

@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use crate::error::{ClientError, ClientErrorKind};
+use crate::http1::chars::{is_tchar, is_text_byte};
 
 /// Longest chunk-size line, extensions included. Extensions carry nothing a
 /// WSGI application can see, so a small bound costs nothing.
@@ -207,19 +208,12 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ClientError> {
 fn validate_trailer_field(line: &[u8]) -> Result<(), ClientError> {
     let colon = memchr::memchr(b':', line).ok_or_else(|| bad("invalid trailer field"))?;
     let name_ok = colon > 0 && line[..colon].iter().all(|&b| is_tchar(b));
-    let value_ok = line[colon + 1..]
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80);
+    let value_ok = line[colon + 1..].iter().all(|&b| is_text_byte(b));
     if name_ok && value_ok {
         Ok(())
     } else {
         Err(bad("invalid trailer field"))
     }
-}
-
-/// tchar (RFC 9110 §5.6.2).
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

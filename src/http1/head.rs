@@ -7,11 +7,13 @@
 //! adds the line-ending rules httparse is lenient about and the framing
 //! semantics (Content-Length, Transfer-Encoding, Host, Connection, Expect).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use memchr::memchr_iter;
 
 use crate::error::{ClientError, ClientErrorKind};
+use crate::http1::chars::is_reg_name_char;
 use crate::request::{BodyFraming, RequestHead};
 
 /// The limits a request head is held to; each one is a setting.
@@ -37,6 +39,9 @@ impl Default for HeadLimits {
         }
     }
 }
+
+/// Header field slots kept on the stack; a larger `max_fields` uses the heap.
+const STACK_FIELD_SLOTS: usize = 128;
 
 /// Incremental head parser: remembers how far it has scanned, so a head that
 /// arrives one byte at a time is scanned once, not once per byte.
@@ -139,9 +144,18 @@ fn parse_complete_head(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, 
         ));
     }
 
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_fields];
-    let mut req = httparse::Request::new(&mut fields);
-    match req.parse(head) {
+    // Field slots for httparse: on the stack up to the default limit, so a
+    // typical head costs no allocation and no initialisation of the slots.
+    let mut stack_slots = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_FIELD_SLOTS];
+    let mut heap_slots = Vec::new();
+    let slots = if limits.max_fields <= STACK_FIELD_SLOTS {
+        &mut stack_slots[..limits.max_fields]
+    } else {
+        heap_slots.resize_with(limits.max_fields, MaybeUninit::uninit);
+        &mut heap_slots[..]
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
         Err(e) => return Err(httparse_error(e, head)),
@@ -340,8 +354,7 @@ fn validate_host(value: &[u8]) -> Result<(), ClientError> {
                 .iter()
                 .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
     } else {
-        host.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+        host.iter().all(|&b| is_reg_name_char(b))
     };
     let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
     if host_ok && port_ok {

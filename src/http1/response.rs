@@ -156,13 +156,30 @@ pub fn write_error_response(
 #[derive(Debug, Clone)]
 pub struct AppHead {
     pub status: u16,
-    /// `200 OK`: the code and the application's reason phrase, kept as given.
-    pub status_line: Vec<u8>,
-    /// `Name: value\r\n` lines.
-    pub fields: Vec<u8>,
+    /// The status line (`200 OK`: the code and the application's reason
+    /// phrase, kept as given) followed by the `Name: value\r\n` lines.
+    pub bytes: Vec<u8>,
+    /// Where the status line ends in `bytes`.
+    pub status_len: usize,
     pub declared_length: Option<u64>,
     pub has_date: bool,
     pub has_server: bool,
+}
+
+impl AppHead {
+    pub fn status_line(&self) -> &[u8] {
+        &self.bytes[..self.status_len]
+    }
+
+    pub fn fields(&self) -> &[u8] {
+        &self.bytes[self.status_len..]
+    }
+
+    /// The emptied buffer, for the next head.
+    pub fn into_buffer(mut self) -> Vec<u8> {
+        self.bytes.clear();
+        self.bytes
+    }
 }
 
 /// The state of one response on an HTTP/1.x connection: it writes the head
@@ -238,8 +255,8 @@ impl ResponseEncoder {
         write_head(
             out,
             self.minor_version,
-            &app.status_line,
-            &app.fields,
+            app.status_line(),
+            app.fields(),
             app.has_date,
             app.has_server,
             framing,
@@ -469,8 +486,8 @@ mod tests {
     fn app_head(status: u16, declared: Option<u64>) -> AppHead {
         AppHead {
             status,
-            status_line: format!("{status} X").into_bytes(),
-            fields: Vec::new(),
+            bytes: format!("{status} X").into_bytes(),
+            status_len: 5,
             declared_length: declared,
             has_date: true,
             has_server: true,

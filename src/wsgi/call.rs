@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 use crate::exchange::Exchange;
 use crate::http1::response::write_error_response;
 use crate::log_at;
+use crate::request::RequestLabel;
 use crate::wsgi::streams::FileWrapper;
 
 /// What the connection does next.
@@ -33,16 +34,17 @@ pub enum Step {
     Abort,
 }
 
-pub struct AppCall {
+pub struct AppCall<'a> {
     exchange: Arc<Exchange>,
-    /// What the application returned, kept for `close()`.
+    /// What the application returned, kept for `close()`; `None` once
+    /// nothing is left to close (a list or tuple has no `close()`).
     result: Option<Py<PyAny>>,
     iter: Option<Py<PyIterator>>,
-    /// A label for log messages: the method and target.
-    label: String,
+    /// The request, named in log messages.
+    label: RequestLabel<'a>,
 }
 
-impl AppCall {
+impl<'a> AppCall<'a> {
     /// Calls `app(environ, start_response)` and takes the first step.
     pub fn start(
         py: Python<'_>,
@@ -50,8 +52,8 @@ impl AppCall {
         environ: Bound<'_, PyAny>,
         start_response: Bound<'_, PyAny>,
         exchange: Arc<Exchange>,
-        label: String,
-    ) -> (AppCall, Step) {
+        label: RequestLabel<'a>,
+    ) -> (AppCall<'a>, Step) {
         let mut call = AppCall {
             exchange,
             result: None,
@@ -69,11 +71,13 @@ impl AppCall {
     }
 
     fn first_step(&mut self, py: Python<'_>, result: &Bound<'_, PyAny>) -> Step {
-        if let Ok(items) = result.cast::<PyList>() {
-            return self.frame_sequence(py, items.iter());
+        if let Ok(items) = result.cast_exact::<PyList>() {
+            self.result = None;
+            return self.frame_sequence(py, items.len(), |i| items.get_item(i));
         }
-        if let Ok(items) = result.cast::<PyTuple>() {
-            return self.frame_sequence(py, items.iter());
+        if let Ok(items) = result.cast_exact::<PyTuple>() {
+            self.result = None;
+            return self.frame_sequence(py, items.len(), |i| items.get_item(i));
         }
         if let Ok(wrapper) = result.cast::<FileWrapper>() {
             if let Some(step) = self.sendfile_step(py, wrapper.get()) {
@@ -89,31 +93,36 @@ impl AppCall {
         }
     }
 
-    /// A list or tuple: every chunk is in hand, so the total length is known
-    /// before the head goes out.
+    /// A list or tuple (exactly: a subclass may define `close()`): every
+    /// chunk is in hand, so the total length is known before the head goes
+    /// out. Two passes over the items, one to check and sum them and one to
+    /// frame them; no Python code runs between the two, so the sequence
+    /// cannot change.
     fn frame_sequence<'py>(
         &mut self,
         py: Python<'py>,
-        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        len: usize,
+        item: impl Fn(usize) -> PyResult<Bound<'py, PyAny>>,
     ) -> Step {
-        let mut chunks = Vec::new();
         let mut total = 0u64;
-        for item in items {
-            match item.cast_into::<PyBytes>() {
-                Ok(bytes) => {
-                    total += bytes.as_bytes().len() as u64;
-                    chunks.push(bytes);
-                }
-                Err(e) => return self.fail(py, not_bytes(e.into_inner().as_any())),
+        for i in 0..len {
+            match item(i).map(|item| item.cast_into::<PyBytes>()) {
+                Ok(Ok(bytes)) => total += bytes.as_bytes().len() as u64,
+                Ok(Err(e)) => return self.fail(py, not_bytes(e.into_inner().as_any())),
+                Err(e) => return self.fail(py, e),
             }
         }
         let mut st = self.exchange.lock();
-        let framed = if chunks.is_empty() {
+        let framed = if len == 0 {
             st.frame_body(b"", Some(total))
         } else {
-            chunks
-                .iter()
-                .try_for_each(|c| st.frame_body(c.as_bytes(), Some(total)))
+            (0..len).try_for_each(|i| {
+                let bytes = item(i).map_err(|_| "the response sequence changed")?;
+                let bytes = bytes
+                    .cast_into::<PyBytes>()
+                    .map_err(|_| "the response sequence changed")?;
+                st.frame_body(bytes.as_bytes(), Some(total))
+            })
         };
         if let Err(msg) = framed {
             drop(st);
@@ -228,6 +237,12 @@ impl AppCall {
         }
     }
 
+    /// Whether `close` has Python work to do; a list or tuple result was
+    /// let go as soon as it was framed.
+    pub fn needs_close(&self) -> bool {
+        self.result.is_some() || self.iter.is_some()
+    }
+
     /// Calls the result's `close()`, which PEP 3333 requires on every path:
     /// success, error, and a client that went away.
     pub fn close(mut self, py: Python<'_>) {
@@ -236,9 +251,6 @@ impl AppCall {
             return;
         };
         let result = result.bind(py);
-        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
-            return;
-        }
         let closed = match result.getattr(pyo3::intern!(py, "close")) {
             Ok(close) => close.call0().map(drop),
             Err(_) => Ok(()),

@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -71,13 +73,44 @@ pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     out.into()
 }
 
+/// Room in every environ for keys beyond the base: with the base's 21
+/// keys, 21 header fields fit before the dict has to grow.
+const ENVIRON_ROOM: isize = 42;
+
+/// An empty dict with room for `n` items. CPython's `_PyDict_NewPresized`
+/// (what the `BUILD_MAP` opcode uses) is not public API, so it is looked up
+/// once at run time, with a plain dict as the fallback.
+fn presized_dict(py: Python<'_>, n: isize) -> Bound<'_, PyDict> {
+    type NewPresized = unsafe extern "C" fn(ffi::Py_ssize_t) -> *mut ffi::PyObject;
+    static NEW_PRESIZED: OnceLock<Option<NewPresized>> = OnceLock::new();
+    let new_presized = NEW_PRESIZED.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, when
+        // present, has the signature CPython declares for it.
+        unsafe {
+            let sym = libc::dlsym(libc::RTLD_DEFAULT, c"_PyDict_NewPresized".as_ptr());
+            (!sym.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, NewPresized>(sym))
+        }
+    });
+    match new_presized {
+        // SAFETY: called with the GIL held; returns a new reference or NULL.
+        Some(f) => unsafe {
+            Bound::from_owned_ptr_or_opt(py, f(n))
+                .map(|d| d.cast_into_unchecked())
+                .unwrap_or_else(|| PyDict::new(py))
+        },
+        None => PyDict::new(py),
+    }
+}
+
 /// The part of the environ that is the same for every request, built once
-/// and copied per request.
+/// and copied per request. It also holds a placeholder for every key each
+/// request sets, and room for header fields, so that filling in a copy
+/// replaces values instead of growing the dict.
 pub fn base_environ<'py>(
     py: Python<'py>,
     settings: &EnvironSettings,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
+    let env = presized_dict(py, ENVIRON_ROOM);
     env.set_item("wsgi.version", (1, 0))?;
     env.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
     env.set_item("wsgi.multithread", settings.multithread)?;
@@ -90,7 +123,63 @@ pub fn base_environ<'py>(
         "SERVER_SOFTWARE",
         concat!("ferrule/", env!("CARGO_PKG_VERSION")),
     )?;
+    for key in PER_REQUEST_KEYS {
+        env.set_item(PyString::intern(py, key), "")?;
+    }
     Ok(env)
+}
+
+/// The keys `build` sets for every request.
+const PER_REQUEST_KEYS: [&str; 12] = [
+    "REQUEST_METHOD",
+    "SERVER_PROTOCOL",
+    "RAW_URI",
+    "REQUEST_URI",
+    "QUERY_STRING",
+    "PATH_INFO",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.url_scheme",
+    "wsgi.input",
+];
+
+/// FNV-1a, for the header key cache: its keys are short header names, for
+/// which SipHash costs more than the lookup it serves.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// REQUEST_METHOD: the common methods as interned strings.
+fn method_string<'py>(py: Python<'py>, method: &[u8]) -> Bound<'py, PyString> {
+    let known = match method {
+        b"GET" => intern!(py, "GET"),
+        b"POST" => intern!(py, "POST"),
+        b"HEAD" => intern!(py, "HEAD"),
+        b"PUT" => intern!(py, "PUT"),
+        b"DELETE" => intern!(py, "DELETE"),
+        b"PATCH" => intern!(py, "PATCH"),
+        b"OPTIONS" => intern!(py, "OPTIONS"),
+        _ => return latin1(py, method),
+    };
+    known.clone()
 }
 
 /// Most header names repeat across requests; their `HTTP_*` keys are made
@@ -98,7 +187,8 @@ pub fn base_environ<'py>(
 const HEADER_KEY_CACHE_SIZE: usize = 512;
 
 thread_local! {
-    static HEADER_KEYS: RefCell<HashMap<Vec<u8>, Py<PyString>>> = RefCell::new(HashMap::new());
+    static HEADER_KEYS: RefCell<HashMap<Vec<u8>, Py<PyString>, BuildHasherDefault<Fnv>>> =
+        RefCell::new(HashMap::default());
 }
 
 fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
@@ -134,7 +224,10 @@ pub fn build<'py>(
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let env = base.copy()?;
-    env.set_item(intern!(py, "REQUEST_METHOD"), latin1(py, head.method()))?;
+    env.set_item(
+        intern!(py, "REQUEST_METHOD"),
+        method_string(py, head.method()),
+    )?;
     let protocol = if head.minor_version == 0 {
         intern!(py, "HTTP/1.0")
     } else {
@@ -206,21 +299,26 @@ pub fn build<'py>(
             header_key(py, name)
         };
         let value = latin1(py, value);
-        match env.get_item(&key)? {
-            Some(previous) => {
-                let sep = if name.eq_ignore_ascii_case(b"cookie") {
-                    "; "
-                } else {
-                    ", "
-                };
-                let joined = format!(
-                    "{}{sep}{}",
-                    previous.cast::<PyString>()?.to_cow()?,
-                    value.to_cow()?
-                );
-                env.set_item(key, joined)?;
-            }
-            None => env.set_item(key, value)?,
+        // SAFETY: GIL held; `env`, `key` and `value` are valid objects.
+        // PyDict_SetDefault inserts `value` unless the key is present, and
+        // returns a borrowed reference to the value now in the dict.
+        let present = unsafe {
+            let ptr = ffi::PyDict_SetDefault(env.as_ptr(), key.as_ptr(), value.as_ptr());
+            Bound::from_borrowed_ptr_or_err(py, ptr)?
+        };
+        if !present.is(&value) {
+            // A repeated field: its values are joined (RFC 9110 §5.3).
+            let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                "; "
+            } else {
+                ", "
+            };
+            let joined = format!(
+                "{}{sep}{}",
+                present.cast::<PyString>()?.to_cow()?,
+                value.to_cow()?
+            );
+            env.set_item(key, joined)?;
         }
     }
     Ok(env)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::exchange::Exchange;
 use crate::http1::response::AppHead;
@@ -26,38 +26,53 @@ impl StartResponse {
     }
 }
 
-fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<AppHead> {
+/// Validates and encodes the status and headers into `buf`.
+fn build_head(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+    buf: Vec<u8>,
+) -> PyResult<AppHead> {
     let status = status.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
     })?;
-    let mut head = parse_status(&status.to_cow()?).map_err(PyValueError::new_err)?;
+    let mut head = parse_status(&status.to_cow()?, buf).map_err(PyValueError::new_err)?;
+    if let Ok(list) = headers.cast_exact::<PyList>() {
+        for item in list.iter() {
+            add_header(&mut head, &item)?;
+        }
+        return Ok(head);
+    }
     for item in headers
         .try_iter()
         .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?
     {
-        let item = item?;
-        let pair = item
-            .cast::<PyTuple>()
-            .ok()
-            .filter(|t| t.len() == 2)
-            .ok_or_else(|| {
-                PyTypeError::new_err(format!(
-                    "each header must be a (name, value) tuple, not {}",
-                    type_name(&item)
-                ))
-            })?;
-        let name = pair.get_item(0)?;
-        let value = pair.get_item(1)?;
-        let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
-            return Err(PyTypeError::new_err(format!(
-                "header names and values must be str, got ({}, {})",
-                type_name(&name),
-                type_name(&value)
-            )));
-        };
-        add_field(&mut head, &name.to_cow()?, &value.to_cow()?).map_err(PyValueError::new_err)?;
+        add_header(&mut head, &item?)?;
     }
     Ok(head)
+}
+
+/// Adds one `(name, value)` item of the application's header list.
+fn add_header(head: &mut AppHead, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let pair = item
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 2)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "each header must be a (name, value) tuple, not {}",
+                type_name(item)
+            ))
+        })?;
+    let name = pair.get_item(0)?;
+    let value = pair.get_item(1)?;
+    let (Ok(name), Ok(value)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+        return Err(PyTypeError::new_err(format!(
+            "header names and values must be str, got ({}, {})",
+            type_name(&name),
+            type_name(&value)
+        )));
+    };
+    add_field(head, &name.to_cow()?, &value.to_cow()?).map_err(PyValueError::new_err)
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -77,8 +92,8 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
-        {
-            let st = self.exchange.lock();
+        let buf = {
+            let mut st = self.exchange.lock();
             if !st.open {
                 return Err(PyValueError::new_err(
                     "start_response() called after the request ended",
@@ -100,8 +115,9 @@ impl StartResponse {
                 }
                 None => {}
             }
-        }
-        let head = build_head(status, headers)?;
+            std::mem::take(&mut st.head_spare)
+        };
+        let head = build_head(status, headers, buf)?;
         self.exchange.lock().app_head = Some(head);
         Ok(Write {
             exchange: self.exchange.clone(),

@@ -1,0 +1,141 @@
+"""Instructions per request, counted by callgrind: repeatable on a noisy
+machine, where requests per second are not.
+
+    make bench-instructions                                  # hello, json, echo
+    .venv/bin/python bench/instructions.py --apps json --requests 5000
+
+Serves each app from bench/apps in one ferrule process (no master) under
+`valgrind --tool=callgrind` with collection off, sends warm-up requests,
+switches collection on, sends N requests on one keep-alive connection,
+switches it off and divides. Prints the per-request total and the functions
+that cost the most, inclusive of what they call (callgrind_annotate).
+"""
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "bench" / "apps"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+REQUESTS = {
+    "echo": b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024,
+}
+DEFAULT_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n\r\n"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_response(sock, buf):
+    """Reads one Content-Length response; returns what follows it."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError("server closed the connection")
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if not match:
+        raise RuntimeError(f"no Content-Length in {head!r}")
+    need = int(match.group(1))
+    while len(rest) < need:
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError("server closed the connection")
+        rest += data
+    return rest[need:]
+
+
+def send_requests(port, request, count):
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        buf = b""
+        for _ in range(count):
+            sock.sendall(request)
+            buf = read_response(sock, buf)
+
+
+def callgrind_control(*args):
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def measure(app, count, top):
+    port = free_port()
+    out_dir = tempfile.mkdtemp(prefix="ferrule-callgrind-")
+    code = (
+        f"import sys; sys.path.insert(0, {str(APPS)!r}); import ferrule, {app}; "
+        f"ferrule.serve({app}.application, bind='127.0.0.1:{port}', threads=1, log_level='warning')"
+    )
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+         f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(PYTHON), "-c", code],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        request = REQUESTS.get(app, DEFAULT_REQUEST)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                send_requests(port, request, 1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"ferrule under valgrind did not come up for {app}")
+                time.sleep(0.5)
+        send_requests(port, request, 200)
+        callgrind_control("-i", "on", str(server.pid))
+        send_requests(port, request, count)
+        callgrind_control("-i", "off", str(server.pid))
+        callgrind_control("-d", str(server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    dumps = sorted(glob.glob(f"{out_dir}/callgrind.out.*"), key=os.path.getsize)
+    report = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", f"--threshold=99", dumps[-1]],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    total = None
+    rows = []
+    for line in report.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)", line)
+        if not m:
+            continue
+        ir = int(m.group(1).replace(",", ""))
+        if "PROGRAM TOTALS" in m.group(2):
+            total = ir
+        else:
+            rows.append((ir, m.group(2)))
+    print(f"{app}: {total / count:,.0f} instructions per request ({count} requests)")
+    for ir, name in rows[:top]:
+        print(f"  {ir / count:>10,.0f}  {name[:150]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--apps", default="hello,json")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
+        return 1
+    for app in args.apps.split(","):
+        measure(app, args.requests, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
