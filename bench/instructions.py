@@ -4,7 +4,8 @@ machine, where requests per second are not.
     make bench-instructions                                  # hello, json, echo
     .venv/bin/python bench/instructions.py --apps json --requests 5000
 
-Serves each app from bench/apps in one ferrule process (no master) under
+Serves each app from bench/apps in one ferrule process (no master), or in
+bjoern for comparison (`--servers ferrule,bjoern`), under
 `valgrind --tool=callgrind` with collection off, sends warm-up requests,
 switches collection on, sends N requests on one keep-alive connection,
 switches it off and divides. Prints the per-request total and the functions
@@ -26,10 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+PEERS_PYTHON = ROOT / "bench" / ".venv" / "bin" / "python"
 
 REQUESTS = {
     "echo": b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024,
 }
+# Workloads whose module in bench/apps has another name (as in bench/run.py).
+MODULES = {"json": "json_app", "flask": "flask_app", "django": "django_app"}
 DEFAULT_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\n\r\n"
 
 
@@ -71,16 +75,27 @@ def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
-def measure(app, count, top):
+def server_code(server, workload, port):
+    """Python code that serves `workload`'s app on `port` in one process, one thread."""
+    app = MODULES.get(workload, workload)
+    prelude = f"import sys; sys.path.insert(0, {str(APPS)!r}); import {app}; "
+    if server == "ferrule":
+        return PYTHON, prelude + (
+            f"import ferrule; ferrule.serve({app}.application, bind='127.0.0.1:{port}', "
+            "threads=1, log_level='warning')"
+        )
+    if server == "bjoern":
+        return PEERS_PYTHON, prelude + f"import bjoern; bjoern.run({app}.application, '127.0.0.1', {port})"
+    raise SystemExit(f"unknown server {server!r}: ferrule or bjoern (bjoern needs `make bench` set-up)")
+
+
+def measure(server_name, app, count, top):
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="ferrule-callgrind-")
-    code = (
-        f"import sys; sys.path.insert(0, {str(APPS)!r}); import ferrule, {app}; "
-        f"ferrule.serve({app}.application, bind='127.0.0.1:{port}', threads=1, log_level='warning')"
-    )
+    python, code = server_code(server_name, app, port)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-         f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(PYTHON), "-c", code],
+         f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(python), "-c", code],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -92,7 +107,9 @@ def measure(app, count, top):
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"ferrule under valgrind did not come up for {app}")
+                    server.kill()
+                    errors = server.stderr.read().decode(errors="replace")[-3000:]
+                    raise RuntimeError(f"{server_name} under valgrind did not come up for {app}:\n{errors}")
                 time.sleep(0.5)
         send_requests(port, request, 200)
         callgrind_control("-i", "on", str(server.pid))
@@ -118,7 +135,7 @@ def measure(app, count, top):
             total = ir
         else:
             rows.append((ir, m.group(2)))
-    print(f"{app}: {total / count:,.0f} instructions per request ({count} requests)")
+    print(f"{server_name} {app}: {total / count:,.0f} instructions per request ({count} requests)")
     for ir, name in rows[:top]:
         print(f"  {ir / count:>10,.0f}  {name[:150]}")
 
@@ -127,13 +144,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", default="hello,json")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--servers", default="ferrule", help="ferrule and/or bjoern")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 1
     for app in args.apps.split(","):
-        measure(app, args.requests, args.top)
+        for server in args.servers.split(","):
+            measure(server, app, args.requests, args.top)
     return 0
 
 

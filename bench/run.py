@@ -9,7 +9,9 @@ worker and one application thread where a server has such options (each in
 its fastest documented configuration for that shape), a warm-up, then a
 verification run whose every response is checked (status 200 and the
 expected body length, by bench/check.lua), then timed rounds whose median is
-reported. A cell with any error is reported as failed, not as a speed.
+reported. The servers of a workload run side by side and the rounds
+alternate between them, so the machine's drift falls on all alike. A cell
+with any error is reported as failed, not as a speed.
 Ratios are taken within this run only: absolute numbers drift on a shared
 machine. `make bench` sets up bench/.venv with the peers first.
 """
@@ -177,76 +179,130 @@ def process_tree_rss(pid):
     return None
 
 
-def run_cell(server, w, secs, rounds, warmup):
+class Running:
+    """A server started for one workload."""
+
+    def __init__(self, name, proc, port, log):
+        self.name, self.proc, self.port, self.log = name, proc, port, log
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+        self.log.close()
+
+
+def start_server(server, w):
+    """Starts `server` for workload `w`: (Running, None), or (None, result)
+    when it cannot take this shape or does not start."""
     workers = w.get("workers", 1)
     threads = w.get("threads", 1)
-    pinned = w.get("pinned", True)
     port = free_port()
     cmd = server_command(server, w["app"], port, workers, threads)
-    if cmd is None:
-        return {"status": "n/a"}
-    if server == "hyper" and w["name"] not in ("hello",):
-        return {"status": "n/a"}
-    prefix = ["taskset", "-c", "0"] if pinned else []
+    if cmd is None or (server == "hyper" and w["name"] != "hello"):
+        return None, {"status": "n/a"}
+    prefix = ["taskset", "-c", "0"] if w.get("pinned", True) else []
     log = open(RESULTS / f".{server}-{w['name']}.log", "w")
     env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(prefix + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    running = Running(server, proc, port, log)
+    if not wait_ready(port, proc):
+        running.stop()
+        return None, {"status": "failed", "why": "did not start"}
+    return running, None
+
+
+def verify(running, w, warmup):
+    """Warm-up, then a run whose every response is checked; a failed result
+    or None."""
+    env_w = w.get("env", {})
+    pinned = w.get("pinned", True)
+    wrk(running.port, warmup, 64, env_w, pinned=pinned)
+    _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, pinned=pinned, check=True,
+                            expect=w["expect"])
+    if errors or bad:
+        return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
+    return None
+
+
+def one_round(running, w, secs):
+    """One timed run: (requests/s, p99 ms), or a failed result."""
+    if w.get("kind") == "slow_mixed":
+        return slow_mixed_round(running.port, secs)
+    rps, p99, errors, _ = wrk(running.port, secs, 64, w.get("env", {}), pinned=w.get("pinned", True))
+    if errors or not rps:
+        return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
+    return rps, p99
+
+
+def run_workload(w, servers, secs, rounds, warmup):
+    """Every server's result for one workload. All of them are started
+    together (idle, they cost nothing) and the timed rounds alternate
+    between them, so that drift in the machine's speed over the minutes of a
+    cell falls on every server alike instead of on whichever ran last."""
+    results, running = {}, {}
     try:
-        if not wait_ready(port, proc):
-            return {"status": "failed", "why": "did not start"}
+        for server in servers:
+            r, failed = start_server(server, w)
+            if failed:
+                results[server] = failed
+            else:
+                running[server] = r
         if w.get("kind") == "rss":
-            for _ in range(20):
-                wait_ready(port, proc)
-            time.sleep(0.5)
-            return {"status": "ok", "rss_kib": process_tree_rss(proc.pid)}
-        env_w = w.get("env", {})
-        conns = 64
-        if w.get("kind") == "slow_mixed":
-            return run_slow_mixed(port, secs, rounds, warmup)
-        wrk(port, warmup, conns, env_w, pinned=pinned)
-        _, _, errors, bad = wrk(port, max(1, warmup), conns, env_w, pinned=pinned, check=True, expect=w["expect"])
-        if errors or bad:
-            return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
-        samples = []
-        for _ in range(rounds):
-            rps, p99, errors, _ = wrk(port, secs, conns, env_w, pinned=pinned)
-            if errors or not rps:
-                return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
-            samples.append((rps, p99))
-        rps = statistics.median(s[0] for s in samples)
-        p99 = statistics.median(s[1] for s in samples if s[1] is not None)
-        return {"status": "ok", "rps": rps, "p99_ms": p99}
+            for server, r in running.items():
+                for _ in range(20):
+                    wait_ready(r.port, r.proc)
+                time.sleep(0.5)
+                results[server] = {"status": "ok", "rss_kib": process_tree_rss(r.proc.pid)}
+            return results
+        if w.get("kind") != "slow_mixed":
+            for server in list(running):
+                failed = verify(running[server], w, warmup)
+                if failed:
+                    results[server] = failed
+                    running.pop(server).stop()
+        samples = {server: [] for server in running}
+        for i in range(rounds):
+            order = list(running)
+            order = order[i % len(order):] + order[:i % len(order)] if order else order
+            for server in order:
+                sample = one_round(running[server], w, secs)
+                if isinstance(sample, dict):
+                    results[server] = sample
+                    running.pop(server).stop()
+                    samples.pop(server)
+                else:
+                    samples[server].append(sample)
+        for server, taken in samples.items():
+            p99s = [p for _, p in taken if p is not None]
+            results[server] = {"status": "ok", "rps": statistics.median(r for r, _ in taken),
+                               "p99_ms": statistics.median(p99s) if p99s else float("nan")}
+        return results
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        log.close()
+        for r in running.values():
+            r.stop()
 
 
-def run_slow_mixed(port, secs, rounds, warmup):
+def slow_mixed_round(port, secs):
     """Nine connections of fast requests and one of requests that sleep 50 ms,
-    at once; reports the fast ones' throughput and p99."""
-    samples = []
-    for _ in range(rounds):
-        slow = subprocess.Popen(
-            ["taskset", "-c", "1", "wrk", "-t1", "-c1", f"-d{secs}s", f"http://127.0.0.1:{port}/slow"],
-            stdout=subprocess.PIPE, text=True,
-        )
-        rps, p99, errors, _ = wrk(port, secs, 9, {})
-        slow_out = slow.communicate(timeout=secs + 60)[0]
-        errors += parse_wrk(slow_out)[2]
-        if errors:
-            return {"status": "failed", "why": f"{errors} errors"}
-        samples.append((rps, p99))
-    return {"status": "ok", "rps": statistics.median(s[0] for s in samples),
-            "p99_ms": statistics.median(s[1] for s in samples)}
+    at once; the fast ones' throughput and p99."""
+    slow = subprocess.Popen(
+        ["taskset", "-c", "1", "wrk", "-t1", "-c1", f"-d{secs}s", f"http://127.0.0.1:{port}/slow"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    rps, p99, errors, _ = wrk(port, secs, 9, {})
+    slow_out = slow.communicate(timeout=secs + 60)[0]
+    errors += parse_wrk(slow_out)[2]
+    if errors or not rps:
+        return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
+    return rps, p99
 
 
 def fmt_cell(r):
@@ -350,11 +406,10 @@ def main():
     RESULTS.mkdir(exist_ok=True)
     all_results = {}
     for w in workloads:
-        all_results[w["name"]] = {}
+        results = run_workload(w, servers, secs, rounds, warmup)
+        all_results[w["name"]] = {server: results[server] for server in servers}
         for server in servers:
-            r = run_cell(server, w, secs, rounds, warmup)
-            all_results[w["name"]][server] = r
-            print(f"{w['name']:>16} {server:>9}: {fmt_cell(r)}", flush=True)
+            print(f"{w['name']:>16} {server:>9}: {fmt_cell(results[server])}", flush=True)
 
     stamp = datetime.date.today().isoformat()
     lines = [
@@ -362,7 +417,8 @@ def main():
         "",
         f"Machine: {os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}, "
         f"Python {platform.python_version()}. Servers pinned to core 0, wrk to core 1; "
-        f"median of {rounds} x {secs} s after a {warmup} s warm-up and a verified run.",
+        f"median of {rounds} x {secs} s rounds, alternating between the servers, after a {warmup} s "
+        "warm-up and a verified run.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
