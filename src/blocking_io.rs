@@ -4,9 +4,11 @@
 //! Callers release the GIL around these calls. Every wait is bounded by
 //! `--socket-timeout`: it is the longest the peer may make no progress.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::Duration;
+
+use crate::out_queue::{OutQueue, MAX_SLICES};
 
 /// Waits until `fd` is ready for `events` (POLLIN / POLLOUT).
 fn wait(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<()> {
@@ -67,6 +69,38 @@ pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()>
         let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
         if n >= 0 {
             data = &data[n as usize..];
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => wait(fd, libc::POLLOUT, timeout)?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Sends everything in `queue` with writev(2).
+pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Result<()> {
+    while !queue.is_empty() {
+        let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+        let count = queue.slices(&mut slots);
+        let msg = libc::msghdr {
+            msg_name: std::ptr::null_mut(),
+            msg_namelen: 0,
+            // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+            msg_iov: slots.as_mut_ptr().cast(),
+            msg_iovlen: count,
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        };
+        // SAFETY: the iovecs point into memory the queue keeps alive;
+        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            queue.advance(n as usize);
             continue;
         }
         let err = io::Error::last_os_error();

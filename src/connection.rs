@@ -5,7 +5,7 @@
 //! large body do.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::http1::response::{write_error_response, ResponseEncoder};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
+use crate::out_queue::{OutQueue, MAX_SLICES};
 use crate::request::{BodyFraming, RequestHead, RequestLabel};
 use crate::server;
 use crate::wsgi::call::{AppCall, Step};
@@ -47,8 +48,8 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// A stream socket the server can serve HTTP on.
 pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
-    /// A write that does not wait: what the socket takes now.
-    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize>;
+    /// A gathered write that does not wait: what the socket takes now.
+    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
     /// WouldBlock (for sendfile(2), which tokio does not wrap).
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
@@ -56,8 +57,8 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
 }
 
 impl Socket for TcpStream {
-    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_write(buf)
+    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
     }
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(tokio::io::Interest::WRITABLE, f)
@@ -68,8 +69,8 @@ impl Socket for TcpStream {
 }
 
 impl Socket for UnixStream {
-    fn try_write_now(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_write(buf)
+    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
     }
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(tokio::io::Interest::WRITABLE, f)
@@ -425,7 +426,7 @@ async fn run_request<S: Socket>(
     loop {
         std::mem::swap(&mut out, &mut exchange.lock().out);
         if !out.is_empty() {
-            if !send_all(stream, &out, ctx.socket_timeout).await {
+            if !send_queue(stream, &mut out, ctx.socket_timeout).await {
                 sent_ok = false;
                 break;
             }
@@ -484,29 +485,28 @@ async fn run_request<S: Socket>(
     keep
 }
 
-/// Sends `buf` within `wait`; false if the client stopped reading or the
-/// connection failed. Most responses fit the socket buffer, so the first
-/// attempt writes without arming a timer.
-async fn send_all<S: Socket>(stream: &mut S, buf: &[u8], wait: Duration) -> bool {
-    let sent = match stream.try_write_now(buf) {
-        Ok(n) => n,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            0
+/// Sends the queue with writev(2); false if the connection failed or the
+/// client made no progress for `wait`. Most responses fit the socket
+/// buffer, so usually no timer is ever armed.
+async fn send_queue<S: Socket>(stream: &mut S, queue: &mut OutQueue, wait: Duration) -> bool {
+    while !queue.is_empty() {
+        let written = {
+            let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+            let count = queue.slices(&mut slots);
+            stream.try_write_vectored_now(&slots[..count])
+        };
+        match written {
+            Ok(n) => queue.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !matches!(timeout(wait, stream.wait_writable()).await, Ok(Ok(()))) {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
-        Err(_) => return false,
-    };
-    if sent == buf.len() {
-        return true;
     }
-    matches!(
-        timeout(wait, stream.write_all(&buf[sent..])).await,
-        Ok(Ok(()))
-    )
+    true
 }
 
 /// Discards what the application left unread of the body, so the next

@@ -22,12 +22,15 @@ use crate::error::ClientError;
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Chunk;
 use crate::http1::response::{AppHead, ResponseEncoder};
+use crate::out_queue::OutQueue;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 /// How many bytes one socket read asks for.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// Largest output or head buffer a connection keeps between requests; a
-/// larger one (a big body framed in one piece) is freed after its request.
+/// Largest head buffer a connection keeps between requests.
 const KEPT_BUFFER: usize = 64 * 1024;
 
 /// Buffers a connection lends to each of its exchanges and takes back
@@ -38,22 +41,23 @@ pub struct ConnBuffers {
     /// pipelined request when it comes back.
     pub rbuf: Vec<u8>,
     /// Framed response bytes the application side produces.
-    pub out: Vec<u8>,
+    pub out: OutQueue,
     /// Framed response bytes the connection is sending.
-    pub sending: Vec<u8>,
+    pub sending: OutQueue,
     /// Scratch for the head `start_response` encodes.
     pub head: Vec<u8>,
 }
 
 impl ConnBuffers {
-    /// Drops buffers grown past `KEPT_BUFFER`; clears the rest.
+    /// Empties the buffers for the next request, dropping any grown past
+    /// what a connection keeps.
     pub fn trim(&mut self) {
-        for buf in [&mut self.out, &mut self.sending, &mut self.head] {
-            if buf.capacity() > KEPT_BUFFER {
-                *buf = Vec::new();
-            } else {
-                buf.clear();
-            }
+        self.out.reset();
+        self.sending.reset();
+        if self.head.capacity() > KEPT_BUFFER {
+            self.head = Vec::new();
+        } else {
+            self.head.clear();
         }
     }
 }
@@ -94,7 +98,7 @@ pub struct ExchangeState {
     pub head_spare: Vec<u8>,
     pub response: ResponseEncoder,
     /// Framed bytes waiting to be sent by the connection.
-    pub out: Vec<u8>,
+    pub out: OutQueue,
     /// A blocking write from the application failed: the connection is dead.
     pub write_failed: bool,
 }
@@ -243,13 +247,28 @@ impl ExchangeState {
         known_length: Option<u64>,
     ) -> Result<(), &'static str> {
         self.start_head(known_length)?;
-        self.response.body(&mut self.out, data);
+        self.response.body(self.out.buf(), data);
+        Ok(())
+    }
+
+    /// Like `frame_body`, for the application's own bytes object: a large
+    /// one is queued by reference instead of copied.
+    pub fn frame_bytes(
+        &mut self,
+        bytes: &Bound<'_, PyBytes>,
+        known_length: Option<u64>,
+    ) -> Result<(), &'static str> {
+        self.start_head(known_length)?;
+        let data = bytes.as_bytes();
+        let n = self.response.piece_start(self.out.buf(), data.len() as u64);
+        self.out.push_body(bytes, &data[..n as usize]);
+        self.response.piece_end(self.out.buf(), n);
         Ok(())
     }
 
     /// Ends the body (last chunk, or the decision to close).
     pub fn finish_response(&mut self) {
-        self.response.finish(&mut self.out);
+        self.response.finish(self.out.buf());
     }
 
     /// Sends the head from `start_response` now, for a body of `known_length`.
@@ -259,7 +278,7 @@ impl ExchangeState {
                 .app_head
                 .take()
                 .ok_or("the application returned a body before calling start_response()")?;
-            self.response.start(&mut self.out, &head, known_length);
+            self.response.start(self.out.buf(), &head, known_length);
             self.head_spare = head.into_buffer();
         }
         Ok(())
@@ -268,16 +287,16 @@ impl ExchangeState {
     /// Frames what precedes `len` bytes sent straight from a file; returns
     /// how many of them to send.
     pub fn raw_body_start(&mut self, len: u64) -> u64 {
-        self.response.raw_body_start(&mut self.out, len)
+        self.response.piece_start(self.out.buf(), len)
     }
 
     pub fn raw_body_end(&mut self, len: u64) {
-        self.response.raw_body_end(&mut self.out, len);
+        self.response.piece_end(self.out.buf(), len);
     }
 
     /// Sends what is framed in `out` now, blocking (the `write()` callable).
     pub fn flush_blocking(&mut self, fd: RawFd, timeout: Duration) -> io::Result<()> {
-        let result = blocking_io::send_all(fd, &self.out, timeout);
+        let result = blocking_io::send_queue(fd, &mut self.out, timeout);
         self.out.clear();
         if result.is_err() {
             self.write_failed = true;

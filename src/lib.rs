@@ -16,6 +16,7 @@ pub mod listen;
 pub mod liveness;
 pub mod log;
 pub mod master;
+pub mod out_queue;
 pub mod request;
 pub mod server;
 pub mod worker;

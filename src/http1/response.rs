@@ -106,22 +106,6 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes one chunk (RFC 9112 §7.1); empty data writes nothing, since an
-/// empty chunk would end the body.
-pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The chunk-size line that precedes `len` bytes of chunk data.
-pub fn chunk_size_line(len: u64) -> Vec<u8> {
-    format!("{len:x}\r\n").into_bytes()
-}
-
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -265,58 +249,42 @@ impl ResponseEncoder {
         );
     }
 
-    /// How many of `len` body bytes may be sent; past a declared length the
-    /// rest is cut (and the connection closed afterwards, since the
-    /// application's idea of the body and the client's now differ).
-    fn allow(&mut self, len: usize) -> usize {
-        match self.framing {
-            ResponseFraming::NoBody => 0,
-            ResponseFraming::Length(_) => {
-                let n = (len as u64).min(self.remaining);
-                self.remaining -= n;
-                if n < len as u64 {
-                    self.overflowed = true;
-                }
-                n as usize
-            }
-            ResponseFraming::Chunked | ResponseFraming::UntilClose => len,
-        }
-    }
-
-    /// Frames body bytes into `out`.
-    pub fn body(&mut self, out: &mut Vec<u8>, data: &[u8]) {
-        let n = self.allow(data.len());
-        let data = &data[..n];
-        self.body_bytes += n as u64;
-        match self.framing {
-            ResponseFraming::Chunked => write_chunk(out, data),
-            _ => out.extend_from_slice(data),
-        }
-    }
-
-    /// For a body sent straight from a file: writes what precedes `len` file
-    /// bytes and returns how many of them to send.
-    pub fn raw_body_start(&mut self, out: &mut Vec<u8>, len: u64) -> u64 {
+    /// Starts a piece of `len` body bytes: writes what precedes it (a chunk
+    /// size line) and returns how many of its bytes to send. Past a declared
+    /// length the rest is cut, and the connection closed afterwards, since
+    /// the application's idea of the body and the client's now differ.
+    pub fn piece_start(&mut self, out: &mut Vec<u8>, len: u64) -> u64 {
         let n = match self.framing {
             ResponseFraming::NoBody => 0,
-            ResponseFraming::Length(_) => len.min(self.remaining),
-            _ => len,
+            ResponseFraming::Length(_) => {
+                let n = len.min(self.remaining);
+                self.remaining -= n;
+                if n < len {
+                    self.overflowed = true;
+                }
+                n
+            }
+            ResponseFraming::Chunked | ResponseFraming::UntilClose => len,
         };
-        if let ResponseFraming::Length(_) = self.framing {
-            self.remaining -= n;
-        }
         if self.framing == ResponseFraming::Chunked && n > 0 {
-            out.extend_from_slice(&chunk_size_line(n));
+            let _ = write!(out, "{n:x}\r\n");
         }
         self.body_bytes += n;
         n
     }
 
-    /// Writes what follows `n` file bytes sent after `raw_body_start`.
-    pub fn raw_body_end(&mut self, out: &mut Vec<u8>, n: u64) {
+    /// Ends a piece of `n` body bytes begun with `piece_start`.
+    pub fn piece_end(&mut self, out: &mut Vec<u8>, n: u64) {
         if self.framing == ResponseFraming::Chunked && n > 0 {
             out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// Frames body bytes into `out`.
+    pub fn body(&mut self, out: &mut Vec<u8>, data: &[u8]) {
+        let n = self.piece_start(out, data.len() as u64);
+        out.extend_from_slice(&data[..n as usize]);
+        self.piece_end(out, n);
     }
 
     /// Ends the body. A body shorter than its Content-Length cannot be
@@ -464,10 +432,13 @@ mod tests {
 
     #[test]
     fn chunks() {
+        let mut enc = ResponseEncoder::new(1, false, true);
         let mut out = Vec::new();
-        write_chunk(&mut out, b"");
-        write_chunk(&mut out, &[b'a'; 26]);
-        out.extend_from_slice(LAST_CHUNK);
+        enc.start(&mut out, &app_head(200, None), None);
+        out.clear();
+        enc.body(&mut out, b"");
+        enc.body(&mut out, &[b'a'; 26]);
+        enc.finish(&mut out);
         let mut expected = b"1a\r\n".to_vec();
         expected.extend_from_slice(&[b'a'; 26]);
         expected.extend_from_slice(b"\r\n0\r\n\r\n");

@@ -121,7 +121,7 @@ impl<'a> AppCall<'a> {
                 let bytes = bytes
                     .cast_into::<PyBytes>()
                     .map_err(|_| "the response sequence changed")?;
-                st.frame_body(bytes.as_bytes(), Some(total))
+                st.frame_bytes(&bytes, Some(total))
             })
         };
         if let Err(msg) = framed {
@@ -176,14 +176,14 @@ impl<'a> AppCall<'a> {
                 Some(Err(err)) => return self.fail(py, err),
                 Some(Ok(item)) => {
                     let bytes = match item.cast::<PyBytes>() {
-                        Ok(b) => b.as_bytes(),
+                        Ok(b) => b,
                         Err(_) => return self.fail(py, not_bytes(&item)),
                     };
-                    if bytes.is_empty() {
+                    if bytes.as_bytes().is_empty() {
                         continue;
                     }
                     let mut st = self.exchange.lock();
-                    if let Err(msg) = st.frame_body(bytes, None) {
+                    if let Err(msg) = st.frame_bytes(bytes, None) {
                         drop(st);
                         return self.fail(py, pyo3::exceptions::PyAssertionError::new_err(msg));
                     }
@@ -208,7 +208,7 @@ impl<'a> AppCall<'a> {
                 .unwrap_or((500, "Internal Server Error"));
             st.out.clear();
             let minor = st.response.minor_version();
-            write_error_response(&mut st.out, code, phrase, minor, false);
+            write_error_response(st.out.buf(), code, phrase, minor, false);
             st.response.status = code;
             st.response.keep_alive = false;
         }

@@ -138,21 +138,24 @@ impl Write {
         let data = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
-        let bytes = data.as_bytes();
         let exchange = &self.exchange;
-        py.detach(|| {
+        {
             let mut st = exchange.lock();
             if !st.open {
                 return Err(PyValueError::new_err(
                     "write() called after the request ended",
                 ));
             }
-            if bytes.is_empty() {
+            if data.as_bytes().is_empty() {
                 return Ok(());
             }
-            st.frame_body(bytes, None)
+            st.frame_bytes(data, None)
                 .map_err(PyAssertionError::new_err)?;
-            st.flush_blocking(exchange.fd, exchange.socket_timeout)
+        }
+        py.detach(|| {
+            exchange
+                .lock()
+                .flush_blocking(exchange.fd, exchange.socket_timeout)
                 .map_err(|e| PyOSError::new_err(format!("client connection lost: {e}")))
         })
     }

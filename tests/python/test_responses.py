@@ -182,6 +182,41 @@ def test_content_length_from_app_is_honoured(app):
     assert b"Content-Length: 10\r\n" in raw and raw.endswith(b"\r\n\r\n12345"), "less than declared: closed"
 
 
+MIXED = b"".join(bytes([65 + i]) * n for i, n in enumerate([5, 40000, 16384, 16383, 1, 200000, 7]))
+
+
+@pytest.mark.parametrize("mode", ["list", "gen", "write"])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_large_and_small_pieces_arrive_in_order(app, mode, version):
+    # Large pieces go out from the application's bytes objects, small ones
+    # are copied: both kinds, in every framing, must interleave exactly.
+    resp = get(app, f"/mixed-large?mode={mode}", version=version)
+    assert resp.status == 200
+    assert resp.body == MIXED
+    if mode == "list":
+        assert resp.header("Content-Length") == str(len(MIXED))
+    elif version == "1.1":
+        assert resp.header("Transfer-Encoding") == "chunked"
+
+
+@pytest.mark.parametrize("mode", ["list", "gen", "write"])
+def test_large_pieces_are_cut_at_declared_length(app, mode):
+    cut = 5 + 40000 + 100
+    raw = read_until_close(app, f"GET /mixed-large?mode={mode}&cl={cut} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert f"Content-Length: {cut}".encode() in head
+    assert body == MIXED[:cut], "cut exactly at the declared length, then closed"
+
+
+def test_large_body_to_head_request_sends_no_body(app):
+    with app.connect() as sock:
+        sock.sendall(b"HEAD /mixed-large HTTP/1.1\r\nHost: t\r\n\r\nGET /list3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        reader = Reader(sock)
+        head = reader.read_response(head_request=True)
+        assert head.header("Content-Length") == str(len(MIXED))
+        assert reader.read_response().body == b"one two three"
+
+
 def test_head_has_headers_but_no_body(app):
     with app.connect() as sock:
         sock.sendall(b"HEAD /list3 HTTP/1.1\r\nHost: t\r\n\r\nGET /list3 HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -218,6 +218,26 @@ def r_big(environ, start_response):
     return Tracked(gen(), "big")
 
 
+# Pieces on both sides of the size from which bodies are sent from the
+# application's own bytes instead of a copy, each with its own content.
+MIXED_PIECES = [bytes([65 + i]) * n for i, n in enumerate([5, 40000, 16384, 16383, 1, 200000, 7])]
+
+
+def r_mixed_large(environ, start_response):
+    mode = q(environ, "mode", "list")
+    headers = [("Content-Type", "application/octet-stream")]
+    if q(environ, "cl"):
+        headers.append(("Content-Length", q(environ, "cl")))
+    write = start_response("200 OK", headers)
+    if mode == "gen":
+        return iter(MIXED_PIECES)
+    if mode == "write":
+        for piece in MIXED_PIECES:
+            write(piece)
+        return []
+    return list(MIXED_PIECES)
+
+
 def r_slow_stream(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return Tracked([b"tick\n"] * int(q(environ, "n", "3")), "slow_stream", delay=float(q(environ, "delay", "0.2")))
