@@ -98,6 +98,7 @@ pub fn run(
         threads: usize::from(config.threads),
         in_flight: AtomicUsize::new(0),
         thread_freed: Notify::new(),
+        file_turns: Semaphore::new(1),
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;

@@ -4,6 +4,7 @@ framing, close(), file_wrapper, and what happens when the app misbehaves."""
 import json
 import os
 import socket
+import threading
 import time
 from urllib.parse import quote
 
@@ -282,6 +283,46 @@ def test_file_wrapper_sends_regular_file_from_position(app, tmp_path):
     # HEAD sends no file bytes.
     resp = get(app, f"/file?path={quote(str(path))}", method="HEAD")
     assert resp.header("Content-Length") == str(len(data))
+
+
+def test_concurrent_large_files_are_sent_whole(tmp_path):
+    # Large files are sent in turns, one connection at a time per worker:
+    # every download must still arrive whole and exact.
+    content = os.urandom(6 << 20)
+    path = tmp_path / "large.bin"
+    path.write_bytes(content)
+    server = Server("behaviours", "--threads", "4")
+    try:
+        bodies = []
+
+        def download():
+            bodies.append(httpx.get(f"{server.url}/file?path={quote(str(path))}", timeout=30).content)
+
+        threads = [threading.Thread(target=download) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(bodies) == 6 and all(b == content for b in bodies)
+    finally:
+        server.kill()
+
+
+def test_stalled_large_download_gives_its_turn_away(tmp_path):
+    # A client that stops reading a large file must not hold up another
+    # download of the same worker until its socket timeout (60 s here).
+    content = os.urandom(16 << 20)
+    path = tmp_path / "large.bin"
+    path.write_bytes(content)
+    server = Server("behaviours", "--threads", "2", "--socket-timeout", "60")
+    try:
+        with server.connect() as stalled:
+            stalled.sendall(f"GET /file?path={quote(str(path))} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            stalled.recv(1)  # the response has begun; it is never read further
+            resp = httpx.get(f"{server.url}/file?path={quote(str(path))}", timeout=30)
+            assert resp.content == content
+    finally:
+        server.kill()
 
 
 def test_file_wrapper_on_file_like_iterates(app):
