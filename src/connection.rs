@@ -425,9 +425,19 @@ async fn run_request<S: Socket>(
 
     let mut sent_ok = true;
     let mut out = std::mem::take(&mut bufs.sending);
+    let mut first_send = true;
     loop {
         std::mem::swap(&mut out, &mut exchange.lock().out);
         if !out.is_empty() {
+            // Let the other connections that are ready run their requests
+            // first, so that the responses go out in one burst: the client
+            // then reads them in one wake-up instead of being woken (an
+            // inter-processor interrupt) once per response. Measured with
+            // Flask: about 1 wake-up per request without this, 0.2 with it,
+            // and about 15% more requests per second.
+            if std::mem::take(&mut first_send) {
+                tokio::task::yield_now().await;
+            }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
                 sent_ok = false;
                 break;
