@@ -338,6 +338,7 @@ impl Acceptor for TcpAcceptor {
             server_name: self.local.ip().to_string(),
             server_port: self.local.port().to_string(),
             url_scheme: "http",
+            strings: Default::default(),
         };
         Ok((stream, conn))
     }
@@ -355,6 +356,7 @@ impl Acceptor for UnixListener {
             server_name: "localhost".to_string(),
             server_port: "80".to_string(),
             url_scheme: "http",
+            strings: Default::default(),
         };
         Ok((stream, conn))
     }

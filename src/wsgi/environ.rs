@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -18,7 +18,7 @@ use crate::request::RequestHead;
 use crate::wsgi::streams::{ErrorStream, FileWrapper};
 
 /// What the environ needs to know about the connection a request came on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// REMOTE_ADDR / REMOTE_PORT; empty for unix sockets.
     pub remote_addr: String,
@@ -27,6 +27,18 @@ pub struct ConnInfo {
     pub server_name: String,
     pub server_port: String,
     pub url_scheme: &'static str,
+    /// Python strings made for this connection's requests, reused by the
+    /// next ones.
+    pub strings: Mutex<ConnStrings>,
+}
+
+/// Environ values that stay the same across a connection's requests:
+/// REMOTE_ADDR and REMOTE_PORT, and SERVER_NAME and SERVER_PORT as long as
+/// the Host header does not change.
+#[derive(Debug, Default)]
+pub struct ConnStrings {
+    remote: Option<(Py<PyString>, Py<PyString>)>,
+    host: Option<(Vec<u8>, Py<PyString>, Py<PyString>)>,
 }
 
 /// Settings that shape every environ.
@@ -214,6 +226,31 @@ fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
     })
 }
 
+/// SERVER_NAME and SERVER_PORT: from the Host header (or the authority of
+/// an absolute-form target) when there is one, else the listening address.
+fn server_name_port<'py>(
+    py: Python<'py>,
+    host: &[u8],
+    conn: &ConnInfo,
+) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+    let default_port = if conn.url_scheme == "https" {
+        "443"
+    } else {
+        "80"
+    };
+    match Some(host)
+        .filter(|h| !h.is_empty())
+        .and_then(split_host_port)
+    {
+        Some((name, Some(port))) => (latin1(py, name), latin1(py, port)),
+        Some((name, None)) => (latin1(py, name), PyString::new(py, default_port)),
+        None => (
+            PyString::new(py, &conn.server_name),
+            PyString::new(py, &conn.server_port),
+        ),
+    }
+}
+
 /// Builds the environ for one request.
 pub fn build<'py>(
     py: Python<'py>,
@@ -250,32 +287,26 @@ pub fn build<'py>(
     };
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
 
-    let (server_name, server_port) = match head
-        .host()
-        .filter(|h| !h.is_empty())
-        .and_then(split_host_port)
     {
-        Some((name, Some(port))) => (latin1(py, name), latin1(py, port)),
-        Some((name, None)) => (
-            latin1(py, name),
-            PyString::new(
-                py,
-                if conn.url_scheme == "https" {
-                    "443"
-                } else {
-                    "80"
-                },
-            ),
-        ),
-        None => (
-            PyString::new(py, &conn.server_name),
-            PyString::new(py, &conn.server_port),
-        ),
-    };
-    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
-    env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
-    env.set_item(intern!(py, "REMOTE_ADDR"), &conn.remote_addr)?;
-    env.set_item(intern!(py, "REMOTE_PORT"), &conn.remote_port)?;
+        let mut strings = conn.strings.lock().unwrap_or_else(|e| e.into_inner());
+        let host = head.host().unwrap_or_default();
+        if strings.host.as_ref().is_none_or(|(h, _, _)| h != host) {
+            let (name, port) = server_name_port(py, host, conn);
+            strings.host = Some((host.to_vec(), name.unbind(), port.unbind()));
+        }
+        if let Some((_, name, port)) = &strings.host {
+            env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
+            env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
+        }
+        let (addr, port) = strings.remote.get_or_insert_with(|| {
+            (
+                PyString::new(py, &conn.remote_addr).unbind(),
+                PyString::new(py, &conn.remote_port).unbind(),
+            )
+        });
+        env.set_item(intern!(py, "REMOTE_ADDR"), addr.bind(py))?;
+        env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
+    }
     let scheme = if conn.url_scheme == "https" {
         intern!(py, "https")
     } else {

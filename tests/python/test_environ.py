@@ -117,6 +117,26 @@ def test_host_without_port_and_ipv6_host(echo):
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "9")
 
 
+def test_server_name_follows_host_on_one_connection(echo):
+    # SERVER_NAME/SERVER_PORT are reused across a connection's requests
+    # only while the Host header stays the same.
+    hosts = [b"one.example:81", b"one.example:81", b"two.example", None, b"one.example:81"]
+    with echo.connect() as sock:
+        reader = Reader(sock)
+        for host in hosts:
+            field = b"Host: " + host + b"\r\n" if host else b""
+            sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n" + field + b"\r\n")
+            env = json.loads(reader.read_response().body)
+            expected = {
+                b"one.example:81": ("one.example", "81"),
+                b"two.example": ("two.example", "80"),
+                None: ("127.0.0.1", str(echo.port)),
+            }[host]
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == expected
+            assert env["REMOTE_ADDR"] == "127.0.0.1"
+            assert env["REMOTE_PORT"] == str(sock.getsockname()[1])
+
+
 def test_absolute_form_target(echo):
     env = environ_of(echo, b"GET http://other.example:81/p?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
     assert env["PATH_INFO"] == "/p"
