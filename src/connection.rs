@@ -422,6 +422,12 @@ async fn run_request<S: Socket>(
             return false;
         }
     };
+    // With several threads the connection's task may resume on another
+    // thread after any wait, so a response that needs more Python is
+    // finished here, before the task waits for anything.
+    if ctx.threads > 1 && needs_more_python(&step, &call) {
+        step = finish_on_this_thread(ctx, &exchange, &mut call, step);
+    }
 
     let mut sent_ok = true;
     let mut out = std::mem::take(&mut bufs.sending);
@@ -434,8 +440,14 @@ async fn run_request<S: Socket>(
             // then reads them in one wake-up instead of being woken (an
             // inter-processor interrupt) once per response. Measured with
             // Flask: about 1 wake-up per request without this, 0.2 with it,
-            // and about 15% more requests per second.
-            if std::mem::take(&mut first_send) {
+            // and about 15% more requests per second. With several threads
+            // the task may resume on another one, and a request's Python
+            // steps (next(), close()) must all run on the thread that called
+            // the application, whose thread-locals and context variables
+            // they may use: there, only a response that needs no more Python
+            // yields.
+            let no_more_python = matches!(step, Step::Done) && !call.needs_close();
+            if std::mem::take(&mut first_send) && (ctx.threads == 1 || no_more_python) {
                 yield_to_ready_tasks().await;
             }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
@@ -545,6 +557,48 @@ async fn send_queue<S: Socket>(stream: &mut S, queue: &mut OutQueue, wait: Durat
         }
     }
     true
+}
+
+/// Whether the application's response still has Python to run after
+/// `step`: iterations to pull, or a `close()` to call (after a file sent
+/// with sendfile(2), `close()` only closes the file).
+fn needs_more_python(step: &Step, call: &AppCall<'_>) -> bool {
+    match step {
+        Step::More => true,
+        Step::SendFile { .. } => false,
+        Step::Done | Step::Abort => call.needs_close(),
+    }
+}
+
+/// Runs the rest of a response on the calling thread, without awaiting:
+/// each chunk is sent with blocking writes (the GIL released, each wait
+/// bounded by --socket-timeout) before the next is pulled, then `close()`
+/// is called. PEP 3333 applications may keep per-request state in
+/// thread-locals or context variables (Flask's `stream_with_context`, for
+/// one), which only the thread that called the application sees. A slow
+/// client holds the thread meanwhile, as in a threaded server.
+fn finish_on_this_thread(
+    ctx: &ServerCtx,
+    exchange: &Exchange,
+    call: &mut AppCall<'_>,
+    mut step: Step,
+) -> Step {
+    while matches!(step, Step::More) {
+        let sent = exchange
+            .lock()
+            .flush_blocking(exchange.fd, exchange.socket_timeout);
+        step = match sent {
+            Ok(()) => ctx.in_python(|py| call.next(py)),
+            Err(_) => Step::Abort,
+        };
+    }
+    if !matches!(step, Step::Abort) {
+        let _ = exchange
+            .lock()
+            .flush_blocking(exchange.fd, exchange.socket_timeout);
+    }
+    ctx.in_python(|py| call.close_now(py));
+    step
 }
 
 /// Discards what the application left unread of the body, so the next

@@ -246,6 +246,11 @@ impl<'a> AppCall<'a> {
     /// Calls the result's `close()`, which PEP 3333 requires on every path:
     /// success, error, and a client that went away.
     pub fn close(mut self, py: Python<'_>) {
+        self.close_now(py);
+    }
+
+    /// `close` without giving up the call; later `close` calls do nothing.
+    pub fn close_now(&mut self, py: Python<'_>) {
         self.iter = None;
         let Some(result) = self.result.take() else {
             return;

@@ -136,10 +136,16 @@ def serve():
 
 
 def run_ferrule(*args, cwd=APPS, env=None, timeout=30):
-    """Runs ferrule to completion (for start-up failures); returns the result."""
+    """Runs ferrule to completion (for start-up failures); returns the result.
+    Without a bind of its own, it gets a free port, so that tests running at
+    once do not race for the default 127.0.0.1:8000."""
     full_env = dict(os.environ)
     full_env.pop("PORT", None)
     full_env.update(env or {})
+    if not any(a in ("-b", "--bind") or a.startswith("--bind=") for a in args) and "FERRULE_BIND" not in full_env:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            full_env["FERRULE_BIND"] = f"127.0.0.1:{s.getsockname()[1]}"
     return subprocess.run(
         [FERRULE, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,

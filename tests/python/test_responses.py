@@ -325,6 +325,55 @@ def test_stalled_large_download_gives_its_turn_away(tmp_path):
         server.kill()
 
 
+def test_streamed_response_stays_on_its_thread(tmp_path):
+    # With several threads, next() and close() of a response must run on
+    # the thread that called the application (thread-locals, context
+    # variables). Slow readers make the server wait between chunks.
+    server = Server("behaviours", "--threads", "4")
+    try:
+        chunks, errors = [], []
+
+        def slow_reader():
+            try:
+                with server.connect(timeout=30) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                    sock.sendall(b"GET /affinity?n=40&size=65536 HTTP/1.0\r\n\r\n")
+                    data = b""
+                    while True:
+                        block = sock.recv(65536)
+                        if not block:
+                            break
+                        data += block
+                        time.sleep(0.001)
+                    chunks.extend(data.partition(b"\r\n\r\n")[2].splitlines())
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        stop = threading.Event()
+
+        def busy():
+            # Keeps the other threads busy, so that work moves between them.
+            while not stop.is_set():
+                get(server, "/list3")
+
+        readers = [threading.Thread(target=slow_reader) for _ in range(8)]
+        load = [threading.Thread(target=busy) for _ in range(4)]
+        for t in readers + load:
+            t.start()
+        for t in readers:
+            t.join()
+        stop.set()
+        for t in load:
+            t.join()
+        assert not errors
+        assert len(chunks) == 8 * 40
+        assert all(c.startswith(b"same") for c in chunks), "a chunk was produced on another thread"
+        verdicts = json.loads(get(server, "/affinity-closes").body)
+        assert verdicts == [True] * 8, "close() ran on another thread"
+    finally:
+        server.kill()
+
+
 def test_file_wrapper_on_file_like_iterates(app):
     resp = get(app, "/filelike")
     assert resp.body == b"x" * 10000 + b"end"

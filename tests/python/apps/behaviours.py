@@ -238,6 +238,38 @@ def r_mixed_large(environ, start_response):
     return list(MIXED_PIECES)
 
 
+AFFINITY = []
+
+
+class ThreadChecked:
+    """A streamed response that reports, in each chunk and at close(),
+    whether it runs on the thread that called the application."""
+
+    def __init__(self, count, size):
+        self.thread = threading.get_ident()
+        self.count, self.size = count, size
+
+    def __iter__(self):
+        for _ in range(self.count):
+            same = threading.get_ident() == self.thread
+            yield (b"same" if same else b"MOVED") + b"." * (self.size - 5) + b"\n"
+
+    def close(self):
+        with LOCK:
+            AFFINITY.append(threading.get_ident() == self.thread)
+
+
+def r_affinity(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ThreadChecked(int(q(environ, "n", "50")), int(q(environ, "size", "65536")))
+
+
+def r_affinity_closes(environ, start_response):
+    with LOCK:
+        verdicts = list(AFFINITY)
+    return text(start_response, json.dumps(verdicts))
+
+
 def r_slow_stream(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return Tracked([b"tick\n"] * int(q(environ, "n", "3")), "slow_stream", delay=float(q(environ, "delay", "0.2")))
