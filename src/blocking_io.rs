@@ -39,6 +39,17 @@ fn wait(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// After a failed call on `fd`: waits until it is ready for `events` if it
+/// would have blocked, returns to retry if interrupted, fails otherwise.
+fn after_error(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<()> {
+    let err = io::Error::last_os_error();
+    match err.kind() {
+        io::ErrorKind::WouldBlock => wait(fd, events, timeout),
+        io::ErrorKind::Interrupted => Ok(()),
+        _ => Err(err),
+    }
+}
+
 /// Appends up to `max` bytes read from `fd` to `buf`; Ok(0) is end of stream.
 pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
     buf.reserve(max);
@@ -52,12 +63,7 @@ pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
             unsafe { buf.set_len(buf.len() + n as usize) };
             return Ok(n as usize);
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => wait(fd, libc::POLLIN, timeout)?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
-        }
+        after_error(fd, libc::POLLIN, timeout)?;
     }
 }
 
@@ -71,12 +77,7 @@ pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()>
             data = &data[n as usize..];
             continue;
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => wait(fd, libc::POLLOUT, timeout)?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
-        }
+        after_error(fd, libc::POLLOUT, timeout)?;
     }
     Ok(())
 }
@@ -103,12 +104,7 @@ pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Res
             queue.advance(n as usize);
             continue;
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => wait(fd, libc::POLLOUT, timeout)?,
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
-        }
+        after_error(fd, libc::POLLOUT, timeout)?;
     }
     Ok(())
 }
