@@ -22,16 +22,13 @@ use crate::error::ClientError;
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Chunk;
 use crate::http1::response::{AppHead, ResponseEncoder};
-use crate::out_queue::OutQueue;
+use crate::out_queue::{OutQueue, KEPT_BUFFER};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 /// How many bytes one socket read asks for.
 pub const READ_CHUNK: usize = 64 * 1024;
-
-/// Largest head buffer a connection keeps between requests.
-const KEPT_BUFFER: usize = 64 * 1024;
 
 /// Buffers a connection lends to each of its exchanges and takes back
 /// afterwards, so a keep-alive connection allocates them once.
@@ -124,7 +121,6 @@ impl Exchange {
         bufs.rbuf = std::mem::take(&mut st.rbuf);
         bufs.out = std::mem::take(&mut st.out);
         bufs.head = std::mem::take(&mut st.head_spare);
-        bufs.trim();
     }
 }
 

@@ -15,8 +15,9 @@ pub const ZERO_COPY_MIN: usize = 16 * 1024;
 /// Most pieces handed to one writev(2).
 pub const MAX_SLICES: usize = 64;
 
-/// Largest copy buffer a connection keeps between requests.
-const KEPT_BUFFER: usize = 64 * 1024;
+/// Largest buffer a connection keeps between requests; a larger one is
+/// freed after its request.
+pub const KEPT_BUFFER: usize = 64 * 1024;
 
 #[derive(Default)]
 pub struct OutQueue {
