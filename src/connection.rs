@@ -23,6 +23,7 @@ use crate::exchange::{ConnBuffers, Exchange, ExchangeState, READ_CHUNK};
 use crate::http1::body::BodyDecoder;
 use crate::http1::head::{HeadLimits, HeadParser};
 use crate::http1::response::{write_error_response, ResponseEncoder};
+use crate::lane::{self, Lane};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
@@ -103,6 +104,8 @@ pub struct ServerCtx {
     pub thread_freed: Notify,
     /// One permit: whose turn it is to send a large file (`send_file`).
     pub file_turns: Semaphore,
+    /// Where the connections run (see `lane`).
+    pub lane: Arc<Lane>,
 }
 
 impl ServerCtx {
@@ -354,7 +357,7 @@ async fn handle_request<S: Socket>(
             // The accept loop was just woken onto this thread's LIFO slot,
             // which no other thread may steal; let it run before the
             // application blocks this thread.
-            tokio::task::yield_now().await;
+            lane::yield_to_runtime().await;
         }
     }
     let keep = run_request(stream, head, body, continue_owed, bufs, conn, ctx).await;
@@ -380,6 +383,9 @@ async fn run_request<S: Socket>(
     let fd = stream.as_raw_fd();
     let state = ExchangeState::new(bufs, body, continue_owed, response);
     let exchange = Arc::new(Exchange::new(fd, ctx.socket_timeout, state));
+    // From here until the response needs no more Python, nothing is
+    // awaited: the call is on this thread.
+    let call_on_thread = ctx.lane.call();
     let started = ctx.in_python(|py| {
         let input = Bound::new(py, Input::new(exchange.clone()))?.into_any();
         let start_response = Bound::new(py, StartResponse::new(exchange.clone()))?.into_any();
@@ -417,6 +423,7 @@ async fn run_request<S: Socket>(
                 head.minor_version,
                 false,
             );
+            drop(call_on_thread);
             let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
             exchange.close(bufs);
             return false;
@@ -428,6 +435,7 @@ async fn run_request<S: Socket>(
     if ctx.threads > 1 && needs_more_python(&step, &call) {
         step = finish_on_this_thread(ctx, &exchange, &mut call, step);
     }
+    drop(call_on_thread);
 
     let mut sent_ok = true;
     let mut out = std::mem::take(&mut bufs.sending);
@@ -441,14 +449,15 @@ async fn run_request<S: Socket>(
             // inter-processor interrupt) once per response. Measured with
             // Flask: about 1 wake-up per request without this, 0.2 with it,
             // and about 15% more requests per second. With several threads
-            // the task may resume on another one, and a request's Python
+            // another loop may resume the task on another thread (when this
+            // one is held by a slow call), and a request's Python
             // steps (next(), close()) must all run on the thread that called
             // the application, whose thread-locals and context variables
             // they may use: there, only a response that needs no more Python
             // yields.
             let no_more_python = matches!(step, Step::Done) && !call.needs_close();
             if std::mem::take(&mut first_send) && (ctx.threads == 1 || no_more_python) {
-                yield_to_ready_tasks().await;
+                lane::yield_to_ready_tasks().await;
             }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
                 sent_ok = false;
@@ -516,23 +525,6 @@ async fn run_request<S: Socket>(
         linger_close(stream).await;
     }
     keep
-}
-
-/// Lets the tasks already queued on this worker thread run before the
-/// current one continues. Unlike `tokio::task::yield_now`, which parks the
-/// task until the thread next polls for I/O, out of reach of the other
-/// threads, this puts it at the back of the thread's run queue, where an
-/// idle thread can take it: a thread that then blocks in a slow request
-/// keeps no response waiting behind it.
-fn yield_to_ready_tasks() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if std::mem::replace(&mut yielded, true) {
-            return std::task::Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
 }
 
 /// Sends the queue with writev(2); false if the connection failed or the

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod error;
 pub mod exchange;
 pub mod http1;
+pub mod lane;
 pub mod listen;
 pub mod liveness;
 pub mod log;

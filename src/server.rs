@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::config::Config;
 use crate::connection::{self, ServerCtx, Socket};
+use crate::lane::Lane;
 use crate::listen::{self, Listener};
 use crate::liveness::Slot;
 use crate::log;
@@ -99,6 +100,7 @@ pub fn run(
         in_flight: AtomicUsize::new(0),
         thread_freed: Notify::new(),
         file_turns: Semaphore::new(1),
+        lane: Lane::new(usize::from(config.threads)),
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
@@ -137,9 +139,16 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         .worker_threads(p.threads)
         .thread_name("ferrule-worker")
         .enable_all()
-        .on_thread_start(start_application_thread)
+        .on_thread_start({
+            let next_index = AtomicUsize::new(0);
+            move || start_application_thread(next_index.fetch_add(1, Ordering::Relaxed))
+        })
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
+    p.ctx
+        .lane
+        .start(runtime.handle().clone())
+        .map_err(|e| format!("starting the lane's watchdog: {e}"))?;
     let slots = Arc::new(Semaphore::new(p.max_connections));
     let mut socket_files = Vec::new();
     let listen_fds: Vec<RawFd> = p.listeners.iter().map(Listener::raw_fd).collect();
@@ -212,6 +221,11 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
     }
     for path in socket_files {
         let _ = std::fs::remove_file(path);
+    }
+    {
+        // Connections still open close here, within the runtime.
+        let _in_runtime = runtime.enter();
+        p.ctx.lane.close();
     }
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(stop)
@@ -377,7 +391,7 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
             Ok((stream, conn)) => {
                 let (first_head_tx, first_head) = oneshot::channel();
                 let conn_ctx = ctx.clone();
-                tokio::spawn(async move {
+                ctx.lane.spawn(async move {
                     connection::serve(stream, conn, conn_ctx, first_head_tx).await;
                     drop(slot);
                 });
@@ -433,10 +447,9 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-static NEXT_THREAD_INDEX: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    /// This application thread's index in the worker's liveness page.
+    /// This application thread's index, from 0, in the worker's liveness
+    /// page and its lane.
     static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
@@ -445,8 +458,8 @@ pub fn thread_index() -> usize {
     THREAD_INDEX.with(Cell::get)
 }
 
-fn start_application_thread() {
-    THREAD_INDEX.with(|i| i.set(NEXT_THREAD_INDEX.fetch_add(1, Ordering::Relaxed)));
+fn start_application_thread(index: usize) {
+    THREAD_INDEX.with(|i| i.set(index));
     keep_python_thread_state();
 }
 

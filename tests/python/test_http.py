@@ -275,6 +275,58 @@ def test_concurrent_requests_share_threads(serve):
     assert took < 1.9, "four sleeping requests ran at once on four threads"
 
 
+def still_running(sock):
+    """True if nothing has come back on `sock` yet."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def test_request_arriving_during_a_slow_call_is_served_meanwhile(serve):
+    """With a thread to spare, a request that arrives while a slow call runs
+    is served by another thread at once, not after the call."""
+    server = serve("behaviours", "--threads", "2")
+    with server.connect() as slow:
+        slow.sendall(b"GET /sleep?s=3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.3)
+        for _ in range(3):
+            assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+        assert still_running(slow)
+        assert Reader(slow).read_response().body == b"slept"
+
+
+def test_requests_queued_behind_a_slow_call_are_served_meanwhile(serve):
+    """Requests ready at the same moment as a slow one, and queued behind
+    it, are taken by another thread while the slow call runs."""
+    server = serve("behaviours", "--threads", "2")
+    for _ in range(3):
+        socks = [server.connect() for _ in range(4)]
+        try:
+            requests = [b"GET /sleep?s=2 HTTP/1.1\r\nHost: t\r\n\r\n"] + [
+                b"GET /list3 HTTP/1.1\r\nHost: t\r\n\r\n"
+            ] * 3
+            for sock, request in zip(socks, requests):
+                sock.sendall(request)
+            for quick in socks[1:]:
+                assert Reader(quick).read_response().body == b"one two three"
+            assert still_running(socks[0])
+            assert Reader(socks[0]).read_response().body == b"slept"
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_calls_at_once_never_outnumber_threads(serve):
+    server = serve("behaviours", "--threads", "2")
+    results, _ = concurrent_gets(server.url + "/overlap?s=0.4", 6)
+    assert sorted(results)[-1] == "2", "two threads: two calls at once, never more"
+
+
 def test_silent_connections_do_not_slow_accepting(serve):
     """Connections that never send a byte must not delay the ones that do
     (a slowloris crowd against the accept loop)."""

@@ -280,6 +280,21 @@ def r_sleep(environ, start_response):
     return text(start_response, "slept")
 
 
+OVERLAP = {"now": 0, "most": 0}
+
+
+def r_overlap(environ, start_response):
+    """Sleeps; answers with the most calls of this route seen at once."""
+    with LOCK:
+        OVERLAP["now"] += 1
+        OVERLAP["most"] = max(OVERLAP["most"], OVERLAP["now"])
+    time.sleep(float(q(environ, "s", "0.5")))
+    with LOCK:
+        OVERLAP["now"] -= 1
+        most = OVERLAP["most"]
+    return text(start_response, str(most))
+
+
 def r_upload_size(environ, start_response):
     stream = environ["wsgi.input"]
     digest = hashlib.sha256()
