@@ -16,14 +16,14 @@ use pyo3::types::PyDict;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, Semaphore, SemaphorePermit};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::Instant;
 
 use crate::error::{ClientError, ClientErrorKind};
 use crate::exchange::{ConnBuffers, Exchange, ExchangeState, READ_CHUNK};
 use crate::http1::body::BodyDecoder;
 use crate::http1::head::{HeadLimits, HeadParser};
 use crate::http1::response::{write_error_response, ResponseEncoder};
-use crate::lane::{self, Lane};
+use crate::lane::{self, deadline_after, timeout, timeout_at, Lane};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
@@ -202,13 +202,12 @@ async fn read_head<S: Socket>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> HeadOutcome {
     let mut parser = HeadParser::new();
-    let mut idle_deadline = Instant::now()
-        + if first {
-            ctx.header_timeout
-        } else {
-            ctx.keep_alive
-        };
-    let mut head_deadline: Option<Instant> = None;
+    let mut idle_deadline = deadline_after(if first {
+        ctx.header_timeout
+    } else {
+        ctx.keep_alive
+    });
+    let mut head_deadline: Option<u64> = None;
     loop {
         if !rbuf.is_empty() {
             match parser.parse(rbuf, &ctx.head_limits) {
@@ -220,7 +219,7 @@ async fn read_head<S: Socket>(
                 Err(e) => return HeadOutcome::Refused(e),
             }
             // The head has begun: it must now arrive within header_timeout.
-            head_deadline.get_or_insert_with(|| Instant::now() + ctx.header_timeout);
+            head_deadline.get_or_insert_with(|| deadline_after(ctx.header_timeout));
         }
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
@@ -231,7 +230,7 @@ async fn read_head<S: Socket>(
             // Stopping: an idle connection gets a moment for a request
             // already on its way (answered with Connection: close) instead
             // of a close that would race it.
-            idle_deadline = idle_deadline.min(Instant::now() + STOP_IDLE_GRACE);
+            idle_deadline = idle_deadline.min(deadline_after(STOP_IDLE_GRACE));
         }
         let deadline = head_deadline.unwrap_or(idle_deadline);
         let read = timeout_at(deadline, stream.read_buf(rbuf));
@@ -283,7 +282,7 @@ async fn refuse<S: Socket>(stream: &mut S, err: &ClientError, conn: &ConnInfo, c
 async fn linger_close<S: Socket>(stream: &mut S) {
     let _ = stream.shutdown().await;
     let mut sink = vec![0u8; 16 * 1024];
-    let deadline = Instant::now() + LINGER;
+    let deadline = deadline_after(LINGER);
     let mut discarded = 0u64;
     while discarded < MAX_DRAIN {
         match timeout_at(deadline, stream.read(&mut sink)).await {
@@ -687,7 +686,11 @@ async fn send_file<S: Socket>(
             }
             Ok(n) => left -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if turn.is_some() && timeout(TURN_IDLE, stream.wait_writable()).await.is_ok() {
+                if turn.is_some()
+                    && tokio::time::timeout(TURN_IDLE, stream.wait_writable())
+                        .await
+                        .is_ok()
+                {
                     continue;
                 }
                 turn = None;
