@@ -173,9 +173,18 @@ pub async fn serve<S: Socket>(
     };
     let mut shutdown = ctx.shutdown.clone();
     let mut first_head = Some(first_head);
+    let mut parser = HeadParser::new();
     loop {
         let first = first_head.is_some();
-        let head = match read_head(&mut stream, &mut bufs.rbuf, &ctx, first, &mut shutdown).await {
+        let read = read_head(
+            &mut stream,
+            &mut parser,
+            &mut bufs.rbuf,
+            &ctx,
+            first,
+            &mut shutdown,
+        );
+        let head = match read.await {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
             HeadOutcome::Refused(err) => {
@@ -186,9 +195,12 @@ pub async fn serve<S: Socket>(
         // When the server is stopping, the connection still waits briefly
         // for a next request the client may have sent after a keep-alive
         // response, and answers it with Connection: close (read_head).
-        if !handle_request(&mut stream, head, &mut bufs, &conn, &ctx, &mut first_head).await {
+        let keep =
+            handle_request(&mut stream, &head, &mut bufs, &conn, &ctx, &mut first_head).await;
+        if !keep {
             return;
         }
+        parser.recycle(head);
         // Dropping the sender tells the accept loop too.
         first_head = None;
     }
@@ -196,12 +208,12 @@ pub async fn serve<S: Socket>(
 
 async fn read_head<S: Socket>(
     stream: &mut S,
+    parser: &mut HeadParser,
     rbuf: &mut Vec<u8>,
     ctx: &ServerCtx,
     first: bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> HeadOutcome {
-    let mut parser = HeadParser::new();
     let mut idle_deadline = deadline_after(if first {
         ctx.header_timeout
     } else {
@@ -320,7 +332,7 @@ async fn read_at_least<S: Socket>(
 /// Serves one request; returns whether the connection may carry another.
 async fn handle_request<S: Socket>(
     stream: &mut S,
-    head: RequestHead,
+    head: &RequestHead,
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
@@ -370,7 +382,7 @@ async fn handle_request<S: Socket>(
 /// Runs the application for a request whose body framing is settled.
 async fn run_request<S: Socket>(
     stream: &mut S,
-    head: RequestHead,
+    head: &RequestHead,
     body: BodyDecoder,
     continue_owed: bool,
     bufs: &mut ConnBuffers,
@@ -381,7 +393,7 @@ async fn run_request<S: Socket>(
     let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
     let state = ExchangeState::new(bufs, body, continue_owed, response);
-    let exchange = Arc::new(Exchange::new(fd, ctx.socket_timeout, state));
+    let exchange = Exchange::new(bufs.exchange.take(), fd, ctx.socket_timeout, state);
     // From here until the response needs no more Python, nothing is
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
@@ -392,7 +404,7 @@ async fn run_request<S: Socket>(
             py,
             ctx.environ_base.bind(py),
             &ctx.environ_settings,
-            &head,
+            head,
             conn,
             input,
         )?;
@@ -402,7 +414,7 @@ async fn run_request<S: Socket>(
             environ.into_any(),
             start_response,
             exchange.clone(),
-            RequestLabel(&head),
+            RequestLabel(head),
         ))
     });
     let (mut call, mut step) = match started {
@@ -509,12 +521,13 @@ async fn run_request<S: Socket>(
     };
     keep &= sent_ok;
     if log::access_log_enabled() {
-        access_log(&head, conn, status, bytes);
+        access_log(head, conn, status, bytes);
     }
     if keep {
         keep = drain_body(stream, &exchange, ctx.socket_timeout).await;
     }
     exchange.close(bufs);
+    bufs.exchange = Some(exchange);
     bufs.sending = out;
     bufs.trim();
     if !sent_ok {
@@ -597,7 +610,8 @@ fn finish_on_this_thread(
 /// `Expect: 100-continue` means the client never sent the body: close.
 async fn drain_body<S: Socket>(stream: &mut S, exchange: &Exchange, wait: Duration) -> bool {
     let mut drained = 0u64;
-    let mut buf = Vec::with_capacity(READ_CHUNK);
+    // Most requests have had their body read (or have none): no buffer.
+    let mut buf = Vec::new();
     loop {
         {
             let mut st = exchange.lock();
@@ -618,6 +632,7 @@ async fn drain_body<S: Socket>(stream: &mut S, exchange: &Exchange, wait: Durati
             return false;
         }
         buf.clear();
+        buf.reserve(READ_CHUNK);
         match timeout(wait, stream.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return false,

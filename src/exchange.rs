@@ -14,7 +14,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::blocking_io;
@@ -43,6 +43,8 @@ pub struct ConnBuffers {
     pub sending: OutQueue,
     /// Scratch for the head `start_response` encodes.
     pub head: Vec<u8>,
+    /// The last exchange, reused by the next when nothing else holds it.
+    pub exchange: Option<Arc<Exchange>>,
 }
 
 impl ConnBuffers {
@@ -101,11 +103,29 @@ pub struct ExchangeState {
 }
 
 impl Exchange {
-    pub fn new(fd: RawFd, socket_timeout: Duration, state: ExchangeState) -> Self {
-        Exchange {
+    /// A new exchange, in the allocation of `spare` when the application
+    /// kept no reference to it (its objects are normally freed with the
+    /// request).
+    pub fn new(
+        spare: Option<Arc<Exchange>>,
+        fd: RawFd,
+        socket_timeout: Duration,
+        state: ExchangeState,
+    ) -> Arc<Exchange> {
+        let fresh = Exchange {
             fd,
             socket_timeout,
             state: Mutex::new(state),
+        };
+        match spare {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(unshared) => {
+                    *unshared = fresh;
+                    spare
+                }
+                None => Arc::new(fresh),
+            },
+            None => Arc::new(fresh),
         }
     }
 

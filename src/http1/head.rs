@@ -44,10 +44,13 @@ impl Default for HeadLimits {
 const STACK_FIELD_SLOTS: usize = 128;
 
 /// Incremental head parser: remembers how far it has scanned, so a head that
-/// arrives one byte at a time is scanned once, not once per byte.
+/// arrives one byte at a time is scanned once, not once per byte. A
+/// connection keeps one, and gives each head back when done with it
+/// (`recycle`), so the next head reuses its buffers instead of allocating.
 #[derive(Debug, Default)]
 pub struct HeadParser {
     scanned: usize,
+    spare: Option<RequestHead>,
 }
 
 fn bad(reason: &'static str) -> ClientError {
@@ -56,7 +59,13 @@ fn bad(reason: &'static str) -> ClientError {
 
 impl HeadParser {
     pub fn new() -> Self {
-        HeadParser { scanned: 0 }
+        HeadParser::default()
+    }
+
+    /// Takes back a head's buffers for the next head. They are bounded by
+    /// the limits the head was parsed under.
+    pub fn recycle(&mut self, head: RequestHead) {
+        self.spare = Some(head);
     }
 
     /// Parses the head at the start of `buf`. On success returns the head and
@@ -85,7 +94,14 @@ impl HeadParser {
             return Ok(None);
         };
         self.scanned = 0;
-        let head = parse_complete_head(&buf[start..end], limits)?;
+        let (mut bytes, mut fields) = match self.spare.take() {
+            Some(spare) => (spare.buf, spare.headers),
+            None => (Vec::new(), Vec::new()),
+        };
+        bytes.clear();
+        bytes.extend_from_slice(&buf[start..end]);
+        fields.clear();
+        let head = parse_complete_head(bytes, fields, limits)?;
         Ok(Some((head, end)))
     }
 }
@@ -129,7 +145,14 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
-fn parse_complete_head(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, ClientError> {
+/// Parses `bytes`, a whole head, into a `RequestHead` that owns them;
+/// `fields` is an empty vector to hold the field spans.
+fn parse_complete_head(
+    bytes: Vec<u8>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    limits: &HeadLimits,
+) -> Result<RequestHead, ClientError> {
+    let head = &bytes[..];
     let line_end = memchr::memchr(b'\n', head).expect("a complete head has a request line") - 1;
     if line_end > limits.max_request_line {
         return Err(ClientError::new(
@@ -165,11 +188,11 @@ fn parse_complete_head(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, 
     let minor_version = req.version.unwrap_or(1);
 
     let mut parsed = RequestHead {
-        buf: head.to_vec(),
+        buf: Vec::new(),
         method,
         target: target.clone(),
         minor_version,
-        headers: Vec::with_capacity(req.headers.len()),
+        headers: fields,
         framing: BodyFraming::Empty,
         keep_alive: minor_version == 1,
         expect_continue: false,
@@ -250,6 +273,7 @@ fn parse_complete_head(head: &[u8], limits: &HeadLimits) -> Result<RequestHead, 
 
     parsed.framing = body_framing(head, minor_version, content_length, &transfer_codings)?;
     split_target(&mut parsed, head)?;
+    parsed.buf = bytes;
     Ok(parsed)
 }
 

@@ -389,3 +389,13 @@ def test_file_wrapper_with_http10(app, tmp_path):
 def test_input_kept_after_its_request_refuses_io(app):
     assert get(app, "/keep-input").body == b"kept"
     assert get(app, "/use-kept-input").body.startswith(b"ValueError: I/O operation")
+
+
+def test_input_kept_on_a_keep_alive_connection_stays_with_its_request(app):
+    """The next requests on the same connection do not revive it."""
+    with app.connect() as sock:
+        reader = Reader(sock)
+        for path in ("/keep-input", "/list3", "/use-kept-input"):
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".encode())
+            body = reader.read_response().body
+        assert body.startswith(b"ValueError: I/O operation"), body
