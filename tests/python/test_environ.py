@@ -137,6 +137,24 @@ def test_server_name_follows_host_on_one_connection(echo):
             assert env["REMOTE_PORT"] == str(sock.getsockname()[1])
 
 
+def test_each_request_on_a_connection_has_its_own_method_protocol_and_query(echo):
+    # The environ starts from a base holding the usual GET, HTTP/1.1 and
+    # empty query: requests that differ must not leave their values behind.
+    requests = [
+        (b"POST /p?a=1 HTTP/1.1", ("POST", "HTTP/1.1", "a=1")),
+        (b"GET /p HTTP/1.1", ("GET", "HTTP/1.1", "")),
+        (b"DELETE /p? HTTP/1.0", ("DELETE", "HTTP/1.0", "")),
+        (b"GET /p?b=2 HTTP/1.1", ("GET", "HTTP/1.1", "b=2")),
+        (b"GET /p HTTP/1.1", ("GET", "HTTP/1.1", "")),
+    ]
+    with echo.connect() as sock:
+        reader = Reader(sock)
+        for line, expected in requests:
+            sock.sendall(line + b"\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            env = json.loads(reader.read_response().body)
+            assert (env["REQUEST_METHOD"], env["SERVER_PROTOCOL"], env["QUERY_STRING"]) == expected
+
+
 def test_absolute_form_target(echo):
     env = environ_of(echo, b"GET http://other.example:81/p?q=1 HTTP/1.1\r\nHost: a\r\n\r\n")
     assert env["PATH_INFO"] == "/p"
