@@ -125,7 +125,7 @@ pub struct Config {
     #[arg(long, env = "FERRULE_RELOAD")]
     pub reload: bool,
 
-    /// How many requests may run the application at once (threads per process). Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response is sent from its own thread.
+    /// How many requests may run the application at once (threads per process). Quick requests all run on one thread; one that takes over 0.5 ms lets the next run on another. Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response is sent from its own thread.
     #[arg(long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 
