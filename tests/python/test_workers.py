@@ -188,8 +188,11 @@ def test_ttin_ttou_under_load(serve):
     assert len(worker_pids(server, 1)) == 1
 
 
-def test_max_requests_with_jitter_recycles_without_failures(serve):
-    server = serve("behaviours", "-w", "2", "--max-requests", "200", "--max-requests-jitter", "50")
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_max_requests_with_jitter_recycles_without_failures(serve, threads):
+    server = serve(
+        "behaviours", "-w", "2", "--threads", threads, "--max-requests", "200", "--max-requests-jitter", "50"
+    )
     first = worker_pids(server, 2)
     requests, errors, out = wrk(server.url + "/list3", seconds=3)
     assert errors == 0, out
