@@ -295,6 +295,11 @@ def r_overlap(environ, start_response):
     return text(start_response, str(most))
 
 
+def r_sleep_pid(environ, start_response):
+    time.sleep(float(q(environ, "s", "1")))
+    return text(start_response, str(os.getpid()))
+
+
 def r_upload_size(environ, start_response):
     stream = environ["wsgi.input"]
     digest = hashlib.sha256()
