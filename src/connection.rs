@@ -171,19 +171,11 @@ pub async fn serve<S: Socket>(
         rbuf: Vec::with_capacity(8192),
         ..ConnBuffers::default()
     };
-    let mut shutdown = ctx.shutdown.clone();
     let mut first_head = Some(first_head);
     let mut parser = HeadParser::new();
     loop {
         let first = first_head.is_some();
-        let read = read_head(
-            &mut stream,
-            &mut parser,
-            &mut bufs.rbuf,
-            &ctx,
-            first,
-            &mut shutdown,
-        );
+        let read = read_head(&mut stream, &mut parser, &mut bufs.rbuf, &ctx, first);
         let head = match read.await {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
@@ -212,7 +204,6 @@ async fn read_head<S: Socket>(
     rbuf: &mut Vec<u8>,
     ctx: &ServerCtx,
     first: bool,
-    shutdown: &mut watch::Receiver<bool>,
 ) -> HeadOutcome {
     let mut idle_deadline = deadline_after(if first {
         ctx.header_timeout
@@ -237,7 +228,7 @@ async fn read_head<S: Socket>(
             rbuf.reserve(8192);
         }
         let idle = rbuf.is_empty();
-        let stopping = *shutdown.borrow_and_update();
+        let stopping = ctx.lane.stopping();
         if idle && stopping {
             // Stopping: an idle connection gets a moment for a request
             // already on its way (answered with Connection: close) instead
@@ -247,10 +238,9 @@ async fn read_head<S: Socket>(
         let deadline = head_deadline.unwrap_or(idle_deadline);
         let read = timeout_at(deadline, stream.read_buf(rbuf));
         let result = if idle && !stopping {
-            tokio::select! {
-                biased;
-                r = read => r,
-                _ = shutdown.changed() => continue,
+            match lane::unless_stopping(&ctx.lane, read).await {
+                Some(r) => r,
+                None => continue,
             }
         } else {
             read.await
@@ -389,7 +379,7 @@ async fn run_request<S: Socket>(
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
 ) -> bool {
-    let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !*ctx.shutdown.borrow();
+    let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !ctx.lane.stopping();
     let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
     let state = ExchangeState::new(bufs, body, continue_owed, response);

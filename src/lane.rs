@@ -76,6 +76,8 @@ pub struct Lane {
     epoch: Instant,
     /// Calls found slow and still running.
     slow: AtomicUsize,
+    /// The server is stopping: waits wrapped in `unless_stopping` end.
+    stopping: AtomicBool,
     closed: AtomicBool,
     runtime: OnceLock<Handle>,
     watchdog: OnceLock<Thread>,
@@ -103,6 +105,7 @@ impl Lane {
             calls: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             slow: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             runtime: OnceLock::new(),
             watchdog: OnceLock::new(),
@@ -296,6 +299,23 @@ impl Lane {
         }
     }
 
+    /// The server begins to stop: every task is woken, so that each wait
+    /// wrapped in `unless_stopping` ends. (A flag and one wake-up per task
+    /// at the stop, instead of a stop signal every wait subscribes to and
+    /// unsubscribes from: two locked list operations per request.)
+    pub fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let tasks: Vec<Arc<Task>> = self.live.lock().unwrap().values().cloned().collect();
+        for task in tasks {
+            task.wake_by_ref();
+        }
+    }
+
+    /// Whether the server is stopping (`stop_waiting`).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Drops every task: the connections still open when the server stops.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -355,6 +375,21 @@ fn yield_once(to_runtime: bool) -> impl Future<Output = ()> {
         cx.waker().wake_by_ref();
         Poll::Pending
     })
+}
+
+/// Runs `future` until it ends, or until the server is stopping
+/// (`Lane::stop_waiting`, which wakes the task): `None` then. The flag is
+/// read before each poll, so a stop that comes while the task runs wakes it
+/// again and is seen at the next poll.
+pub async fn unless_stopping<F: Future>(lane: &Lane, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if lane.stopping() {
+            return Poll::Ready(None);
+        }
+        future.as_mut().poll(cx).map(Some)
+    })
+    .await
 }
 
 /// A wait that reached its deadline (`timeout`).

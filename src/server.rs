@@ -193,6 +193,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         stop_listening(fd);
     }
     let _ = p.stop_tx.send(true);
+    p.ctx.lane.stop_waiting();
     if stop == Stop::Graceful {
         // Every connection holds a slot: all slots back means all are done.
         // A second stop signal cuts the wait short.

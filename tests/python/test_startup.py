@@ -280,3 +280,19 @@ def test_serve_api_rejects_bad_setting(tmp_path):
     code = "import ferrule\ntry:\n    ferrule.serve(lambda e, s: [], threads=0)\nexcept ValueError as e:\n    print('ValueError', e)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "ValueError" in result.stdout and "--threads" in result.stdout
+
+
+def test_stop_closes_idle_keep_alive_connections(serve):
+    """A graceful stop ends a keep-alive connection that waits for its next
+    request at once, not when --keep-alive runs out."""
+    from conftest import Reader
+
+    server = serve("behaviours", "--keep-alive", "60", "--graceful-timeout", "60")
+    with server.connect() as sock:
+        sock.sendall(b"GET /list3 HTTP/1.1\r\nHost: t\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read_response().status == 200
+        server.send_signal(signal.SIGTERM)
+        assert reader.closed(timeout=20), "the idle connection was closed by the stop"
+        assert reader.buf == b"", "closed silently"
+    assert server.stop() == 0
