@@ -32,8 +32,7 @@ use crate::request::{BodyFraming, RequestHead, RequestLabel};
 use crate::server;
 use crate::wsgi::call::{AppCall, Step};
 use crate::wsgi::environ::{self, ConnInfo, EnvironSettings};
-use crate::wsgi::input::Input;
-use crate::wsgi::start_response::StartResponse;
+use crate::wsgi::objects::RequestObjects;
 
 /// Most unread body bytes discarded after a response to keep the connection
 /// open; a longer remainder closes the connection instead.
@@ -383,31 +382,31 @@ async fn run_request<S: Socket>(
     let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
     let state = ExchangeState::new(bufs, body, continue_owed, response);
-    let exchange = Exchange::new(bufs.exchange.take(), fd, ctx.socket_timeout, state);
+    let spare = bufs.objects.take();
     // From here until the response needs no more Python, nothing is
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
     let started = ctx.in_python(|py| {
-        let input = Bound::new(py, Input::new(exchange.clone()))?.into_any();
-        let start_response = Bound::new(py, StartResponse::new(exchange.clone()))?.into_any();
+        let objects = RequestObjects::for_request(py, spare, fd, ctx.socket_timeout, state)?;
         let environ = environ::build(
             py,
             ctx.environ_base.bind(py),
             &ctx.environ_settings,
             head,
             conn,
-            input,
+            objects.input.bind(py).clone().into_any(),
         )?;
-        Ok::<_, PyErr>(AppCall::start(
+        let (call, step) = AppCall::start(
             py,
             &ctx.app,
             environ.into_any(),
-            start_response,
-            exchange.clone(),
+            objects.start_response.bind(py).clone().into_any(),
+            objects.exchange.clone(),
             RequestLabel(head),
-        ))
+        );
+        Ok::<_, PyErr>((objects, call, step))
     });
-    let (mut call, mut step) = match started {
+    let (objects, mut call, mut step) = match started {
         Ok(started) => started,
         Err(err) => {
             // Building Python objects failed (out of memory, most likely):
@@ -426,15 +425,15 @@ async fn run_request<S: Socket>(
             );
             drop(call_on_thread);
             let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
-            exchange.close(bufs);
             return false;
         }
     };
+    let exchange = &objects.exchange;
     // With several threads the connection's task may resume on another
     // thread after any wait, so a response that needs more Python is
     // finished here, before the task waits for anything.
     if ctx.threads > 1 && needs_more_python(&step, &call) {
-        step = finish_on_this_thread(ctx, &exchange, &mut call, step);
+        step = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
     drop(call_on_thread);
 
@@ -497,7 +496,7 @@ async fn run_request<S: Socket>(
         };
     }
     if call.needs_close() {
-        ctx.in_python(|py| call.close(py));
+        ctx.in_python(|py| call.close_now(py));
     }
     ctx.count_request();
 
@@ -514,10 +513,13 @@ async fn run_request<S: Socket>(
         access_log(head, conn, status, bytes);
     }
     if keep {
-        keep = drain_body(stream, &exchange, ctx.socket_timeout).await;
+        keep = drain_body(stream, exchange, ctx.socket_timeout).await;
     }
     exchange.close(bufs);
-    bufs.exchange = Some(exchange);
+    // The call holds the exchange too; dropped first, so that the next
+    // request can tell whether anything else still does.
+    drop(call);
+    bufs.objects = Some(objects);
     bufs.sending = out;
     bufs.trim();
     if !sent_ok {

@@ -14,7 +14,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::blocking_io;
@@ -23,6 +23,7 @@ use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Chunk;
 use crate::http1::response::{AppHead, ResponseEncoder};
 use crate::out_queue::{OutQueue, KEPT_BUFFER};
+use crate::wsgi::objects::RequestObjects;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -43,8 +44,9 @@ pub struct ConnBuffers {
     pub sending: OutQueue,
     /// Scratch for the head `start_response` encodes.
     pub head: Vec<u8>,
-    /// The last exchange, reused by the next when nothing else holds it.
-    pub exchange: Option<Arc<Exchange>>,
+    /// The last request's objects and exchange, reused by the next
+    /// request when nothing else holds them.
+    pub objects: Option<RequestObjects>,
 }
 
 impl ConnBuffers {
@@ -103,30 +105,18 @@ pub struct ExchangeState {
 }
 
 impl Exchange {
-    /// A new exchange, in the allocation of `spare` when the application
-    /// kept no reference to it (its objects are normally freed with the
-    /// request).
-    pub fn new(
-        spare: Option<Arc<Exchange>>,
-        fd: RawFd,
-        socket_timeout: Duration,
-        state: ExchangeState,
-    ) -> Arc<Exchange> {
-        let fresh = Exchange {
+    pub fn new(fd: RawFd, socket_timeout: Duration, state: ExchangeState) -> Exchange {
+        Exchange {
             fd,
             socket_timeout,
             state: Mutex::new(state),
-        };
-        match spare {
-            Some(mut spare) => match Arc::get_mut(&mut spare) {
-                Some(unshared) => {
-                    *unshared = fresh;
-                    spare
-                }
-                None => Arc::new(fresh),
-            },
-            None => Arc::new(fresh),
         }
+    }
+
+    /// Starts the connection's next exchange in this one's place
+    /// (`RequestObjects::for_request`).
+    pub fn renew(&self, state: ExchangeState) {
+        *self.lock() = state;
     }
 
     pub fn lock(&self) -> MutexGuard<'_, ExchangeState> {

@@ -18,11 +18,24 @@ use crate::wsgi::response_head::{add_field, parse_status};
 #[pyclass(frozen, module = "ferrule._ferrule")]
 pub struct StartResponse {
     exchange: Arc<Exchange>,
+    /// What every call returns: one `write()` callable per exchange.
+    write: Py<Write>,
 }
 
 impl StartResponse {
-    pub fn new(exchange: Arc<Exchange>) -> Self {
-        StartResponse { exchange }
+    pub fn new(py: Python<'_>, exchange: Arc<Exchange>) -> PyResult<Self> {
+        let write = Py::new(
+            py,
+            Write {
+                exchange: exchange.clone(),
+            },
+        )?;
+        Ok(StartResponse { exchange, write })
+    }
+
+    /// True when no one but this holds the `write()` callable.
+    pub fn write_unshared(&self, py: Python<'_>) -> bool {
+        crate::wsgi::objects::sole_reference(py, &self.write)
     }
 }
 
@@ -90,7 +103,7 @@ impl StartResponse {
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Write> {
+    ) -> PyResult<Py<Write>> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         let buf = {
             let mut st = self.exchange.lock();
@@ -119,9 +132,7 @@ impl StartResponse {
         };
         let head = build_head(status, headers, buf)?;
         self.exchange.lock().app_head = Some(head);
-        Ok(Write {
-            exchange: self.exchange.clone(),
-        })
+        Ok(self.write.clone_ref(status.py()))
     }
 }
 

@@ -391,6 +391,44 @@ def test_input_kept_after_its_request_refuses_io(app):
     assert get(app, "/use-kept-input").body.startswith(b"ValueError: I/O operation")
 
 
+def test_callables_kept_on_a_keep_alive_connection_stay_with_their_request(app):
+    """start_response and write() kept past their request refuse to act, and
+    the next requests on the connection get objects of their own."""
+    with app.connect() as sock:
+        reader = Reader(sock)
+        for path in ("/keep-callables", "/list3", "/write", "/use-kept-callables"):
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            resp = reader.read_response()
+            assert resp.status == 200, (path, resp.body)
+        assert json.loads(resp.body) == {
+            "errors": [
+                "start_response() called after the request ended",
+                "write() called after the request ended",
+            ],
+            "fresh": True,
+        }
+
+
+def test_one_connection_serves_different_bodies_and_writes_in_turn(app):
+    """Each request on a keep-alive connection sees its own body and sends
+    its own response, whatever the requests before it did."""
+    with app.connect() as sock:
+        reader = Reader(sock)
+        for i in range(30):
+            body = f"body {i} ".encode() * (i + 1)
+            if i % 3 == 0:
+                sock.sendall(b"POST /input?op=read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+                assert json.loads(reader.read_response().body) == [body.decode()]
+            elif i % 3 == 1:
+                sock.sendall(f"POST /input?op=readline HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                             + body)
+                assert json.loads(reader.read_response().body) == [body.decode(), ""]
+            else:
+                sock.sendall(b"GET /write HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert reader.read_response().body == b"written directly"
+
+
 def test_input_kept_on_a_keep_alive_connection_stays_with_its_request(app):
     """The next requests on the same connection do not revive it."""
     with app.connect() as sock:

@@ -384,6 +384,28 @@ def r_use_kept_input(environ, start_response):
     return text(start_response, "no error")
 
 
+def r_keep_callables(environ, start_response):
+    global KEPT_CALLABLES
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    KEPT_CALLABLES = (start_response, write)
+    return [b"kept"]
+
+
+def r_use_kept_callables(environ, start_response):
+    kept_start, kept_write = KEPT_CALLABLES
+    errors = []
+    for call in (lambda: kept_start("200 OK", []), lambda: kept_write(b"x")):
+        try:
+            call()
+            errors.append("no error")
+        except ValueError as exc:
+            errors.append(str(exc))
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    fresh = start_response is not kept_start and write is not kept_write
+    write(json.dumps({"errors": errors, "fresh": fresh}).encode())
+    return []
+
+
 def r_spin(environ, start_response):
     x = 0
     while True:  # a request that never ends, in pure Python
