@@ -59,6 +59,15 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
         log_at!(Critical, "Worker {} cannot switch user: {e}", boot.id);
         return EXIT_WORKER_BOOT_ERROR;
     }
+    if boot.config.user.is_some() || boot.config.group.is_some() {
+        // Changing credentials clears the parent-death signal (prctl(2)):
+        // set it again, and stop if the master died meanwhile.
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+        if unsafe { libc::getppid() } != boot.master_pid {
+            return 0;
+        }
+    }
     crate::call_hook(py, boot.hooks.as_ref(), "post_fork", (boot.id,));
 
     let app = match boot.preloaded {

@@ -369,6 +369,11 @@ def test_user_and_group(serve, tmp_path):
     uid_line = next(l for l in status.splitlines() if l.startswith("Uid:"))
     import pwd
     assert uid_line.split()[1:] == [str(pwd.getpwnam("nobody").pw_uid)] * 4
+    # Switching user clears the parent-death signal; the worker sets it
+    # again, so it still stops when its master is killed.
+    server.proc.kill()
+    server.proc.wait()
+    wait_until(lambda: not process_alive(pid), what="the orphaned worker to exit")
 
 
 def test_worker_process_names(serve):
@@ -384,4 +389,13 @@ def test_workers_stop_when_master_is_killed(serve):
     pids = worker_pids(server, 2)
     server.proc.kill()
     server.proc.wait()
-    wait_until(lambda: not any(Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] for p in pids), what="orphaned workers to exit")
+    wait_until(lambda: not any(process_alive(p) for p in pids), what="orphaned workers to exit")
+
+
+def process_alive(pid):
+    """True while `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
