@@ -33,12 +33,61 @@ pub struct ConnInfo {
 }
 
 /// Environ values that stay the same across a connection's requests:
-/// REMOTE_ADDR and REMOTE_PORT, and SERVER_NAME and SERVER_PORT as long as
-/// the Host header does not change.
+/// REMOTE_ADDR and REMOTE_PORT, SERVER_NAME and SERVER_PORT as long as
+/// the Host header does not change, and the header values of the last
+/// request, which a client usually sends again (Host, User-Agent, Accept,
+/// Cookie...).
 #[derive(Debug, Default)]
 pub struct ConnStrings {
     remote: Option<(Py<PyString>, Py<PyString>)>,
     host: Option<(Vec<u8>, Py<PyString>, Py<PyString>)>,
+    /// The last request's header values by position, as sent and as made
+    /// for the environ; `field_bytes` is the sum of their lengths.
+    fields: Vec<(Vec<u8>, Py<PyString>)>,
+    field_bytes: usize,
+}
+
+/// At most this many header values, of at most `CACHED_FIELD_BYTES` in
+/// all, are kept per connection for its next request: a typical browser
+/// request fits, and an idle connection holds at most about twice this
+/// (the bytes and their Python strings).
+const CACHED_FIELDS: usize = 32;
+const CACHED_FIELD_BYTES: usize = 4096;
+
+impl ConnStrings {
+    /// The environ value for header field number `index` of a request:
+    /// the last request's string when it sent the same bytes there.
+    fn field_value<'py>(
+        &mut self,
+        py: Python<'py>,
+        index: usize,
+        bytes: &[u8],
+    ) -> Bound<'py, PyString> {
+        if let Some((sent, value)) = self.fields.get(index) {
+            if sent.as_slice() == bytes {
+                return value.bind(py).clone();
+            }
+        }
+        let value = latin1(py, bytes);
+        if index < self.fields.len() {
+            let old = self.fields[index].0.len();
+            if self.field_bytes - old + bytes.len() <= CACHED_FIELD_BYTES {
+                self.field_bytes = self.field_bytes - old + bytes.len();
+                self.fields[index] = (bytes.to_vec(), value.clone().unbind());
+            } else {
+                for (sent, _) in self.fields.drain(index..) {
+                    self.field_bytes -= sent.len();
+                }
+            }
+        } else if index == self.fields.len()
+            && index < CACHED_FIELDS
+            && self.field_bytes + bytes.len() <= CACHED_FIELD_BYTES
+        {
+            self.field_bytes += bytes.len();
+            self.fields.push((bytes.to_vec(), value.clone().unbind()));
+        }
+        value
+    }
 }
 
 /// Settings that shape every environ.
@@ -288,8 +337,8 @@ pub fn build<'py>(
     };
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
 
+    let mut strings = conn.strings.lock().unwrap_or_else(|e| e.into_inner());
     {
-        let mut strings = conn.strings.lock().unwrap_or_else(|e| e.into_inner());
         let host = head.host().unwrap_or_default();
         if strings.host.as_ref().is_none_or(|(h, _, _)| h != host) {
             let (name, port) = server_name_port(py, host, conn);
@@ -316,7 +365,7 @@ pub fn build<'py>(
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
 
-    for (name, value) in head.fields() {
+    for (index, (name, value)) in head.fields().enumerate() {
         // Underscores and dashes both become '_' in the key, so a header
         // with '_' could impersonate one with '-' (X_Forwarded_For vs
         // X-Forwarded-For): such headers are dropped.
@@ -330,15 +379,19 @@ pub fn build<'py>(
         } else {
             header_key(py, name)
         };
-        let value = latin1(py, value);
+        let value = strings.field_value(py, index, value);
         // SAFETY: GIL held; `env`, `key` and `value` are valid objects.
         // PyDict_SetDefault inserts `value` unless the key is present, and
-        // returns a borrowed reference to the value now in the dict.
-        let present = unsafe {
+        // returns a borrowed reference to the value now in the dict. The
+        // dict grows only if it inserted: equal values may be one object
+        // (CPython shares one-character strings), so identity cannot tell.
+        let (inserted, present) = unsafe {
+            let before = ffi::PyDict_Size(env.as_ptr());
             let ptr = ffi::PyDict_SetDefault(env.as_ptr(), key.as_ptr(), value.as_ptr());
-            Bound::from_borrowed_ptr_or_err(py, ptr)?
+            let present = Bound::from_borrowed_ptr_or_err(py, ptr)?;
+            (ffi::PyDict_Size(env.as_ptr()) > before, present)
         };
-        if !present.is(&value) {
+        if !inserted {
             // A repeated field: its values are joined (RFC 9110 §5.3).
             let sep = if name.eq_ignore_ascii_case(b"cookie") {
                 "; "

@@ -96,6 +96,19 @@ def test_duplicate_headers_are_joined(echo):
     assert env["HTTP_COOKIE"] == "x=1; y=2"
 
 
+def test_duplicate_headers_with_the_same_value_are_joined(echo):
+    """Equal values are joined too, even those Python makes one object
+    (a one-character string), and on a keep-alive connection whose previous
+    request sent them once."""
+    with echo.connect() as sock:
+        reader = Reader(sock)
+        for head in (b"X-N: 1\r\nX-Long: same\r\n", b"X-N: 1\r\nX-N: 1\r\nX-Long: same\r\nX-Long: same\r\n"):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n" + head + b"\r\n")
+            env = json.loads(reader.read_response().body)
+        assert env["HTTP_X_N"] == "1, 1"
+        assert env["HTTP_X_LONG"] == "same, same"
+
+
 def test_headers_with_underscores_are_dropped(echo):
     env = environ_of(
         echo, b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n"
@@ -185,3 +198,30 @@ def test_unix_socket_environ(serve, tmp_path):
         env = client.get("http://myhost:1234/x").json()
     assert env["REMOTE_ADDR"] == ""
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("myhost", "1234")
+
+
+def test_header_values_follow_each_request_on_a_connection(echo):
+    """A connection's requests that send other values, other fields, fields
+    in another order, fewer fields, more fields than are kept, or values
+    larger than are kept, each see exactly their own headers."""
+    big = "v" * 5000
+    many = [(f"X-F{i}", f"value {i}") for i in range(40)]
+    requests = [
+        [("X-A", "one"), ("User-Agent", "ua/1")],
+        [("X-A", "two"), ("User-Agent", "ua/1")],
+        [("User-Agent", "ua/1"), ("X-A", "two")],
+        [("User-Agent", "ua/2")],
+        [("X-Big", big), ("X-A", "three")],
+        many,
+        [("X-F0", "value 0"), ("X-F1", "changed")] + many[2:35],
+        [("X-A", "one"), ("User-Agent", "ua/1")],
+    ]
+    with echo.connect() as sock:
+        reader = Reader(sock)
+        for fields in requests:
+            head = "".join(f"{k}: {v}\r\n" for k, v in fields)
+            sock.sendall(f"GET / HTTP/1.1\r\nHost: a\r\n{head}\r\n".encode())
+            env = json.loads(reader.read_response().body)
+            sent = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in fields}
+            got = {k: v for k, v in env.items() if k.startswith("HTTP_") and k != "HTTP_HOST"}
+            assert got == sent
