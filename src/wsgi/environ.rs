@@ -34,20 +34,29 @@ pub struct ConnInfo {
 
 /// Environ values that stay the same across a connection's requests:
 /// REMOTE_ADDR and REMOTE_PORT, SERVER_NAME and SERVER_PORT as long as
-/// the Host header does not change, and the header values of the last
+/// the Host header does not change, and the header fields of the last
 /// request, which a client usually sends again (Host, User-Agent, Accept,
 /// Cookie...).
 #[derive(Debug, Default)]
 pub struct ConnStrings {
     remote: Option<(Py<PyString>, Py<PyString>)>,
     host: Option<(Vec<u8>, Py<PyString>, Py<PyString>)>,
-    /// The last request's header values by position, as sent and as made
-    /// for the environ; `field_bytes` is the sum of their lengths.
-    fields: Vec<(Vec<u8>, Py<PyString>)>,
+    /// The last request's header fields by position; `field_bytes` is the
+    /// sum of their names' and values' lengths.
+    fields: Vec<CachedField>,
     field_bytes: usize,
 }
 
-/// At most this many header values, of at most `CACHED_FIELD_BYTES` in
+/// A header field as sent, and its environ key and value.
+#[derive(Debug)]
+struct CachedField {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    key: Py<PyString>,
+    value_string: Py<PyString>,
+}
+
+/// At most this many header fields, of at most `CACHED_FIELD_BYTES` in
 /// all, are kept per connection for its next request: a typical browser
 /// request fits, and an idle connection holds at most about twice this
 /// (the bytes and their Python strings).
@@ -55,38 +64,54 @@ const CACHED_FIELDS: usize = 32;
 const CACHED_FIELD_BYTES: usize = 4096;
 
 impl ConnStrings {
-    /// The environ value for header field number `index` of a request:
-    /// the last request's string when it sent the same bytes there.
-    fn field_value<'py>(
+    /// The environ key and value for header field number `index` of a
+    /// request: the last request's strings for what it sent the same.
+    fn field<'py>(
         &mut self,
         py: Python<'py>,
         index: usize,
-        bytes: &[u8],
-    ) -> Bound<'py, PyString> {
-        if let Some((sent, value)) = self.fields.get(index) {
-            if sent.as_slice() == bytes {
-                return value.bind(py).clone();
+        name: &[u8],
+        value: &[u8],
+    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
+        let cached = self.fields.get(index);
+        let key = match cached {
+            Some(c) if c.name == name => c.key.bind(py).clone(),
+            _ => field_key(py, name),
+        };
+        let value_string = match cached {
+            Some(c) if c.value == value => {
+                if c.name == name {
+                    return (key, c.value_string.bind(py).clone());
+                }
+                c.value_string.bind(py).clone()
             }
-        }
-        let value = latin1(py, bytes);
-        if index < self.fields.len() {
-            let old = self.fields[index].0.len();
-            if self.field_bytes - old + bytes.len() <= CACHED_FIELD_BYTES {
-                self.field_bytes = self.field_bytes - old + bytes.len();
-                self.fields[index] = (bytes.to_vec(), value.clone().unbind());
+            _ => latin1(py, value),
+        };
+        let size = name.len() + value.len();
+        let field = || CachedField {
+            name: name.to_vec(),
+            value: value.to_vec(),
+            key: key.clone().unbind(),
+            value_string: value_string.clone().unbind(),
+        };
+        if let Some(old) = self.fields.get(index) {
+            let old = old.name.len() + old.value.len();
+            if self.field_bytes - old + size <= CACHED_FIELD_BYTES {
+                self.field_bytes = self.field_bytes - old + size;
+                self.fields[index] = field();
             } else {
-                for (sent, _) in self.fields.drain(index..) {
-                    self.field_bytes -= sent.len();
+                for gone in self.fields.drain(index..) {
+                    self.field_bytes -= gone.name.len() + gone.value.len();
                 }
             }
         } else if index == self.fields.len()
             && index < CACHED_FIELDS
-            && self.field_bytes + bytes.len() <= CACHED_FIELD_BYTES
+            && self.field_bytes + size <= CACHED_FIELD_BYTES
         {
-            self.field_bytes += bytes.len();
-            self.fields.push((bytes.to_vec(), value.clone().unbind()));
+            self.field_bytes += size;
+            self.fields.push(field());
         }
-        value
+        (key, value_string)
     }
 }
 
@@ -254,6 +279,18 @@ thread_local! {
         RefCell::new(HashMap::default());
 }
 
+/// The environ key of a header field (PEP 3333: CONTENT_TYPE,
+/// CONTENT_LENGTH, else HTTP_ and the name in capitals, '-' as '_').
+fn field_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    if name.eq_ignore_ascii_case(b"content-type") {
+        intern!(py, "CONTENT_TYPE").clone()
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        intern!(py, "CONTENT_LENGTH").clone()
+    } else {
+        header_key(py, name)
+    }
+}
+
 fn header_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
     HEADER_KEYS.with(|cache| {
         let mut cache = cache.borrow_mut();
@@ -372,14 +409,7 @@ pub fn build<'py>(
         if name.contains(&b'_') {
             continue;
         }
-        let key = if name.eq_ignore_ascii_case(b"content-type") {
-            intern!(py, "CONTENT_TYPE").clone()
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            intern!(py, "CONTENT_LENGTH").clone()
-        } else {
-            header_key(py, name)
-        };
-        let value = strings.field_value(py, index, value);
+        let (key, value) = strings.field(py, index, name, value);
         // SAFETY: GIL held; `env`, `key` and `value` are valid objects.
         // PyDict_SetDefault inserts `value` unless the key is present, and
         // returns a borrowed reference to the value now in the dict. The

@@ -208,6 +208,7 @@ def test_header_values_follow_each_request_on_a_connection(echo):
     many = [(f"X-F{i}", f"value {i}") for i in range(40)]
     requests = [
         [("X-A", "one"), ("User-Agent", "ua/1")],
+        [("X-B", "one"), ("User-Agent", "ua/1")],
         [("X-A", "two"), ("User-Agent", "ua/1")],
         [("User-Agent", "ua/1"), ("X-A", "two")],
         [("User-Agent", "ua/2")],
