@@ -44,16 +44,26 @@ def free_port():
 
 
 def read_response(sock, buf):
-    """Reads one Content-Length response; returns what follows it."""
+    """Reads one Content-Length or chunked response; returns what follows it."""
     while b"\r\n\r\n" not in buf:
         data = sock.recv(65536)
         if not data:
             raise RuntimeError("server closed the connection")
         buf += data
     head, _, rest = buf.partition(b"\r\n\r\n")
+    if re.search(rb"(?i)\r\ntransfer-encoding: *chunked", head):
+        # The benchmark apps' chunks hold no CRLF, so the last chunk is the
+        # first "0" size line after a CRLF.
+        while b"\r\n0\r\n\r\n" not in b"\r\n" + rest:
+            data = sock.recv(65536)
+            if not data:
+                raise RuntimeError("server closed the connection")
+            rest += data
+        end = (b"\r\n" + rest).index(b"\r\n0\r\n\r\n") + 5
+        return rest[end:]
     match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
     if not match:
-        raise RuntimeError(f"no Content-Length in {head!r}")
+        raise RuntimeError(f"no Content-Length or chunked framing in {head!r}")
     need = int(match.group(1))
     while len(rest) < need:
         data = sock.recv(65536)

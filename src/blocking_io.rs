@@ -84,6 +84,15 @@ pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()>
 
 /// Sends everything in `queue` with writev(2).
 pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Result<()> {
+    while !send_queue_now(fd, queue)? {
+        wait(fd, libc::POLLOUT, timeout)?;
+    }
+    Ok(())
+}
+
+/// Sends what the socket takes of `queue` at once: true if all of it,
+/// false if the rest must wait for the client.
+pub fn send_queue_now(fd: RawFd, queue: &mut OutQueue) -> io::Result<bool> {
     while !queue.is_empty() {
         let mut slots = [IoSlice::new(&[]); MAX_SLICES];
         let count = queue.slices(&mut slots);
@@ -104,7 +113,12 @@ pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Res
             queue.advance(n as usize);
             continue;
         }
-        after_error(fd, libc::POLLOUT, timeout)?;
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => return Ok(false),
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
     }
-    Ok(())
+    Ok(true)
 }

@@ -466,7 +466,7 @@ async fn run_request<S: Socket>(
             out.clear();
         }
         step = match step {
-            Step::More => ctx.in_python(|py| call.next(py)),
+            Step::More => ctx.in_python(|py| next_chunks(py, &mut call, exchange)),
             Step::Done => break,
             Step::Abort => {
                 sent_ok = false;
@@ -584,7 +584,7 @@ fn finish_on_this_thread(
             .lock()
             .flush_blocking(exchange.fd, exchange.socket_timeout);
         step = match sent {
-            Ok(()) => ctx.in_python(|py| call.next(py)),
+            Ok(()) => ctx.in_python(|py| next_chunks(py, call, exchange)),
             Err(_) => Step::Abort,
         };
     }
@@ -595,6 +595,31 @@ fn finish_on_this_thread(
     }
     ctx.in_python(|py| call.close_now(py));
     step
+}
+
+/// Most chunks of a streamed response pulled with the GIL held once: up to
+/// this many, so that each hold stays short (the worker's --timeout
+/// watches how long Python runs).
+const CHUNKS_PER_HOLD: usize = 64;
+
+/// Pulls the response's next chunks, sending each before pulling the next
+/// (PEP 3333: no block may wait for the one after it), for as long as the
+/// socket takes them at once: attaching to Python and releasing it again
+/// cost about 600 instructions a chunk. Returns `Step::More` with the
+/// unsent rest in the exchange when a chunk must wait for the client.
+fn next_chunks(py: Python<'_>, call: &mut AppCall<'_>, exchange: &Exchange) -> Step {
+    for _ in 0..CHUNKS_PER_HOLD {
+        let step = call.next(py);
+        if !matches!(step, Step::More) {
+            return step;
+        }
+        match exchange.lock().flush_now(exchange.fd) {
+            Ok(true) => {}
+            Ok(false) => return Step::More,
+            Err(_) => return Step::Abort,
+        }
+    }
+    Step::More
 }
 
 /// Discards what the application left unread of the body, so the next

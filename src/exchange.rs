@@ -301,6 +301,18 @@ impl ExchangeState {
     }
 
     /// Sends what is framed in `out` now, blocking (the `write()` callable).
+    /// Sends what the socket takes of `out` without waiting: true if all
+    /// of it. A failure marks the connection dead, as in `flush_blocking`.
+    pub fn flush_now(&mut self, fd: RawFd) -> io::Result<bool> {
+        let result = blocking_io::send_queue_now(fd, &mut self.out);
+        match result {
+            Ok(true) => self.out.clear(),
+            Ok(false) => {}
+            Err(_) => self.write_failed = true,
+        }
+        result
+    }
+
     pub fn flush_blocking(&mut self, fd: RawFd, timeout: Duration) -> io::Result<()> {
         let result = blocking_io::send_queue(fd, &mut self.out, timeout);
         self.out.clear();

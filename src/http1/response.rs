@@ -3,7 +3,6 @@
 //! delimited and writes the bytes of the head and of each chunk.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the response body is delimited.
@@ -93,7 +92,9 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = added_length {
-        let _ = write!(out, "Content-Length: {n}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     if framing == ResponseFraming::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -267,7 +268,8 @@ impl ResponseEncoder {
             ResponseFraming::Chunked | ResponseFraming::UntilClose => len,
         };
         if self.framing == ResponseFraming::Chunked && n > 0 {
-            let _ = write!(out, "{n:x}\r\n");
+            push_hex(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         self.body_bytes += n;
         n
@@ -323,6 +325,38 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         }
         f(&cache.1)
     })
+}
+
+/// Appends `n` in decimal digits (a Content-Length value). By hand: the
+/// formatting machinery cost about 250 instructions a number.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `n` in lowercase hexadecimal digits (a chunk size, RFC 9112
+/// §7.1), by hand for the same reason as `push_decimal`.
+fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -512,6 +546,17 @@ mod tests {
             enc.finish(&mut out);
             assert!(out.is_empty());
             assert!(enc.keep_alive);
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_by_hand() {
+        for n in [0u64, 1, 9, 10, 15, 16, 255, 4096, 1 << 40, u64::MAX] {
+            let (mut dec, mut hex) = (Vec::new(), Vec::new());
+            super::push_decimal(&mut dec, n);
+            super::push_hex(&mut hex, n);
+            assert_eq!(dec, n.to_string().into_bytes());
+            assert_eq!(hex, format!("{n:x}").into_bytes());
         }
     }
 }

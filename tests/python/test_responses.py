@@ -98,6 +98,28 @@ def read_until_close(server, request):
             data += block
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_each_block_is_sent_before_the_next_is_pulled(serve, tmp_path, threads):
+    """PEP 3333: a block may not wait for the one after it. The app yields
+    two blocks and then waits for the client to say it has both."""
+    server = serve("behaviours", "--threads", threads)
+    flag = tmp_path / "got-both"
+    with server.connect() as sock:
+        sock.sendall(f"GET /wait-for-file?path={quote(str(flag))} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        sock.settimeout(8)
+        data = b""
+        while b"second\n" not in data:
+            block = sock.recv(65536)
+            assert block, data
+            data += block
+        flag.touch()
+        while not data.endswith(b"0\r\n\r\n"):
+            block = sock.recv(65536)
+            assert block, data
+            data += block
+    assert b"released\n" in data
+
+
 def test_exception_after_headers_aborts_the_connection(app):
     raw = read_until_close(app, b"GET /exc-after HTTP/1.1\r\nHost: t\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200 OK")

@@ -275,6 +275,23 @@ def r_slow_stream(environ, start_response):
     return Tracked([b"tick\n"] * int(q(environ, "n", "3")), "slow_stream", delay=float(q(environ, "delay", "0.2")))
 
 
+def r_wait_for_file(environ, start_response):
+    """Yields two blocks, then waits (up to 10 s) for the client to create
+    the file `path`, which it does once it has both."""
+    path = q(environ, "path")
+
+    def gen():
+        yield b"first\n"
+        yield b"second\n"
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield b"released\n" if os.path.exists(path) else b"timed out\n"
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return gen()
+
+
 def r_sleep(environ, start_response):
     time.sleep(float(q(environ, "s", "1")))
     return text(start_response, "slept")
