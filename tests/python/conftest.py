@@ -152,24 +152,6 @@ def run_ferrule(*args, cwd=APPS, env=None, timeout=30):
     )
 
 
-def concurrent_gets(url, n, timeout=10):
-    """GETs `url` from n threads at once; returns (bodies, seconds taken)."""
-    import httpx
-
-    results = []
-
-    def call():
-        results.append(httpx.get(url, timeout=timeout).text)
-
-    threads = [threading.Thread(target=call) for _ in range(n)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results, time.monotonic() - t0
-
-
 # --- raw HTTP helpers -------------------------------------------------------
 
 class Response:
