@@ -3,6 +3,7 @@ machine, where requests per second are not.
 
     make bench-instructions                                  # hello, json, echo
     .venv/bin/python bench/instructions.py --apps json --requests 5000
+    .venv/bin/python bench/instructions.py --apps hello --close   # a connection per request
 
 Serves each app from bench/apps in one ferrule process (no master), or in
 bjoern for comparison (`--servers ferrule,bjoern`), under
@@ -73,7 +74,18 @@ def read_response(sock, buf):
     return rest[need:]
 
 
-def send_requests(port, request, count):
+def send_requests(port, request, count, close=False):
+    """`count` requests on one keep-alive connection, or with `close` each
+    on a connection of its own (Connection: close, read to the end)."""
+    if close:
+        request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+        for _ in range(count):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(request)
+                read_response(sock, b"")
+                while sock.recv(65536):
+                    pass
+        return
     with socket.create_connection(("127.0.0.1", port)) as sock:
         buf = b""
         for _ in range(count):
@@ -99,7 +111,7 @@ def server_code(server, workload, port):
     raise SystemExit(f"unknown server {server!r}: ferrule or bjoern (bjoern needs `make bench` set-up)")
 
 
-def measure(server_name, app, count, top):
+def measure(server_name, app, count, top, close=False):
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="ferrule-callgrind-")
     python, code = server_code(server_name, app, port)
@@ -121,9 +133,9 @@ def measure(server_name, app, count, top):
                     errors = server.stderr.read().decode(errors="replace")[-3000:]
                     raise RuntimeError(f"{server_name} under valgrind did not come up for {app}:\n{errors}")
                 time.sleep(0.5)
-        send_requests(port, request, 200)
+        send_requests(port, request, 200, close)
         callgrind_control("-i", "on", str(server.pid))
-        send_requests(port, request, count)
+        send_requests(port, request, count, close)
         callgrind_control("-i", "off", str(server.pid))
         callgrind_control("-d", str(server.pid))
     finally:
@@ -145,7 +157,8 @@ def measure(server_name, app, count, top):
             total = ir
         else:
             rows.append((ir, m.group(2)))
-    print(f"{server_name} {app}: {total / count:,.0f} instructions per request ({count} requests)")
+    shape = "requests, a connection each" if close else "requests"
+    print(f"{server_name} {app}: {total / count:,.0f} instructions per request ({count} {shape})")
     for ir, name in rows[:top]:
         print(f"  {ir / count:>10,.0f}  {name[:150]}")
 
@@ -156,13 +169,14 @@ def main():
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--servers", default="ferrule", help="ferrule and/or bjoern")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 1
     for app in args.apps.split(","):
         for server in args.servers.split(","):
-            measure(server, app, args.requests, args.top)
+            measure(server, app, args.requests, args.top, args.close)
     return 0
 
 

@@ -40,6 +40,15 @@ struct SharedBody {
 }
 
 impl OutQueue {
+    /// An empty queue whose copy buffer holds `capacity` bytes before it
+    /// has to grow.
+    pub fn with_capacity(capacity: usize) -> Self {
+        OutQueue {
+            buf: Vec::with_capacity(capacity),
+            ..OutQueue::default()
+        }
+    }
+
     /// The copy buffer, for framing written by the response encoder.
     pub fn buf(&mut self) -> &mut Vec<u8> {
         &mut self.buf

@@ -329,7 +329,7 @@ pub fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 
 /// Appends `n` in decimal digits (a Content-Length value). By hand: the
 /// formatting machinery cost about 250 instructions a number.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -23,9 +23,10 @@ pub struct ConnInfo {
     /// REMOTE_ADDR / REMOTE_PORT; empty for unix sockets.
     pub remote_addr: String,
     pub remote_port: String,
-    /// SERVER_NAME / SERVER_PORT when the request names no host.
-    pub server_name: String,
-    pub server_port: String,
+    /// SERVER_NAME / SERVER_PORT when the request names no host: the
+    /// listener's, shared by its connections.
+    pub server_name: Arc<str>,
+    pub server_port: Arc<str>,
     pub url_scheme: &'static str,
     /// Python strings made for this connection's requests, reused by the
     /// next ones.
@@ -66,12 +67,14 @@ const CACHED_FIELD_BYTES: usize = 4096;
 impl ConnStrings {
     /// The environ key and value for header field number `index` of a
     /// request: the last request's strings for what it sent the same.
+    /// They are kept for the next request only if there can be one (`keep`).
     fn field<'py>(
         &mut self,
         py: Python<'py>,
         index: usize,
         name: &[u8],
         value: &[u8],
+        keep: bool,
     ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
         let cached = self.fields.get(index);
         let key = match cached {
@@ -87,6 +90,9 @@ impl ConnStrings {
             }
             _ => latin1(py, value),
         };
+        if !keep {
+            return (key, value_string);
+        }
         let size = name.len() + value.len();
         let field = || CachedField {
             name: name.to_vec(),
@@ -375,25 +381,36 @@ pub fn build<'py>(
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
 
     let mut strings = conn.strings.lock().unwrap_or_else(|e| e.into_inner());
-    {
-        let host = head.host().unwrap_or_default();
-        if strings.host.as_ref().is_none_or(|(h, _, _)| h != host) {
+    // The connection keeps these strings for its next request, if it can
+    // have one; otherwise they go with the environ (freed with the GIL,
+    // not queued for it).
+    let keep = head.keep_alive;
+    let host = head.host().unwrap_or_default();
+    let (server_name, server_port) = match &strings.host {
+        Some((h, name, port)) if h == host => (name.bind(py).clone(), port.bind(py).clone()),
+        _ => {
             let (name, port) = server_name_port(py, host, conn);
-            strings.host = Some((host.to_vec(), name.unbind(), port.unbind()));
+            if keep {
+                strings.host = Some((host.to_vec(), name.clone().unbind(), port.clone().unbind()));
+            }
+            (name, port)
         }
-        if let Some((_, name, port)) = &strings.host {
-            env.set_item(intern!(py, "SERVER_NAME"), name.bind(py))?;
-            env.set_item(intern!(py, "SERVER_PORT"), port.bind(py))?;
+    };
+    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
+    let (remote_addr, remote_port) = match &strings.remote {
+        Some((addr, port)) => (addr.bind(py).clone(), port.bind(py).clone()),
+        None => {
+            let addr = PyString::new(py, &conn.remote_addr);
+            let port = PyString::new(py, &conn.remote_port);
+            if keep {
+                strings.remote = Some((addr.clone().unbind(), port.clone().unbind()));
+            }
+            (addr, port)
         }
-        let (addr, port) = strings.remote.get_or_insert_with(|| {
-            (
-                PyString::new(py, &conn.remote_addr).unbind(),
-                PyString::new(py, &conn.remote_port).unbind(),
-            )
-        });
-        env.set_item(intern!(py, "REMOTE_ADDR"), addr.bind(py))?;
-        env.set_item(intern!(py, "REMOTE_PORT"), port.bind(py))?;
-    }
+    };
+    env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr)?;
+    env.set_item(intern!(py, "REMOTE_PORT"), remote_port)?;
     if conn.url_scheme != "http" {
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
@@ -409,7 +426,7 @@ pub fn build<'py>(
         if name.contains(&b'_') {
             continue;
         }
-        let (key, value) = strings.field(py, index, name, value);
+        let (key, value) = strings.field(py, index, name, value, keep);
         // SAFETY: GIL held; `env`, `key` and `value` are valid objects.
         // PyDict_SetDefault inserts `value` unless the key is present, and
         // returns a borrowed reference to the value now in the dict. The
