@@ -295,6 +295,9 @@ def run_workload(w, servers, secs, rounds, warmup):
             order = order[i % len(order):] + order[:i % len(order)] if order else order
             for server in order:
                 sample = one_round(running[server], w, secs)
+                # Every round is printed, so that a median dragged by the
+                # machine's noise in one round can be told from a server's own.
+                print(f"{w['name']:>16} {server:>9}  round {i + 1}: {fmt_round(sample)}", flush=True)
                 if isinstance(sample, dict):
                     results[server] = sample
                     running.pop(server).stop()
@@ -325,6 +328,14 @@ def slow_mixed_round(port, secs):
     if errors or not rps:
         return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
     return rps, p99
+
+
+def fmt_round(sample):
+    if isinstance(sample, dict):
+        return f"failed ({sample.get('why', '')})"
+    rps, p99, waited = sample
+    p99_text = f"{p99:.2f} ms" if p99 is not None else "?"
+    return f"{rps:,.0f} req/s, p99 {p99_text}, latecomer waited {waited:.0f} ms"
 
 
 def fmt_cell(r):
