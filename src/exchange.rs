@@ -300,7 +300,6 @@ impl ExchangeState {
         self.response.piece_end(self.out.buf(), len);
     }
 
-    /// Sends what is framed in `out` now, blocking (the `write()` callable).
     /// Sends what the socket takes of `out` without waiting: true if all
     /// of it. A failure marks the connection dead, as in `flush_blocking`.
     pub fn flush_now(&mut self, fd: RawFd) -> io::Result<bool> {
@@ -313,6 +312,7 @@ impl ExchangeState {
         result
     }
 
+    /// Sends what is framed in `out` now, blocking (the `write()` callable).
     pub fn flush_blocking(&mut self, fd: RawFd, timeout: Duration) -> io::Result<()> {
         let result = blocking_io::send_queue(fd, &mut self.out, timeout);
         self.out.clear();

@@ -36,10 +36,7 @@ pub struct Boot<'a> {
 /// Runs the worker; returns its exit status.
 pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
     reset_signals();
-    // SAFETY: prctl with constant arguments. The worker stops when the
-    // master dies, even by SIGKILL.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
-    if unsafe { libc::getppid() } != boot.master_pid {
+    if !follow_master(boot.master_pid) {
         return 0;
     }
     set_thread_name(b"ferrule:worker\0");
@@ -59,14 +56,10 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
         log_at!(Critical, "Worker {} cannot switch user: {e}", boot.id);
         return EXIT_WORKER_BOOT_ERROR;
     }
-    if boot.config.user.is_some() || boot.config.group.is_some() {
-        // Changing credentials clears the parent-death signal (prctl(2)):
-        // set it again, and stop if the master died meanwhile.
-        // SAFETY: as above.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
-        if unsafe { libc::getppid() } != boot.master_pid {
-            return 0;
-        }
+    // Changing credentials (--user, --group) clears the parent-death
+    // signal (prctl(2)): ask for it again.
+    if !follow_master(boot.master_pid) {
+        return 0;
     }
     crate::call_hook(py, boot.hooks.as_ref(), "post_fork", (boot.id,));
 
@@ -171,6 +164,16 @@ fn resolve_group(group: &str) -> Result<libc::gid_t, String> {
         return Err(format!("--group {group:?}: no such group"));
     }
     Ok(unsafe { (*gr).gr_gid })
+}
+
+/// Asks the kernel for SIGTERM when the master dies, even by SIGKILL;
+/// false if it has died already (the worker then has a new parent).
+fn follow_master(master_pid: libc::pid_t) -> bool {
+    // SAFETY: prctl with constant arguments; getppid cannot fail.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        libc::getppid() == master_pid
+    }
 }
 
 /// --user/--group: switch the worker's identity (the master keeps its own,
