@@ -10,7 +10,9 @@ its fastest documented configuration for that shape), a warm-up, then a
 verification run whose every response is checked (status 200 and the
 expected body length, by bench/check.lua), then timed rounds whose median is
 reported, with a latecomer client (bench/probe.py) checking that every
-client gets answered. The servers of a workload run side by side and the rounds
+client gets answered. A round during which the host took a core away
+(steal time) is run again, and the server core's split between user space
+and the kernel is recorded. The servers of a workload run side by side and the rounds
 alternate between them, so the machine's drift falls on all alike. A cell
 with any error is reported as failed, not as a speed.
 Ratios are taken within this run only: absolute numbers drift on a shared
@@ -39,6 +41,14 @@ FERRULE = ROOT / ".venv" / "bin" / "ferrule"
 PEERS = BENCH / ".venv" / "bin"
 # wrk's own timeout: a latecomer that waits this long was left unanswered.
 STARVED_MS = 2000
+# This machine is a virtual one: the host takes its cores away at times
+# (steal time in /proc/stat), for up to two thirds of a round, and a round
+# so robbed measures the host, not the server. A round whose steal on
+# either core is above STEAL_LIMIT_PCT is run again, at most STEAL_RETRIES
+# times, STEAL_PAUSE_S apart; the least robbed attempt is kept.
+STEAL_LIMIT_PCT = 3.0
+STEAL_RETRIES = 2
+STEAL_PAUSE_S = 2
 CEILING = BENCH / "hyper-hello" / "target" / "release" / "hyper-hello"
 CHECK_LUA = BENCH / "check.lua"
 
@@ -236,10 +246,43 @@ def verify(running, w, warmup):
     return None
 
 
+def core_ticks():
+    """Per core (cpu0, cpu1): the first eight /proc/stat fields (user, nice,
+    system, idle, iowait, irq, softirq, steal), in ticks."""
+    ticks = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name in ("cpu0", "cpu1"):
+            ticks[name] = [int(f) for f in fields[:8]]
+    return ticks
+
+
+def steal_pct(before, after):
+    """The larger share of the two cores' time that the host took (steal)
+    between two core_ticks() readings, in percent."""
+    worst = 0.0
+    for core, now in after.items():
+        spent = [b - a for a, b in zip(before[core], now)]
+        if sum(spent) > 0:
+            worst = max(worst, 100.0 * spent[7] / sum(spent))
+    return worst
+
+
+def server_user_pct(before, after):
+    """Of the time the server's core (core 0) was busy, the share spent in
+    user space (the rest is the kernel: system calls, interrupts, softirq),
+    in percent. It bounds what any change to the server's own code can
+    gain: with none left, the kernel's share would still take as long."""
+    spent = [b - a for a, b in zip(before["cpu0"], after["cpu0"])]
+    busy = spent[0] + spent[1] + spent[2] + spent[5] + spent[6]
+    return 100.0 * (spent[0] + spent[1]) / busy if busy else float("nan")
+
+
 def one_round(running, w, secs):
     """One timed run, with a latecomer probing it (bench/probe.py):
-    (requests/s, p99 ms, the latecomer's longest wait in ms), or a failed
-    result."""
+    (requests/s, p99 ms, the latecomer's longest wait in ms, steal %, the
+    server core's user-space %), or a failed result."""
+    ticks = core_ticks()
     probe = start_probe(running.port, w, secs)
     if w.get("kind") == "slow_mixed":
         sample = slow_mixed_round(running.port, secs)
@@ -250,7 +293,28 @@ def one_round(running, w, secs):
         else:
             sample = (rps, p99)
     waited = json.loads(probe.communicate(timeout=secs + 60)[0] or "{}").get("worst_ms", float("nan"))
-    return sample if isinstance(sample, dict) else (*sample, waited)
+    if isinstance(sample, dict):
+        return sample
+    after = core_ticks()
+    return (*sample, waited, steal_pct(ticks, after), server_user_pct(ticks, after))
+
+
+def least_robbed_round(running, w, secs, retries, label):
+    """one_round, run again while the host's steal is above STEAL_LIMIT_PCT
+    (at most `retries` more times): the attempt with the least steal."""
+    kept = None
+    for attempt in range(1 + retries):
+        if attempt:
+            time.sleep(STEAL_PAUSE_S)
+        sample = one_round(running, w, secs)
+        print(f"{label}: {fmt_round(sample)}", flush=True)
+        if isinstance(sample, dict):
+            return sample
+        if kept is None or sample[3] < kept[3]:
+            kept = sample
+        if sample[3] <= STEAL_LIMIT_PCT:
+            break
+    return kept
 
 
 def start_probe(port, w, secs):
@@ -263,7 +327,7 @@ def start_probe(port, w, secs):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
-def run_workload(w, servers, secs, rounds, warmup):
+def run_workload(w, servers, secs, rounds, warmup, retries):
     """Every server's result for one workload. All of them are started
     together (idle, they cost nothing) and the timed rounds alternate
     between them, so that drift in the machine's speed over the minutes of a
@@ -294,10 +358,10 @@ def run_workload(w, servers, secs, rounds, warmup):
             order = list(running)
             order = order[i % len(order):] + order[:i % len(order)] if order else order
             for server in order:
-                sample = one_round(running[server], w, secs)
-                # Every round is printed, so that a median dragged by the
+                # Every attempt is printed, so that a median dragged by the
                 # machine's noise in one round can be told from a server's own.
-                print(f"{w['name']:>16} {server:>9}  round {i + 1}: {fmt_round(sample)}", flush=True)
+                sample = least_robbed_round(running[server], w, secs, retries,
+                                            f"{w['name']:>16} {server:>9}  round {i + 1}")
                 if isinstance(sample, dict):
                     results[server] = sample
                     running.pop(server).stop()
@@ -305,10 +369,12 @@ def run_workload(w, servers, secs, rounds, warmup):
                 else:
                     samples[server].append(sample)
         for server, taken in samples.items():
-            p99s = [p for _, p, _ in taken if p is not None]
-            results[server] = {"status": "ok", "rps": statistics.median(r for r, _, _ in taken),
+            p99s = [p for _, p, _, _, _ in taken if p is not None]
+            results[server] = {"status": "ok", "rps": statistics.median(r for r, _, _, _, _ in taken),
                                "p99_ms": statistics.median(p99s) if p99s else float("nan"),
-                               "latecomer_ms": max(waited for _, _, waited in taken)}
+                               "latecomer_ms": max(waited for _, _, waited, _, _ in taken),
+                               "steal_pct": max(stolen for _, _, _, stolen, _ in taken),
+                               "user_pct": statistics.median(user for _, _, _, _, user in taken)}
         return results
     finally:
         for r in running.values():
@@ -333,9 +399,10 @@ def slow_mixed_round(port, secs):
 def fmt_round(sample):
     if isinstance(sample, dict):
         return f"failed ({sample.get('why', '')})"
-    rps, p99, waited = sample
+    rps, p99, waited, stolen, user = sample
     p99_text = f"{p99:.2f} ms" if p99 is not None else "?"
-    return f"{rps:,.0f} req/s, p99 {p99_text}, latecomer waited {waited:.0f} ms"
+    return (f"{rps:,.0f} req/s, p99 {p99_text}, latecomer waited {waited:.0f} ms, steal {stolen:.1f}%, "
+            f"server core {user:.0f}% in user space")
 
 
 def fmt_cell(r):
@@ -348,6 +415,8 @@ def fmt_cell(r):
     cell = f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms"
     if starves(r):
         cell += f" (a latecomer waited {r['latecomer_ms'] / 1000:.1f} s)"
+    if r.get("steal_pct", 0) > STEAL_LIMIT_PCT:
+        cell += f" (steal {r['steal_pct']:.0f}%)"
     return cell
 
 
@@ -391,6 +460,23 @@ def verdict(w, results):
         text += f"; {ceiling:.2f} x hyper (need >= 0.8)"
         met = met and ceiling >= 0.8
     return text, met
+
+
+def user_space_table(workloads, servers, all_results):
+    """Report lines: of the server core's busy time, the share in user space
+    (median of the kept rounds). Where it is small the cell is the
+    kernel's: no server code can make it much faster."""
+    rows = []
+    for w in workloads:
+        if w.get("kind") in ("rss", "slow_mixed") or not w.get("pinned", True):
+            continue
+        res = all_results[w["name"]]
+        cells = [f"{res[s]['user_pct']:.0f}%" if "user_pct" in res[s] else "" for s in servers]
+        rows.append(f"| {w['name']} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "Share of the server core's busy time spent in user space (the rest is the kernel's):", "",
+            "| workload | " + " | ".join(servers) + " |", "|---" * (len(servers) + 1) + "|", *rows]
 
 
 def chart(all_results, path):
@@ -447,13 +533,14 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    secs, rounds, warmup = (1, 1, 1) if args.smoke else (args.seconds, args.rounds, 1)
+    # A smoke run proves the harness, not speeds: no round is run again.
+    secs, rounds, warmup, retries = (1, 1, 1, 0) if args.smoke else (args.seconds, args.rounds, 1, STEAL_RETRIES)
     workloads = [w for w in WORKLOADS if not args.only or w["name"] in args.only.split(",")]
     servers = [s for s in SERVER_ORDER if not args.servers or s in args.servers.split(",")]
     RESULTS.mkdir(exist_ok=True)
     all_results = {}
     for w in workloads:
-        results = run_workload(w, servers, secs, rounds, warmup)
+        results = run_workload(w, servers, secs, rounds, warmup, retries)
         all_results[w["name"]] = {server: results[server] for server in servers}
         for server in servers:
             print(f"{w['name']:>16} {server:>9}: {fmt_cell(results[server])}", flush=True)
@@ -467,7 +554,9 @@ def main():
         f"median of {rounds} x {secs} s rounds, alternating between the servers, after a {warmup} s "
         "warm-up and a verified run. A latecomer client (bench/probe.py) joins each timed round; a "
         f"server that left it waiting over {STARVED_MS / 1000:.0f} s is marked, and its p99 (of the "
-        "connections it chose to serve) is not compared.",
+        "connections it chose to serve) is not compared. A round during which the host took more than "
+        f"{STEAL_LIMIT_PCT:.0f}% of either core (steal time) is run again, up to {retries} times, "
+        "and the least robbed attempt kept; a cell whose kept rounds were robbed more says so.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
@@ -483,6 +572,7 @@ def main():
                      + f" | {text} | {'yes' if met else 'no'} |")
     lines.append("")
     lines.append(f"Every target met: {'yes' if met_all else 'no'}.")
+    lines += user_space_table(workloads, servers, all_results)
     name = stamp + ("-smoke" if args.smoke else "") + ("-partial" if args.only or args.servers else "")
     report = RESULTS / f"{name}.md"
     png = RESULTS / f"{name}.png"
