@@ -12,9 +12,9 @@ expected body length, by bench/check.lua), then timed rounds whose median is
 reported, with a latecomer client (bench/probe.py) checking that every
 client gets answered. A round during which the host took a core away
 (steal time) is run again, and the server core's split between user space
-and the kernel is recorded. The servers of a workload run side by side and the rounds
-alternate between them, so the machine's drift falls on all alike. A cell
-with any error is reported as failed, not as a speed.
+and the kernel is recorded. The servers of a workload run side by side and
+the rounds alternate between them, so the machine's drift falls on all
+alike. A cell with any error is reported as failed, not as a speed.
 Ratios are taken within this run only: absolute numbers drift on a shared
 machine. `make bench` sets up bench/.venv with the peers first.
 """
