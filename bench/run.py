@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -246,6 +247,10 @@ def verify(running, w, warmup):
     return None
 
 
+# One timed round's measures (one_round).
+Round = namedtuple("Round", "rps p99_ms latecomer_ms steal_pct user_pct")
+
+
 def core_ticks():
     """Per core (cpu0, cpu1): the first eight /proc/stat fields (user, nice,
     system, idle, iowait, irq, softirq, steal), in ticks."""
@@ -257,12 +262,17 @@ def core_ticks():
     return ticks
 
 
+def ticks_between(before, after, core):
+    """Each /proc/stat field's ticks on `core` between two core_ticks()."""
+    return [b - a for a, b in zip(before[core], after[core])]
+
+
 def steal_pct(before, after):
     """The larger share of the two cores' time that the host took (steal)
     between two core_ticks() readings, in percent."""
     worst = 0.0
-    for core, now in after.items():
-        spent = [b - a for a, b in zip(before[core], now)]
+    for core in after:
+        spent = ticks_between(before, after, core)
         if sum(spent) > 0:
             worst = max(worst, 100.0 * spent[7] / sum(spent))
     return worst
@@ -273,15 +283,14 @@ def server_user_pct(before, after):
     user space (the rest is the kernel: system calls, interrupts, softirq),
     in percent. It bounds what any change to the server's own code can
     gain: with none left, the kernel's share would still take as long."""
-    spent = [b - a for a, b in zip(before["cpu0"], after["cpu0"])]
+    spent = ticks_between(before, after, "cpu0")
     busy = spent[0] + spent[1] + spent[2] + spent[5] + spent[6]
     return 100.0 * (spent[0] + spent[1]) / busy if busy else float("nan")
 
 
 def one_round(running, w, secs):
-    """One timed run, with a latecomer probing it (bench/probe.py):
-    (requests/s, p99 ms, the latecomer's longest wait in ms, steal %, the
-    server core's user-space %), or a failed result."""
+    """One timed run, with a latecomer probing it (bench/probe.py): a
+    Round, or a failed result."""
     ticks = core_ticks()
     probe = start_probe(running.port, w, secs)
     if w.get("kind") == "slow_mixed":
@@ -296,7 +305,7 @@ def one_round(running, w, secs):
     if isinstance(sample, dict):
         return sample
     after = core_ticks()
-    return (*sample, waited, steal_pct(ticks, after), server_user_pct(ticks, after))
+    return Round(*sample, waited, steal_pct(ticks, after), server_user_pct(ticks, after))
 
 
 def least_robbed_round(running, w, secs, retries, label):
@@ -310,9 +319,9 @@ def least_robbed_round(running, w, secs, retries, label):
         print(f"{label}: {fmt_round(sample)}", flush=True)
         if isinstance(sample, dict):
             return sample
-        if kept is None or sample[3] < kept[3]:
+        if kept is None or sample.steal_pct < kept.steal_pct:
             kept = sample
-        if sample[3] <= STEAL_LIMIT_PCT:
+        if sample.steal_pct <= STEAL_LIMIT_PCT:
             break
     return kept
 
@@ -369,12 +378,12 @@ def run_workload(w, servers, secs, rounds, warmup, retries):
                 else:
                     samples[server].append(sample)
         for server, taken in samples.items():
-            p99s = [p for _, p, _, _, _ in taken if p is not None]
-            results[server] = {"status": "ok", "rps": statistics.median(r for r, _, _, _, _ in taken),
+            p99s = [r.p99_ms for r in taken if r.p99_ms is not None]
+            results[server] = {"status": "ok", "rps": statistics.median(r.rps for r in taken),
                                "p99_ms": statistics.median(p99s) if p99s else float("nan"),
-                               "latecomer_ms": max(waited for _, _, waited, _, _ in taken),
-                               "steal_pct": max(stolen for _, _, _, stolen, _ in taken),
-                               "user_pct": statistics.median(user for _, _, _, _, user in taken)}
+                               "latecomer_ms": max(r.latecomer_ms for r in taken),
+                               "steal_pct": max(r.steal_pct for r in taken),
+                               "user_pct": statistics.median(r.user_pct for r in taken)}
         return results
     finally:
         for r in running.values():
