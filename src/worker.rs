@@ -229,21 +229,30 @@ fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>) {
             return;
         }
     };
+    // The watches are in place before the worker reports ready: an edit
+    // made once it answers is seen, not lost to a thread still starting.
+    let watch = match watch_dirs(&files) {
+        Ok(watch) => watch,
+        Err(e) => {
+            log_at!(Error, "--reload: watching sources failed: {e}");
+            return;
+        }
+    };
     std::thread::spawn(move || {
-        if let Err(e) = watch_sources(&files, &slot) {
+        if let Err(e) = wait_for_change(watch, &files, &slot) {
             log_at!(Error, "--reload: watching sources failed: {e}");
         }
     });
 }
 
-fn watch_sources(files: &[PathBuf], slot: &Slot) -> std::io::Result<()> {
-    // SAFETY: inotify calls on a descriptor this function owns; the event
-    // buffer is parsed within the length the kernel returned.
+/// An inotify descriptor watching the directories of `files`, and the
+/// directory of each watch.
+fn watch_dirs(files: &[PathBuf]) -> std::io::Result<(i32, HashMap<i32, PathBuf>)> {
+    // SAFETY: inotify calls on a descriptor this function creates.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let watched: HashSet<&PathBuf> = files.iter().collect();
     let mut dirs: HashMap<i32, PathBuf> = HashMap::new();
     for dir in files
         .iter()
@@ -259,6 +268,19 @@ fn watch_sources(files: &[PathBuf], slot: &Slot) -> std::io::Result<()> {
             dirs.insert(wd, dir.to_path_buf());
         }
     }
+    Ok((fd, dirs))
+}
+
+/// Reads `watch`'s events until one of `files` is written or replaced,
+/// then asks this worker to stop.
+fn wait_for_change(
+    (fd, dirs): (i32, HashMap<i32, PathBuf>),
+    files: &[PathBuf],
+    slot: &Slot,
+) -> std::io::Result<()> {
+    let watched: HashSet<&PathBuf> = files.iter().collect();
+    // SAFETY (below): reads into a buffer this function owns; events are
+    // parsed within the length the kernel returned.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
