@@ -38,7 +38,7 @@ bench: build ## Every workload against every peer: bench/results/<date>.md and .
 	bench/setup.sh
 	bench/.venv/bin/python bench/run.py
 
-bench-smoke: build ## Every benchmark cell for one second (proves the harness works)
+bench-smoke: build ## Every benchmark cell for one second, file for three (proves the harness works)
 	bench/setup.sh
 	bench/.venv/bin/python bench/run.py --smoke
 
