@@ -38,9 +38,10 @@ use crate::wsgi::objects::RequestObjects;
 /// open; a longer remainder closes the connection instead.
 pub const MAX_DRAIN: u64 = 1 << 20;
 
-/// How long an idle keep-alive connection stays open once the server is
-/// stopping, for a request the client may already have sent.
-const STOP_IDLE_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection with no complete request (idle, or partway
+/// through a head) stays open once the server is stopping, for a request
+/// the client may already have sent.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a refused client gets to stop sending before the connection is
 /// closed, so it reads the error response instead of a reset.
@@ -209,12 +210,13 @@ async fn read_head<S: Socket>(
     ctx: &ServerCtx,
     first: bool,
 ) -> HeadOutcome {
-    let mut idle_deadline = deadline_after(if first {
+    let idle_deadline = deadline_after(if first {
         ctx.header_timeout
     } else {
         ctx.keep_alive
     });
     let mut head_deadline: Option<u64> = None;
+    let mut stop_deadline: Option<u64> = None;
     loop {
         if !rbuf.is_empty() {
             match parser.parse(rbuf, &ctx.head_limits) {
@@ -231,27 +233,30 @@ async fn read_head<S: Socket>(
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(8192);
         }
-        let idle = rbuf.is_empty();
         let stopping = ctx.lane.stopping();
-        if idle && stopping {
-            // Stopping: an idle connection gets a moment for a request
-            // already on its way (answered with Connection: close) instead
-            // of a close that would race it.
-            idle_deadline = idle_deadline.min(deadline_after(STOP_IDLE_GRACE));
+        if stopping {
+            // Stopping: a connection with no complete request, idle or
+            // partway through a head, gets a moment for the rest of a
+            // request already on its way (answered with Connection: close)
+            // instead of a close that would race it, and no more: a slow
+            // head is not waited for until header_timeout.
+            stop_deadline.get_or_insert_with(|| deadline_after(STOP_GRACE));
         }
-        let deadline = head_deadline.unwrap_or(idle_deadline);
+        let deadline = head_deadline
+            .unwrap_or(idle_deadline)
+            .min(stop_deadline.unwrap_or(u64::MAX));
         let read = timeout_at(deadline, stream.read_buf(rbuf));
-        let result = if idle && !stopping {
+        let result = if stopping {
+            read.await
+        } else {
             match lane::unless_stopping(&ctx.lane, read).await {
                 Some(r) => r,
                 None => continue,
             }
-        } else {
-            read.await
         };
         match result {
             Ok(Ok(n)) if n > 0 => {}
-            Err(_) if !rbuf.is_empty() => {
+            Err(_) if !rbuf.is_empty() && !stopping => {
                 return HeadOutcome::Refused(ClientError::new(
                     ClientErrorKind::RequestTimeout,
                     "request head not received within header_timeout",

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::blocking_io;
-use crate::error::ClientError;
+use crate::error::{ClientError, ClientErrorKind};
 use crate::http1::body::BodyDecoder;
 use crate::http1::chunked::Chunk;
 use crate::http1::response::{AppHead, ResponseEncoder};
@@ -72,10 +72,9 @@ pub struct Exchange {
 /// Why reading the request body failed.
 #[derive(Debug)]
 pub enum BodyError {
-    /// The client sent a malformed or oversized body.
+    /// The client sent a malformed or oversized body, cut it short, or
+    /// went quiet while sending it.
     Client(ClientError),
-    /// The connection failed or the client went quiet.
-    Io(io::Error),
     /// The request is over; the object was kept past it.
     Closed,
 }
@@ -232,17 +231,36 @@ impl ExchangeState {
             if self.continue_owed {
                 self.continue_owed = false;
                 blocking_io::send_all(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout)
-                    .map_err(BodyError::Io)?;
+                    .map_err(|e| self.client_failed(&e))?;
             }
-            let n = blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout)
-                .map_err(BodyError::Io)?;
-            if n == 0 {
-                return Err(BodyError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed the connection before the end of the request body",
-                )));
+            match blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout) {
+                Ok(0) => {
+                    let e = ClientError::bad_request(
+                        "client closed the connection before the end of the request body",
+                    );
+                    self.body_error = Some(e.clone());
+                    return Err(BodyError::Client(e));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.client_failed(&e)),
             }
         }
+    }
+
+    /// The connection failed while the body was being read: the client's
+    /// doing (it went quiet or reset the connection), so the request is
+    /// answered as a client error, not as an application failure.
+    fn client_failed(&mut self, e: &io::Error) -> BodyError {
+        let err = if e.kind() == io::ErrorKind::TimedOut {
+            ClientError::new(
+                ClientErrorKind::RequestTimeout,
+                "request body: client made no progress within socket_timeout",
+            )
+        } else {
+            ClientError::bad_request("request body: the connection failed")
+        };
+        self.body_error = Some(err.clone());
+        BodyError::Client(err)
     }
 
     /// Sends the head (if it has not gone yet) and frames `data` into `out`.

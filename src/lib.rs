@@ -141,6 +141,7 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
     )
     .map_err(PyValueError::new_err)?;
     let listeners = server::open_listeners(&config).map_err(PyOSError::new_err)?;
+    server::raise_descriptor_limit(config.worker_connections);
     server::run(py, &config, app, listeners, None)
         .map(drop)
         .map_err(PyOSError::new_err)
@@ -152,7 +153,9 @@ fn settings_reference() -> String {
     config::settings_reference()
 }
 
-#[pymodule]
+// The GIL is relied on (docs/architecture.md, "Free-threaded CPython"), so a
+// free-threaded interpreter keeps it enabled while this module is loaded.
+#[pymodule(gil_used = true)]
 fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
@@ -161,6 +164,10 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wsgi::streams::FileWrapper>()?;
     m.add_class::<wsgi::streams::ErrorStream>()?;
     m.add_class::<wsgi::input::Input>()?;
+    m.add(
+        "ClientDisconnected",
+        m.py().get_type::<wsgi::input::ClientDisconnected>(),
+    )?;
     m.add_class::<wsgi::start_response::StartResponse>()?;
     m.add_class::<wsgi::start_response::Write>()?;
     Ok(())

@@ -107,6 +107,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
             return 1;
         }
     };
+    server::raise_descriptor_limit(config.worker_connections);
     if let Some(path) = &config.pid {
         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
             log_at!(Critical, "--pid {}: {e}", path.display());

@@ -411,6 +411,7 @@ impl Acceptor for UnixListener {
 async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<Semaphore>) {
     let mut stop = ctx.shutdown.clone();
     let mut waited_in_vain = false;
+    let mut failures = AcceptFailures::default();
     loop {
         let Some(slot) = acquire(&slots, &mut stop).await else {
             break;
@@ -454,7 +455,7 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                 }
             }
             Err(_) if *stop.borrow() => break,
-            Err(e) => accept_failed(e).await,
+            Err(e) => failures.failed(e).await,
         }
     }
 }
@@ -473,10 +474,78 @@ async fn acquire(
     }
 }
 
-/// Out of descriptors or memory: say so and back off instead of spinning.
-async fn accept_failed(e: std::io::Error) {
-    log_at!(Error, "accept failed: {e}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+/// Accept failures (out of descriptors or memory) repeat for as long as
+/// the cause lasts: each backs off instead of spinning, and they are logged
+/// at most once a second, with how many there were.
+#[derive(Default)]
+struct AcceptFailures {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+/// How often repeated accept failures are logged.
+const ACCEPT_FAILURE_REPORT: Duration = Duration::from_secs(1);
+
+impl AcceptFailures {
+    async fn failed(&mut self, e: io::Error) {
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_FAILURE_REPORT)
+        {
+            log_at!(
+                Error,
+                "accept failed: {e} ({} failure(s) since the last report)",
+                self.unlogged
+            );
+            self.last_logged = Some(now);
+            self.unlogged = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Descriptors a worker needs besides its connections: listeners, log
+/// files, the runtime's own, and files the application opens.
+const DESCRIPTOR_MARGIN: u64 = 100;
+
+/// Raises the soft descriptor limit to the hard one (as nginx's
+/// worker_rlimit_nofile users expect), and warns when it is still below
+/// `worker_connections` plus a margin: connections past it would fail to be
+/// accepted. Called once, before workers start; they inherit the limit.
+pub fn raise_descriptor_limit(worker_connections: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = u64::from(worker_connections) + DESCRIPTOR_MARGIN;
+    if limit.rlim_cur < needed {
+        log_at!(
+            Warning,
+            "the open-file limit (RLIMIT_NOFILE) is {}, below worker_connections ({}) plus {} \
+             for listeners, logs and the application's files: connections past it cannot be \
+             accepted. Raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower \
+             --worker-connections",
+            limit.rlim_cur,
+            worker_connections,
+            DESCRIPTOR_MARGIN
+        );
+    }
 }
 
 thread_local! {

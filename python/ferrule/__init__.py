@@ -7,9 +7,9 @@ Run it from the command line (``ferrule myproject.wsgi``) or from Python::
 """
 
 from ferrule import _ferrule
-from ferrule._ferrule import FileWrapper, __version__
+from ferrule._ferrule import ClientDisconnected, FileWrapper, __version__
 
-__all__ = ["FileWrapper", "serve", "settings_to_argv", "__version__"]
+__all__ = ["ClientDisconnected", "FileWrapper", "serve", "settings_to_argv", "__version__"]
 
 
 def settings_to_argv(settings):

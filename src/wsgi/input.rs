@@ -23,10 +23,20 @@ impl Input {
     }
 }
 
+pyo3::create_exception!(
+    ferrule,
+    ClientDisconnected,
+    PyOSError,
+    "The request body could not be read because of the client: it closed the \
+     connection or went quiet before the end of the body, or sent a malformed or \
+     oversized one. Raised by wsgi.input; an OSError, as gunicorn's and Django's \
+     are. Left unhandled it is logged at info level, without a traceback, and the \
+     client gets a 4xx response if none was sent yet."
+);
+
 fn to_pyerr(e: BodyError) -> PyErr {
     match e {
-        BodyError::Client(e) => PyOSError::new_err(format!("invalid request body: {}", e.reason)),
-        BodyError::Io(e) => PyOSError::new_err(format!("error reading request body: {e}")),
+        BodyError::Client(e) => ClientDisconnected::new_err(e.reason),
         BodyError::Closed => {
             PyValueError::new_err("I/O operation on the input of a finished request")
         }

@@ -26,7 +26,8 @@ LISTENING = re.compile(r"Listening at: (\S+) \(pid (\d+)\)")
 class Server:
     """A running ferrule process."""
 
-    def __init__(self, app, *args, env=None, cwd=APPS, bind=None, expect_ready=True, listeners=1):
+    def __init__(self, app, *args, env=None, cwd=APPS, bind=None, expect_ready=True, listeners=1,
+                 preexec_fn=None):
         self.args = [FERRULE, app, *args]
         if bind is None:
             bind = ["127.0.0.1:0"]
@@ -42,6 +43,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=preexec_fn,
         )
         self.lines = []
         self.urls = []
@@ -150,6 +152,40 @@ def run_ferrule(*args, cwd=APPS, env=None, timeout=30):
         [FERRULE, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+# --- processes ---------------------------------------------------------------
+
+def children(pid):
+    """The live child processes of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def wait_until(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def worker_pids(server, n, timeout=30):
+    try:
+        wait_until(lambda: len(children(server.proc.pid)) == n, timeout, what=f"{n} workers")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log:\n{server.log}") from None
+    return children(server.proc.pid)
+
 
 
 # --- raw HTTP helpers -------------------------------------------------------

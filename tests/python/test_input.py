@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -156,3 +157,58 @@ def test_quiet_client_of_a_buffered_body_is_dropped_after_socket_timeout(serve):
         sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
         sock.settimeout(15)
         assert sock.recv(1) == b"", "closed without a response"
+
+
+# A client's own mistakes while sending a body are client errors: the
+# application sees ferrule.ClientDisconnected (an OSError), the client gets a
+# 4xx if nothing was sent yet, and the log has an info line, no traceback.
+
+CUT_SHORT = {
+    "length": b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000,
+    "chunked": b"POST /upload-size HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 1000 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("framing", sorted(CUT_SHORT))
+def test_body_cut_short_is_a_client_error(serve, framing):
+    server = serve("behaviours", "--post-buffering", "0")
+    with server.connect() as sock:
+        sock.sendall(CUT_SHORT[framing])
+        sock.shutdown(socket.SHUT_WR)
+        resp = Reader(sock).read_response()
+    assert resp.status == 400
+    server.wait_for_log("[INFO] POST /upload-size: refused request body: 400 Bad Request: "
+                        "client closed the connection before the end of the request body")
+    assert "Traceback" not in server.log and "[ERROR]" not in server.log, server.log
+
+
+def test_invalid_chunk_is_a_client_error(serve):
+    server = serve("behaviours")
+    with server.connect() as sock:
+        sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"4\r\nabcd\r\nzz\r\n")
+        resp = Reader(sock).read_response()
+    assert resp.status == 400
+    server.wait_for_log("refused request body: 400 Bad Request")
+    assert "Traceback" not in server.log and "[ERROR]" not in server.log, server.log
+
+
+@pytest.mark.parametrize("framing", sorted(CUT_SHORT))
+def test_application_sees_client_disconnected(serve, framing):
+    server = serve("behaviours", "--post-buffering", "0")
+    with server.connect() as sock:
+        sock.sendall(CUT_SHORT[framing].replace(b"/upload-size", b"/body-error"))
+        sock.shutdown(socket.SHUT_WR)
+        resp = Reader(sock).read_response()
+    assert resp.status == 200
+    assert resp.body.startswith(b"ferrule.ClientDisconnected oserror=True: client closed the connection"), resp.body
+
+
+def test_quiet_uploader_is_a_client_error(serve):
+    server = serve("behaviours", "--post-buffering", "0", "--socket-timeout", "0.5")
+    with server.connect() as sock:
+        sock.sendall(CUT_SHORT["length"])
+        resp = Reader(sock).read_response()
+    assert resp.status == 408
+    server.wait_for_log("refused request body: 408 Request Timeout")
+    assert "Traceback" not in server.log and "[ERROR]" not in server.log, server.log

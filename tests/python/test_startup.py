@@ -1,6 +1,7 @@
 """Loading the app the ways users write it, listening, and stopping."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -296,3 +297,66 @@ def test_stop_closes_idle_keep_alive_connections(serve):
         assert reader.closed(timeout=20), "the idle connection was closed by the stop"
         assert reader.buf == b"", "closed silently"
     assert server.stop() == 0
+
+
+def test_stop_closes_connections_partway_through_a_head(serve):
+    """A client that has sent half a head has sent no request to finish: a
+    graceful stop closes it at once instead of waiting for --header-timeout."""
+    server = serve("behaviours", "-w", "2", "--header-timeout", "120", "--graceful-timeout", "120")
+    socks = [server.connect() for _ in range(20)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /list3 HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        # One complete request proves the workers have taken the connections in.
+        with server.connect() as probe:
+            probe.sendall(b"GET /list3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert Reader(probe).read_response().status == 200
+        server.send_signal(signal.SIGTERM)
+        for sock in socks:
+            assert Reader(sock).closed(timeout=60), "the partial head was closed by the stop"
+        # Well inside the 120 s header and graceful timeouts.
+        assert server.stop(timeout=60) == 0
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _nofile(soft, hard):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_warns_when_descriptors_cannot_cover_worker_connections(serve):
+    server = serve("behaviours", "--worker-connections", "1000", preexec_fn=_nofile(256, 256))
+    server.wait_for_log("the open-file limit (RLIMIT_NOFILE) is 256, below worker_connections (1000)")
+    assert "[WARNING]" in server.log
+
+
+def test_soft_descriptor_limit_raised_to_the_hard_limit(serve):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard < 2048:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise to")
+    server = serve("behaviours", "--worker-connections", "1000", preexec_fn=_nofile(256, hard))
+    limits = open(f"/proc/{server.proc.pid}/limits").read()
+    line = next(l for l in limits.splitlines() if l.startswith("Max open files"))
+    assert line.split()[3] == str(hard), line
+    assert "RLIMIT_NOFILE" not in server.log
+
+
+def test_accept_failures_are_logged_at_most_once_a_second(serve):
+    """Out of descriptors, accept fails over and over; the log gets one line
+    a second with the count, not one a failure."""
+    server = serve("behaviours", "--worker-connections", "1000", preexec_fn=_nofile(48, 48))
+    socks = []
+    try:
+        for _ in range(80):
+            socks.append(server.connect())
+        server.wait_for(lambda: "failure(s) since the last report" in server.log
+                        and any(int(n) > 1 for n in re.findall(r"\((\d+) failure\(s\) since", server.log)),
+                        timeout=30, what="a report counting several failures")
+    finally:
+        for sock in socks:
+            sock.close()

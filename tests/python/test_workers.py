@@ -15,38 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import APPS, FERRULE, Reader, Server, run_ferrule
-
-
-def children(pid):
-    """The live child processes of `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def wait_until(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def worker_pids(server, n, timeout=30):
-    try:
-        wait_until(lambda: len(children(server.proc.pid)) == n, timeout, what=f"{n} workers")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; log:\n{server.log}") from None
-    return children(server.proc.pid)
+from conftest import APPS, FERRULE, Reader, Server, children, run_ferrule, wait_until, worker_pids
 
 
 def wrk(url, seconds=3, connections=8):

@@ -317,6 +317,18 @@ def r_sleep_pid(environ, start_response):
     return text(start_response, str(os.getpid()))
 
 
+def r_body_error(environ, start_response):
+    """Reads the whole body and reports the exception a client's mistake raises."""
+    import ferrule
+
+    try:
+        environ["wsgi.input"].read()
+    except ferrule.ClientDisconnected as e:
+        body = f"{type(e).__module__}.{type(e).__name__} oserror={isinstance(e, OSError)}: {e}"
+        return text(start_response, body)
+    return text(start_response, "no error")
+
+
 def r_upload_size(environ, start_response):
     stream = environ["wsgi.input"]
     digest = hashlib.sha256()
