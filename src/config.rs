@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Arg, CommandFactory, Parser, ValueEnum};
 
-use crate::http1::head::HeadLimits;
-use crate::listen::BindAddress;
+use crate::net::listen::BindAddress;
+use crate::proto::request::HeadLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum LogLevel {

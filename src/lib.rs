@@ -1,26 +1,29 @@
 //! ferrule: a WSGI (PEP 3333) server with a Rust core.
 //!
-//! Layout: `http1` and `request` are pure protocol code (bytes in, values
-//! out); `wsgi` is the bridge to Python (one environ builder, the objects
-//! given to the application, the walk over its response); `exchange`,
-//! `blocking_io`, `connection` and `server` do the I/O; `config` declares
-//! every setting once; `log` is the one logger.
+//! Layout, each layer using only those below it:
+//! - `process`: the master and a worker after fork;
+//! - `runtime`: a worker's serving (tokio runtime, accept loops) and the
+//!   front end of each protocol, the one place that knows which exist;
+//! - `driver`: the request driver every front end uses, and the lane its
+//!   connections run on;
+//! - `wsgi`: the PEP 3333 bridge (one environ builder, the objects given to
+//!   the application, the walk over its response);
+//! - `exchange`: one request's state shared by the driver and the Python
+//!   objects, with the application side's blocking I/O;
+//! - `proto`: pure protocol code (bytes in, values out);
+//! - beside them: `net` (listeners and sockets), `config` (every setting,
+//!   declared once), `log` (the one logger), `liveness` (the page a worker
+//!   shares with its master).
 
-pub mod blocking_io;
 pub mod config;
-pub mod connection;
-pub mod error;
+pub mod driver;
 pub mod exchange;
-pub mod http1;
-pub mod lane;
-pub mod listen;
 pub mod liveness;
 pub mod log;
-pub mod master;
-pub mod out_queue;
-pub mod request;
-pub mod server;
-pub mod worker;
+pub mod net;
+pub mod process;
+pub mod proto;
+pub mod runtime;
 pub mod wsgi;
 
 use clap::error::ErrorKind;
@@ -125,7 +128,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
-    master::run(py, &config, &spec)
+    process::master::run(py, &config, &spec)
 }
 
 /// `ferrule.serve(app, ...)`: serves an application object until stopped.
@@ -140,9 +143,9 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
         config.access_logfile.as_deref(),
     )
     .map_err(PyValueError::new_err)?;
-    let listeners = server::open_listeners(&config).map_err(PyOSError::new_err)?;
-    server::raise_descriptor_limit(config.worker_connections);
-    server::run(py, &config, app, listeners, None)
+    let listeners = runtime::server::open_listeners(&config).map_err(PyOSError::new_err)?;
+    runtime::server::raise_descriptor_limit(config.worker_connections);
+    runtime::server::run(py, &config, app, listeners, None)
         .map(drop)
         .map_err(PyOSError::new_err)
 }

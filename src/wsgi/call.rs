@@ -14,9 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyTuple};
 
 use crate::exchange::Exchange;
-use crate::http1::response::write_error_response;
 use crate::log_at;
-use crate::request::RequestLabel;
+use crate::proto::request::RequestLabel;
 use crate::wsgi::streams::FileWrapper;
 
 /// What the connection does next.
@@ -206,11 +205,9 @@ impl<'a> AppCall<'a> {
                 .as_ref()
                 .map(|e| e.status())
                 .unwrap_or((500, "Internal Server Error"));
-            st.out.clear();
-            let minor = st.response.minor_version();
-            write_error_response(st.out.buf(), code, phrase, minor, false);
-            st.response.status = code;
-            st.response.keep_alive = false;
+            let state = &mut *st;
+            state.out.clear();
+            state.response.error(state.out.buf(), code, phrase);
         }
         drop(st);
         if let Some(e) = client_error {

@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
 
-use crate::http1::head::split_host_port;
-use crate::request::RequestHead;
+use crate::proto::request::split_host_port;
+use crate::proto::request::RequestHead;
 use crate::wsgi::streams::{ErrorStream, FileWrapper};
 
 /// What the environ needs to know about the connection a request came on.

@@ -4,8 +4,8 @@
 //! refused status or header becomes a 500 with the reason in the error log,
 //! never a malformed response on the wire.
 
-use crate::http1::chars::{is_tchar, is_text_byte};
-use crate::http1::response::AppHead;
+use crate::proto::app_head::AppHead;
+use crate::proto::chars::{is_tchar, is_text_byte};
 
 /// PEP 3333 forbids applications from using hop-by-hop headers; the server
 /// owns connection management (RFC 9110 §7.6.1).

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::exchange::Exchange;
-use crate::http1::response::AppHead;
+use crate::proto::app_head::AppHead;
 use crate::wsgi::response_head::{add_field, parse_status};
 
 #[pyclass(frozen, module = "ferrule._ferrule")]

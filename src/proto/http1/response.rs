@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::proto::app_head::AppHead;
+
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFraming {
@@ -136,41 +138,10 @@ pub fn write_error_response(
     out.extend_from_slice(body.as_bytes());
 }
 
-/// The status line and header fields an application gave, validated and
-/// encoded (see `wsgi::response_head`).
-#[derive(Debug, Clone)]
-pub struct AppHead {
-    pub status: u16,
-    /// The status line (`200 OK`: the code and the application's reason
-    /// phrase, kept as given) followed by the `Name: value\r\n` lines.
-    pub bytes: Vec<u8>,
-    /// Where the status line ends in `bytes`.
-    pub status_len: usize,
-    pub declared_length: Option<u64>,
-    pub has_date: bool,
-    pub has_server: bool,
-}
-
-impl AppHead {
-    pub fn status_line(&self) -> &[u8] {
-        &self.bytes[..self.status_len]
-    }
-
-    pub fn fields(&self) -> &[u8] {
-        &self.bytes[self.status_len..]
-    }
-
-    /// The emptied buffer, for the next head.
-    pub fn into_buffer(mut self) -> Vec<u8> {
-        self.bytes.clear();
-        self.bytes
-    }
-}
-
 /// The state of one response on an HTTP/1.x connection: it writes the head
 /// once, frames each piece of body, cuts output past a declared
 /// Content-Length, and decides whether the connection can be reused.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ResponseEncoder {
     minor_version: u8,
     is_head: bool,
@@ -287,6 +258,21 @@ impl ResponseEncoder {
         let n = self.piece_start(out, data.len() as u64);
         out.extend_from_slice(&data[..n as usize]);
         self.piece_end(out, n);
+    }
+
+    /// Replaces the response with a complete error response that closes
+    /// the connection (an application failure before any output, or the
+    /// client error its body earned).
+    pub fn error(&mut self, out: &mut Vec<u8>, status: u16, phrase: &str) {
+        write_error_response(out, status, phrase, self.minor_version, false);
+        self.status = status;
+        self.keep_alive = false;
+    }
+
+    /// The interim response that tells a client waiting on
+    /// `Expect: 100-continue` to send its body (RFC 9110 §10.1.1).
+    pub fn continue_bytes(&self) -> &'static [u8] {
+        b"HTTP/1.1 100 Continue\r\n\r\n"
     }
 
     /// Ends the body. A body shorter than its Content-Length cannot be

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use crate::config::Config;
-use crate::listen::Listener;
 use crate::liveness::{self, BootFailure, Slot};
-use crate::server::{self, WorkerRole};
+use crate::net::listen::Listener;
+use crate::runtime::server::{self, WorkerRole};
 use crate::{
     load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR, EXIT_WORKER_BOOT_ERROR,
 };

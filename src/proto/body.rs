@@ -2,9 +2,10 @@
 //! decoder serves the application's blocking reads of `wsgi.input` and the
 //! connection's asynchronous draining of an unread body.
 
-use crate::error::{ClientError, ClientErrorKind};
-use crate::http1::chunked::{Chunk, ChunkedDecoder};
-use crate::request::BodyFraming;
+use crate::proto::error::{ClientError, ClientErrorKind};
+pub use crate::proto::http1::chunked::Chunk;
+use crate::proto::http1::chunked::ChunkedDecoder;
+use crate::proto::request::BodyFraming;
 
 #[derive(Debug)]
 pub enum BodyDecoder {

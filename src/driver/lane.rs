@@ -71,7 +71,7 @@ pub struct Lane {
     queue: Mutex<Queue>,
     /// Every task not yet finished, so that `close` can drop them all.
     live: Mutex<HashMap<usize, Arc<Task>>>,
-    /// One call word per application thread, by `server::thread_index()`.
+    /// One call word per application thread, by `thread_index()`.
     calls: Box<[AtomicU64]>,
     epoch: Instant,
     /// Calls found slow and still running.
@@ -234,7 +234,7 @@ impl Lane {
     pub fn call(&self) -> Call<'_> {
         let mut thread = usize::MAX;
         if self.watchdog.get().is_some() {
-            thread = crate::server::thread_index();
+            thread = thread_index();
             if let Some(word) = self.calls.get(thread) {
                 word.store(self.now() << TIME_SHIFT | IN_CALL, Ordering::SeqCst);
                 if self.watchdog_idle.load(Ordering::SeqCst) {
@@ -596,4 +596,20 @@ fn watch(lane: Weak<Lane>) {
             std::thread::sleep(WATCH_PERIOD);
         }
     }
+}
+
+thread_local! {
+    /// This application thread's index, from 0, in the worker's liveness
+    /// page and its lane.
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The calling application thread's index (usize::MAX off those threads).
+pub fn thread_index() -> usize {
+    THREAD_INDEX.with(Cell::get)
+}
+
+/// Records the calling thread's index, when the runtime starts it.
+pub fn set_thread_index(index: usize) {
+    THREAD_INDEX.with(|i| i.set(index));
 }

@@ -1,85 +1,92 @@
-//! One HTTP/1.x connection: read a head, run the application inline, send
-//! the response, repeat while keep-alive allows. Waiting for the client
-//! (heads, pre-buffered bodies, response writes) is asynchronous and holds
-//! no application thread; only the application's own blocking reads of a
-//! large body do.
+//! The request driver, the same for every protocol: given a request head
+//! a front end parsed and the response framer for its protocol, it reads a
+//! small body ahead, runs the application inline, sends the framed
+//! response, drains what the application left unread, and says whether the
+//! connection may carry another request. Waiting for the client (pre-read
+//! bodies, response writes) is asynchronous and holds no application
+//! thread; only the application's own blocking reads of a large body do.
 
-use std::future::Future;
+pub mod lane;
+
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch, Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::error::{ClientError, ClientErrorKind};
-use crate::exchange::{ConnBuffers, Exchange, ExchangeState, READ_CHUNK};
-use crate::http1::body::BodyDecoder;
-use crate::http1::head::{HeadLimits, HeadParser};
-use crate::http1::response::{write_error_response, ResponseEncoder};
-use crate::lane::{self, deadline_after, timeout, timeout_at, Lane};
+use crate::driver::lane::{deadline_after, timeout, timeout_at, Lane};
+use crate::exchange::out_queue::{OutQueue, KEPT_BUFFER, MAX_SLICES};
+use crate::exchange::{Exchange, ExchangeState, READ_CHUNK};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
-use crate::out_queue::{OutQueue, MAX_SLICES};
-use crate::request::{BodyFraming, RequestHead, RequestLabel};
-use crate::server;
+use crate::net::socket::Socket;
+use crate::proto::body::BodyDecoder;
+use crate::proto::error::ClientError;
+use crate::proto::request::HeadLimits;
+use crate::proto::request::{BodyFraming, RequestHead, RequestLabel};
+use crate::proto::response::ResponseFramer;
 use crate::wsgi::call::{AppCall, Step};
 use crate::wsgi::environ::{self, ConnInfo, EnvironSettings};
 use crate::wsgi::objects::RequestObjects;
+
+/// Buffers a connection lends to each of its exchanges and takes back
+/// afterwards, so a keep-alive connection allocates them once.
+#[derive(Default)]
+pub struct ConnBuffers {
+    /// Bytes read from the socket and not yet consumed; may hold the next
+    /// pipelined request when it comes back.
+    pub rbuf: Vec<u8>,
+    /// Framed response bytes the application side produces.
+    pub out: OutQueue,
+    /// Framed response bytes the connection is sending.
+    pub sending: OutQueue,
+    /// Scratch for the head `start_response` encodes.
+    pub head: Vec<u8>,
+    /// The last request's objects and exchange, reused by the next
+    /// request when nothing else holds them.
+    pub objects: Option<RequestObjects>,
+}
+
+impl ConnBuffers {
+    /// Sized for a typical request and response head, so that a
+    /// connection's first request does not grow them step by step (seven
+    /// reallocations, about 2,000 instructions, for a hello-world response).
+    pub fn new() -> Self {
+        ConnBuffers {
+            rbuf: Vec::with_capacity(8192),
+            out: OutQueue::with_capacity(1024),
+            head: Vec::with_capacity(256),
+            ..ConnBuffers::default()
+        }
+    }
+
+    /// Empties the buffers for the next request, dropping any grown past
+    /// what a connection keeps.
+    pub fn trim(&mut self) {
+        self.out.reset();
+        self.sending.reset();
+        if self.head.capacity() > KEPT_BUFFER {
+            self.head = Vec::new();
+        } else {
+            self.head.clear();
+        }
+    }
+}
 
 /// Most unread body bytes discarded after a response to keep the connection
 /// open; a longer remainder closes the connection instead.
 pub const MAX_DRAIN: u64 = 1 << 20;
 
-/// How long a connection with no complete request (idle, or partway
-/// through a head) stays open once the server is stopping, for a request
-/// the client may already have sent.
-const STOP_GRACE: Duration = Duration::from_secs(1);
-
 /// How long a refused client gets to stop sending before the connection is
 /// closed, so it reads the error response instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
-
-/// A stream socket the server can serve HTTP on.
-pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
-    /// A gathered write that does not wait: what the socket takes now.
-    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-    /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
-    /// WouldBlock (for sendfile(2), which tokio does not wrap).
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send;
-}
-
-impl Socket for TcpStream {
-    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(tokio::io::Interest::WRITABLE, f)
-    }
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.writable()
-    }
-}
-
-impl Socket for UnixStream {
-    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(tokio::io::Interest::WRITABLE, f)
-    }
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.writable()
-    }
-}
 
 /// Everything a connection needs from the server.
 pub struct ServerCtx {
@@ -112,7 +119,7 @@ impl ServerCtx {
     /// Runs `f` attached to Python, stamping the liveness page so the master
     /// can tell a request that hangs in the application.
     fn in_python<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-        let thread = server::thread_index();
+        let thread = lane::thread_index();
         if let Some(slot) = &self.liveness {
             slot.enter(thread);
         }
@@ -136,6 +143,13 @@ impl ServerCtx {
         }
     }
 
+    /// Whether a response to `head` may leave the connection open for
+    /// another request: the client allows it, keep-alive is on, and the
+    /// server is not stopping.
+    pub fn may_keep_alive(&self, head: &RequestHead) -> bool {
+        head.keep_alive && !self.keep_alive.is_zero() && !self.lane.stopping()
+    }
+
     /// Counts a served request; past --max-requests the worker asks its own
     /// main thread for a graceful stop, and the master replaces it.
     fn count_request(&self) {
@@ -151,124 +165,15 @@ impl ServerCtx {
     }
 }
 
-enum HeadOutcome {
-    Head(RequestHead),
-    /// The client closed, went idle past keep-alive, or the server is stopping.
-    Closed,
-    Refused(ClientError),
-}
-
-/// Serves a connection. `first_head` is told when the first request claims
-/// an application thread, and dropped when the connection ends or moves on
-/// to its next request, so the accept loop knows it may accept again.
-pub async fn serve<S: Socket>(
-    mut stream: S,
-    conn: ConnInfo,
-    ctx: Arc<ServerCtx>,
-    first_head: oneshot::Sender<()>,
-) {
-    // Sized for a typical request and response head, so that a
-    // connection's first request does not grow them step by step (seven
-    // reallocations, about 2,000 instructions, for a hello-world response).
-    let mut bufs = ConnBuffers {
-        rbuf: Vec::with_capacity(8192),
-        out: OutQueue::with_capacity(1024),
-        head: Vec::with_capacity(256),
-        ..ConnBuffers::default()
-    };
-    let mut first_head = Some(first_head);
-    let mut parser = HeadParser::new();
-    loop {
-        let first = first_head.is_some();
-        let read = read_head(&mut stream, &mut parser, &mut bufs.rbuf, &ctx, first);
-        let head = match read.await {
-            HeadOutcome::Head(head) => head,
-            HeadOutcome::Closed => return,
-            HeadOutcome::Refused(err) => {
-                refuse(&mut stream, &err, &conn, &ctx).await;
-                return;
-            }
-        };
-        // When the server is stopping, the connection still waits briefly
-        // for a next request the client may have sent after a keep-alive
-        // response, and answers it with Connection: close (read_head).
-        let keep =
-            handle_request(&mut stream, &head, &mut bufs, &conn, &ctx, &mut first_head).await;
-        if !keep {
-            return;
-        }
-        parser.recycle(head);
-        // Dropping the sender tells the accept loop too.
-        first_head = None;
-    }
-}
-
-async fn read_head<S: Socket>(
+/// Answers a request the server refuses itself with the error response of
+/// its protocol (`framer`), logged at info, then closes.
+pub async fn refuse<S: Socket>(
     stream: &mut S,
-    parser: &mut HeadParser,
-    rbuf: &mut Vec<u8>,
+    mut framer: ResponseFramer,
+    err: &ClientError,
+    conn: &ConnInfo,
     ctx: &ServerCtx,
-    first: bool,
-) -> HeadOutcome {
-    let idle_deadline = deadline_after(if first {
-        ctx.header_timeout
-    } else {
-        ctx.keep_alive
-    });
-    let mut head_deadline: Option<u64> = None;
-    let mut stop_deadline: Option<u64> = None;
-    loop {
-        if !rbuf.is_empty() {
-            match parser.parse(rbuf, &ctx.head_limits) {
-                Ok(Some((head, used))) => {
-                    rbuf.drain(..used);
-                    return HeadOutcome::Head(head);
-                }
-                Ok(None) => {}
-                Err(e) => return HeadOutcome::Refused(e),
-            }
-            // The head has begun: it must now arrive within header_timeout.
-            head_deadline.get_or_insert_with(|| deadline_after(ctx.header_timeout));
-        }
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(8192);
-        }
-        let stopping = ctx.lane.stopping();
-        if stopping {
-            // Stopping: a connection with no complete request, idle or
-            // partway through a head, gets a moment for the rest of a
-            // request already on its way (answered with Connection: close)
-            // instead of a close that would race it, and no more: a slow
-            // head is not waited for until header_timeout.
-            stop_deadline.get_or_insert_with(|| deadline_after(STOP_GRACE));
-        }
-        let deadline = head_deadline
-            .unwrap_or(idle_deadline)
-            .min(stop_deadline.unwrap_or(u64::MAX));
-        let read = timeout_at(deadline, stream.read_buf(rbuf));
-        let result = if stopping {
-            read.await
-        } else {
-            match lane::unless_stopping(&ctx.lane, read).await {
-                Some(r) => r,
-                None => continue,
-            }
-        };
-        match result {
-            Ok(Ok(n)) if n > 0 => {}
-            Err(_) if !rbuf.is_empty() && !stopping => {
-                return HeadOutcome::Refused(ClientError::new(
-                    ClientErrorKind::RequestTimeout,
-                    "request head not received within header_timeout",
-                ))
-            }
-            _ => return HeadOutcome::Closed,
-        }
-    }
-}
-
-/// Answers a request the server refuses itself, then closes.
-async fn refuse<S: Socket>(stream: &mut S, err: &ClientError, conn: &ConnInfo, ctx: &ServerCtx) {
+) {
     let (code, phrase) = err.status();
     log_at!(
         Info,
@@ -278,7 +183,7 @@ async fn refuse<S: Socket>(stream: &mut S, err: &ClientError, conn: &ConnInfo, c
         err.reason
     );
     let mut out = Vec::new();
-    write_error_response(&mut out, code, phrase, 1, false);
+    framer.error(&mut out, code, phrase);
     if timeout(ctx.socket_timeout, stream.write_all(&out))
         .await
         .is_ok()
@@ -290,7 +195,7 @@ async fn refuse<S: Socket>(stream: &mut S, err: &ClientError, conn: &ConnInfo, c
 /// Half-closes and discards what the client still sends for a moment, so
 /// that closing with unread input does not reset the connection before the
 /// client has read the response.
-async fn linger_close<S: Socket>(stream: &mut S) {
+pub async fn linger_close<S: Socket>(stream: &mut S) {
     let _ = stream.shutdown().await;
     // Read into spare capacity: a zeroed 16 KiB buffer cost about 16,000
     // instructions a connection, most of a connection-per-request's cost.
@@ -306,7 +211,7 @@ async fn linger_close<S: Socket>(stream: &mut S) {
     }
 }
 
-fn display_remote(conn: &ConnInfo) -> String {
+pub fn display_remote(conn: &ConnInfo) -> String {
     if conn.remote_addr.is_empty() {
         "unix socket client".to_string()
     } else {
@@ -332,9 +237,14 @@ async fn read_at_least<S: Socket>(
 }
 
 /// Serves one request; returns whether the connection may carry another.
-async fn handle_request<S: Socket>(
+///
+/// `framer` frames the response in the protocol the request came by.
+/// `first_request` is told when the request claims an application thread
+/// (see `runtime::server`'s accept loop).
+pub async fn handle_request<S: Socket>(
     stream: &mut S,
     head: &RequestHead,
+    framer: ResponseFramer,
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
@@ -343,7 +253,7 @@ async fn handle_request<S: Socket>(
     let body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size) {
         Ok(body) => body,
         Err(err) => {
-            refuse(stream, &err, conn, ctx).await;
+            refuse(stream, framer, &err, conn, ctx).await;
             return false;
         }
     };
@@ -373,7 +283,7 @@ async fn handle_request<S: Socket>(
             lane::yield_to_runtime().await;
         }
     }
-    let keep = run_request(stream, head, body, continue_owed, bufs, conn, ctx).await;
+    let keep = run_request(stream, head, body, framer, continue_owed, bufs, conn, ctx).await;
     // An accept loop waits for a thread only when every one was busy.
     if ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= ctx.threads {
         ctx.thread_freed.notify_waiters();
@@ -382,19 +292,27 @@ async fn handle_request<S: Socket>(
 }
 
 /// Runs the application for a request whose body framing is settled.
+#[allow(clippy::too_many_arguments)]
 async fn run_request<S: Socket>(
     stream: &mut S,
     head: &RequestHead,
     body: BodyDecoder,
+    framer: ResponseFramer,
     continue_owed: bool,
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
 ) -> bool {
-    let keep_alive = head.keep_alive && !ctx.keep_alive.is_zero() && !ctx.lane.stopping();
-    let response = ResponseEncoder::new(head.minor_version, head.is_head(), keep_alive);
     let fd = stream.as_raw_fd();
-    let state = ExchangeState::new(bufs, body, continue_owed, response);
+    let mut refusal = framer.clone();
+    let state = ExchangeState::new(
+        std::mem::take(&mut bufs.rbuf),
+        std::mem::take(&mut bufs.out),
+        std::mem::take(&mut bufs.head),
+        body,
+        continue_owed,
+        framer,
+    );
     let spare = bufs.objects.take();
     // From here until the response needs no more Python, nothing is
     // awaited: the call is on this thread.
@@ -429,13 +347,7 @@ async fn run_request<S: Socket>(
                 "could not build the request for the application: {err}"
             );
             let mut out = Vec::new();
-            write_error_response(
-                &mut out,
-                500,
-                "Internal Server Error",
-                head.minor_version,
-                false,
-            );
+            refusal.error(&mut out, 500, "Internal Server Error");
             drop(call_on_thread);
             let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
             return false;
@@ -516,9 +428,9 @@ async fn run_request<S: Socket>(
     let (status, bytes, mut keep) = {
         let st = exchange.lock();
         (
-            st.response.status,
-            st.response.body_bytes,
-            st.response.keep_alive && !st.write_failed,
+            st.response.status(),
+            st.response.body_bytes(),
+            st.response.keep_alive() && !st.write_failed,
         )
     };
     keep &= sent_ok;
@@ -528,7 +440,7 @@ async fn run_request<S: Socket>(
     if keep {
         keep = drain_body(stream, exchange, ctx.socket_timeout).await;
     }
-    exchange.close(bufs);
+    (bufs.rbuf, bufs.out, bufs.head) = exchange.close();
     // The call holds the exchange too; dropped first, so that the next
     // request can tell whether anything else still does.
     drop(call);

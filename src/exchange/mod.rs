@@ -12,56 +12,25 @@
 //! waits for the GIL; blocking I/O under the lock is done with the GIL
 //! released.
 
+pub mod blocking_io;
+pub mod out_queue;
+
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::blocking_io;
-use crate::error::{ClientError, ClientErrorKind};
-use crate::http1::body::BodyDecoder;
-use crate::http1::chunked::Chunk;
-use crate::http1::response::{AppHead, ResponseEncoder};
-use crate::out_queue::{OutQueue, KEPT_BUFFER};
-use crate::wsgi::objects::RequestObjects;
+use crate::exchange::out_queue::OutQueue;
+use crate::proto::app_head::AppHead;
+use crate::proto::body::{BodyDecoder, Chunk};
+use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::response::ResponseFramer;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 /// How many bytes one socket read asks for.
 pub const READ_CHUNK: usize = 64 * 1024;
-
-/// Buffers a connection lends to each of its exchanges and takes back
-/// afterwards, so a keep-alive connection allocates them once.
-#[derive(Default)]
-pub struct ConnBuffers {
-    /// Bytes read from the socket and not yet consumed; may hold the next
-    /// pipelined request when it comes back.
-    pub rbuf: Vec<u8>,
-    /// Framed response bytes the application side produces.
-    pub out: OutQueue,
-    /// Framed response bytes the connection is sending.
-    pub sending: OutQueue,
-    /// Scratch for the head `start_response` encodes.
-    pub head: Vec<u8>,
-    /// The last request's objects and exchange, reused by the next
-    /// request when nothing else holds them.
-    pub objects: Option<RequestObjects>,
-}
-
-impl ConnBuffers {
-    /// Empties the buffers for the next request, dropping any grown past
-    /// what a connection keeps.
-    pub fn trim(&mut self) {
-        self.out.reset();
-        self.sending.reset();
-        if self.head.capacity() > KEPT_BUFFER {
-            self.head = Vec::new();
-        } else {
-            self.head.clear();
-        }
-    }
-}
 
 pub struct Exchange {
     pub fd: RawFd,
@@ -96,7 +65,7 @@ pub struct ExchangeState {
     pub app_head: Option<AppHead>,
     /// An empty buffer for the next `AppHead`, reused once a head is sent.
     pub head_spare: Vec<u8>,
-    pub response: ResponseEncoder,
+    pub response: ResponseFramer,
     /// Framed bytes waiting to be sent by the connection.
     pub out: OutQueue,
     /// A blocking write from the application failed: the connection is dead.
@@ -122,37 +91,43 @@ impl Exchange {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ends the exchange and hands back the connection's buffers (all but
-    /// `sending`, which the connection kept).
-    pub fn close(&self, bufs: &mut ConnBuffers) {
+    /// Ends the exchange and hands back the buffers it was lent: the read
+    /// buffer (which may hold the next pipelined request), the output queue
+    /// and the head scratch buffer.
+    pub fn close(&self) -> (Vec<u8>, OutQueue, Vec<u8>) {
         let mut st = self.lock();
         st.open = false;
-        bufs.rbuf = std::mem::take(&mut st.rbuf);
-        bufs.out = std::mem::take(&mut st.out);
-        bufs.head = std::mem::take(&mut st.head_spare);
+        (
+            std::mem::take(&mut st.rbuf),
+            std::mem::take(&mut st.out),
+            std::mem::take(&mut st.head_spare),
+        )
     }
 }
 
 impl ExchangeState {
-    /// Takes the connection's `rbuf`, `out` and `head` buffers.
+    /// An exchange lent the connection's read buffer, output queue and head
+    /// scratch buffer, which `Exchange::close` hands back.
     pub fn new(
-        bufs: &mut ConnBuffers,
+        rbuf: Vec<u8>,
+        out: OutQueue,
+        head_spare: Vec<u8>,
         body: BodyDecoder,
         continue_owed: bool,
-        response: ResponseEncoder,
+        response: ResponseFramer,
     ) -> Self {
         ExchangeState {
             open: true,
-            rbuf: std::mem::take(&mut bufs.rbuf),
+            rbuf,
             body,
             decoded: Vec::new(),
             decoded_pos: 0,
             continue_owed,
             body_error: None,
             app_head: None,
-            head_spare: std::mem::take(&mut bufs.head),
+            head_spare,
             response,
-            out: std::mem::take(&mut bufs.out),
+            out,
             write_failed: false,
         }
     }
@@ -230,7 +205,7 @@ impl ExchangeState {
             }
             if self.continue_owed {
                 self.continue_owed = false;
-                blocking_io::send_all(fd, b"HTTP/1.1 100 Continue\r\n\r\n", timeout)
+                blocking_io::send_all(fd, self.response.continue_bytes(), timeout)
                     .map_err(|e| self.client_failed(&e))?;
             }
             match blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout) {

@@ -8,7 +8,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::out_queue::{OutQueue, MAX_SLICES};
+use crate::exchange::out_queue::{OutQueue, MAX_SLICES};
 
 /// Waits until `fd` is ready for `events` (POLLIN / POLLOUT).
 fn wait(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Result<()> {

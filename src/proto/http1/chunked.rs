@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-use crate::error::{ClientError, ClientErrorKind};
-use crate::http1::chars::{is_tchar, is_text_byte};
+use crate::proto::chars::{is_tchar, is_text_byte};
+use crate::proto::error::{ClientError, ClientErrorKind};
 
 /// Longest chunk-size line, extensions included. Extensions carry nothing a
 /// WSGI application can see, so a small bound costs nothing.

@@ -12,33 +12,9 @@ use std::ops::Range;
 
 use memchr::memchr_iter;
 
-use crate::error::{ClientError, ClientErrorKind};
-use crate::http1::chars::is_reg_name_char;
-use crate::request::{BodyFraming, RequestHead};
-
-/// The limits a request head is held to; each one is a setting.
-#[derive(Debug, Clone)]
-pub struct HeadLimits {
-    /// Longest request line, in bytes, without its CRLF (414 past it).
-    pub max_request_line: usize,
-    /// Most header fields (431 past it).
-    pub max_fields: usize,
-    /// Longest header field, name plus value, in bytes (431 past it).
-    pub max_field_size: usize,
-    /// Longest whole head, request line and fields, in bytes (431 past it).
-    pub max_head_size: usize,
-}
-
-impl Default for HeadLimits {
-    fn default() -> Self {
-        HeadLimits {
-            max_request_line: 8190,
-            max_fields: 100,
-            max_field_size: 8190,
-            max_head_size: 65536,
-        }
-    }
-}
+use crate::proto::chars::is_reg_name_char;
+use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::request::{split_host_port, BodyFraming, HeadLimits, RequestHead};
 
 /// Header field slots kept on the stack; a larger `max_fields` uses the heap.
 const STACK_FIELD_SLOTS: usize = 128;
@@ -385,23 +361,6 @@ fn validate_host(value: &[u8]) -> Result<(), ClientError> {
         Ok(())
     } else {
         Err(bad("invalid Host header"))
-    }
-}
-
-/// Splits `host[:port]`, where host may be a bracketed IPv6 literal.
-pub fn split_host_port(value: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
-    if value.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', value)?;
-        let (host, rest) = value.split_at(close + 1);
-        return match rest {
-            [] => Some((host, None)),
-            [b':', port @ ..] => Some((host, Some(port))),
-            _ => None,
-        };
-    }
-    match memchr::memchr(b':', value) {
-        None => Some((value, None)),
-        Some(colon) => Some((&value[..colon], Some(&value[colon + 1..]))),
     }
 }
 

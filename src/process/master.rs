@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use crate::config::Config;
-use crate::listen::Listener;
 use crate::liveness::{self, BootFailure, Slot};
-use crate::server::{self, SignalSet};
-use crate::worker::{self, set_thread_name, Boot};
+use crate::net::listen::Listener;
+use crate::process::worker::{self, set_thread_name, Boot};
+use crate::runtime::server::{self, SignalSet};
 use crate::{
     call_hook, load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR,
     EXIT_WORKER_BOOT_ERROR,

@@ -5,6 +5,30 @@
 use std::fmt;
 use std::ops::Range;
 
+/// The limits a request head is held to; each one is a setting.
+#[derive(Debug, Clone)]
+pub struct HeadLimits {
+    /// Longest request line, in bytes, without its CRLF (414 past it).
+    pub max_request_line: usize,
+    /// Most header fields (431 past it).
+    pub max_fields: usize,
+    /// Longest header field, name plus value, in bytes (431 past it).
+    pub max_field_size: usize,
+    /// Longest whole head, request line and fields, in bytes (431 past it).
+    pub max_head_size: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_request_line: 8190,
+            max_fields: 100,
+            max_field_size: 8190,
+            max_head_size: 65536,
+        }
+    }
+}
+
 /// How the request body is delimited (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -102,5 +126,23 @@ impl fmt::Display for RequestLabel<'_> {
             String::from_utf8_lossy(self.0.method()),
             String::from_utf8_lossy(self.0.target())
         )
+    }
+}
+
+/// Splits an authority, `host[:port]` (RFC 3986 §3.2), where host may be a
+/// bracketed IPv6 literal: a Host header, or an absolute target's.
+pub fn split_host_port(value: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    if value.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', value)?;
+        let (host, rest) = value.split_at(close + 1);
+        return match rest {
+            [] => Some((host, None)),
+            [b':', port @ ..] => Some((host, Some(port))),
+            _ => None,
+        };
+    }
+    match memchr::memchr(b':', value) {
+        None => Some((value, None)),
+        Some(colon) => Some((&value[..colon], Some(&value[colon + 1..]))),
     }
 }

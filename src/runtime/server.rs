@@ -8,7 +8,6 @@
 //! more, and `threading.local` data (database connections) survives across
 //! requests as it does under other threaded servers.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -24,13 +23,15 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::config::Config;
-use crate::connection::{self, ServerCtx, Socket};
-use crate::http1::response::push_decimal;
-use crate::lane::Lane;
-use crate::listen::{self, Listener};
+use crate::driver::lane::{self, Lane};
+use crate::driver::ServerCtx;
 use crate::liveness::Slot;
 use crate::log;
 use crate::log_at;
+use crate::net::listen::{self, Listener};
+use crate::net::socket::Socket;
+use crate::proto::http1::response::push_decimal;
+use crate::runtime::http1;
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
 /// How long an accept loop waits for a new connection's first request head
@@ -425,7 +426,7 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                 let (first_head_tx, first_head) = oneshot::channel();
                 let conn_ctx = ctx.clone();
                 ctx.lane.spawn(async move {
-                    connection::serve(stream, conn, conn_ctx, first_head_tx).await;
+                    http1::serve(stream, conn, conn_ctx, first_head_tx).await;
                     drop(slot);
                 });
                 // With other workers on the same listener, accept the next
@@ -548,19 +549,8 @@ pub fn raise_descriptor_limit(worker_connections: u32) {
     }
 }
 
-thread_local! {
-    /// This application thread's index, from 0, in the worker's liveness
-    /// page and its lane.
-    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// The calling application thread's index (usize::MAX off those threads).
-pub fn thread_index() -> usize {
-    THREAD_INDEX.with(Cell::get)
-}
-
 fn start_application_thread(index: usize) {
-    THREAD_INDEX.with(|i| i.set(index));
+    lane::set_thread_index(index);
     keep_python_thread_state();
 }
 

@@ -1,0 +1,4 @@
+//! The processes: the master (arbiter) and a worker after fork.
+
+pub mod master;
+pub mod worker;

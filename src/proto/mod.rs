@@ -1,0 +1,17 @@
+//! Pure protocol code: bytes and limits in, values or typed errors out.
+//! Nothing here touches sockets, tokio or Python, so every parser is
+//! tested with byte strings, fed whole and in pieces, and can be fuzzed.
+//!
+//! `request` is the request head every front end produces; `error` the one
+//! table from a client's mistake to its status; `app_head` what the
+//! application gave `start_response`; `body` and `response` the
+//! protocol-neutral body decoder and response framer; `chars` the token
+//! rules of HTTP semantics (RFC 9110); one folder per wire protocol.
+
+pub mod app_head;
+pub mod body;
+pub mod chars;
+pub mod error;
+pub mod http1;
+pub mod request;
+pub mod response;
