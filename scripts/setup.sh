@@ -8,9 +8,13 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 PYTHON=${PYTHON:-python3}
 
+# Each tool the tests run, and the Debian package that has it (nginx is
+# the front end of the gateway tests).
 need_apt=()
-for tool in curl wrk; do
-    command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+for pair in curl:curl wrk:wrk nginx:nginx; do
+    tool=${pair%%:*}
+    package=${pair#*:}
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$package")
 done
 if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]} with apt-get"

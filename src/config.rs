@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Arg, CommandFactory, Parser, ValueEnum};
 
-use crate::net::listen::BindAddress;
+use crate::net::allow::AllowedPeer;
+use crate::net::listen::{Bind, BindAddress, Protocol};
 use crate::proto::request::HeadLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -52,7 +53,7 @@ pub struct Config {
     #[arg(value_name = "APP")]
     pub app: Option<String>,
 
-    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi:// or scgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
     #[arg(
         short = 'b',
         long = "bind",
@@ -60,7 +61,26 @@ pub struct Config {
         env = "FERRULE_BIND",
         value_delimiter = ','
     )]
-    pub bind: Vec<BindAddress>,
+    pub bind: Vec<Bind>,
+
+    /// The protocol of listeners whose --bind names none (and of systemd's sockets): http, uwsgi or scgi.
+    #[arg(long, value_name = "PROTOCOL", env = "FERRULE_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+
+    /// Peers that may connect to uwsgi and SCGI listeners, which trust what the peer says of the client: IP addresses and networks (10.0.0.0/8), comma-separated, or '*' for any. Unix sockets are always allowed. Others are closed at once and logged.
+    #[arg(
+        long,
+        visible_alias = "uwsgi-allow-from",
+        value_name = "ADDRESSES",
+        env = "FERRULE_GATEWAY_ALLOW_FROM",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub gateway_allow_from: Vec<AllowedPeer>,
+
+    /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub buffer_size: u32,
 
     /// Worker processes. Default 1, or the WEB_CONCURRENCY environment variable when set.
     #[arg(short = 'w', long, value_name = "N", env = "FERRULE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -252,9 +272,14 @@ impl Config {
 
     /// The listeners to open: as given, else 0.0.0.0:$PORT when PORT is set
     /// (Heroku, containers), else 127.0.0.1:8000.
-    pub fn bind_addresses(&self) -> Result<Vec<BindAddress>, String> {
+    /// Each with its protocol: the one it names, else --protocol.
+    pub fn bind_addresses(&self) -> Result<Vec<(Protocol, BindAddress)>, String> {
         if !self.bind.is_empty() {
-            return Ok(self.bind.clone());
+            return Ok(self
+                .bind
+                .iter()
+                .map(|b| (b.protocol.unwrap_or(self.protocol), b.address.clone()))
+                .collect());
         }
         let default = match std::env::var("PORT") {
             Ok(port) if !port.is_empty() => format!("0.0.0.0:{port}"),
@@ -263,7 +288,7 @@ impl Config {
         default
             .parse()
             .map_err(|e| format!("invalid value '{default}' for '--bind' (from PORT): {e}"))
-            .map(|a| vec![a])
+            .map(|a| vec![(self.protocol, a)])
     }
 }
 

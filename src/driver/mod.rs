@@ -94,6 +94,8 @@ pub struct ServerCtx {
     pub environ_base: Py<PyDict>,
     pub environ_settings: EnvironSettings,
     pub head_limits: HeadLimits,
+    /// Largest variables block a gateway may send (`--buffer-size`).
+    pub buffer_size: usize,
     pub max_body: u64,
     pub post_buffering: u64,
     pub header_timeout: Duration,
@@ -669,12 +671,14 @@ fn access_log(head: &RequestHead, conn: &ConnInfo, status: u16, bytes: u64) {
     line.extend_from_slice(head.target());
     line.push(b' ');
     line.extend_from_slice(head.protocol().as_bytes());
+    // Behind a gateway, the client is the one it names.
+    let gateway_remote = head.cgi_var(b"REMOTE_ADDR").map(String::from_utf8_lossy);
     log::access(&AccessRecord {
-        remote: &conn.remote_addr,
+        remote: gateway_remote.as_deref().unwrap_or(&conn.remote_addr),
         request_line: &line,
         status,
         bytes,
-        referer: head.field(b"referer"),
-        user_agent: head.field(b"user-agent"),
+        referer: head.header(b"referer", b"HTTP_REFERER"),
+        user_agent: head.header(b"user-agent", b"HTTP_USER_AGENT"),
     });
 }

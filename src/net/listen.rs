@@ -13,7 +13,65 @@ use std::str::FromStr;
 
 use socket2::{Domain, Socket, Type};
 
-/// A `--bind` value.
+/// The protocol a listener's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// HTTP/1.1 (and 1.0), from clients or from a proxy.
+    Http,
+    /// uWSGI's binary protocol (nginx `uwsgi_pass`, Apache mod_proxy_uwsgi).
+    Uwsgi,
+    /// SCGI (nginx `scgi_pass`, Apache mod_proxy_scgi, lighttpd mod_scgi).
+    Scgi,
+}
+
+impl Protocol {
+    /// The scheme that names it in a `--bind` value and in the log.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Uwsgi => "uwsgi",
+            Protocol::Scgi => "scgi",
+        }
+    }
+
+    /// Whether its peer is a gateway that vouches for the client's address,
+    /// scheme and headers, and so must be an allowed one.
+    pub fn is_gateway(self) -> bool {
+        self != Protocol::Http
+    }
+}
+
+/// A `--bind` value: an address, and the protocol if it names one
+/// (`uwsgi://127.0.0.1:3031`, `scgi://unix:/run/app.sock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub protocol: Option<Protocol>,
+    pub address: BindAddress,
+}
+
+impl FromStr for Bind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        for protocol in [Protocol::Http, Protocol::Uwsgi, Protocol::Scgi] {
+            if let Some(rest) = s
+                .strip_prefix(protocol.scheme())
+                .and_then(|r| r.strip_prefix("://"))
+            {
+                return Ok(Bind {
+                    protocol: Some(protocol),
+                    address: rest.parse()?,
+                });
+            }
+        }
+        Ok(Bind {
+            protocol: None,
+            address: s.parse()?,
+        })
+    }
+}
+
+/// A `--bind` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindAddress {
     /// `HOST:PORT` or `[IPV6]:PORT`; the host may be a name to resolve.
@@ -28,7 +86,8 @@ impl FromStr for BindAddress {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        const FORMS: &str = "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N";
+        const FORMS: &str = "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, \
+                             optionally after http://, uwsgi:// or scgi://";
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(format!("'{s}': empty socket path; {FORMS}"));
@@ -74,9 +133,16 @@ impl FromStr for BindAddress {
     }
 }
 
+/// An open listening socket and the protocol its connections speak.
+#[derive(Debug)]
+pub struct Listener {
+    pub socket: ListenSocket,
+    pub protocol: Protocol,
+}
+
 /// An open listening socket.
 #[derive(Debug)]
-pub enum Listener {
+pub enum ListenSocket {
     Tcp(TcpListener),
     /// The path is kept so the socket file can be removed on exit; `None`
     /// for an inherited socket, whose file is not ours to remove.
@@ -84,7 +150,34 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub fn bind(addr: &BindAddress, backlog: u32, reuse_port: bool) -> io::Result<Listener> {
+    pub fn bind(
+        addr: &BindAddress,
+        protocol: Protocol,
+        backlog: u32,
+        reuse_port: bool,
+    ) -> io::Result<Listener> {
+        Ok(Listener {
+            socket: ListenSocket::bind(addr, backlog, reuse_port)?,
+            protocol,
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.raw_fd()
+    }
+
+    /// The socket file to remove on exit: that of a unix listener this
+    /// process created (not of an inherited one).
+    pub fn socket_file(&self) -> Option<PathBuf> {
+        match &self.socket {
+            ListenSocket::Unix(_, path) => path.clone(),
+            ListenSocket::Tcp(_) => None,
+        }
+    }
+}
+
+impl ListenSocket {
+    fn bind(addr: &BindAddress, backlog: u32, reuse_port: bool) -> io::Result<ListenSocket> {
         let listener = match addr {
             BindAddress::Tcp { host, port } => {
                 let sockaddr = (host.as_str(), *port)
@@ -106,23 +199,23 @@ impl Listener {
                 }
                 socket.bind(&sockaddr.into())?;
                 socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-                Listener::Tcp(socket.into())
+                ListenSocket::Tcp(socket.into())
             }
             BindAddress::Unix(path) => {
                 remove_stale_socket(path)?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
                 socket.bind(&socket2::SockAddr::unix(path)?)?;
                 socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-                Listener::Unix(socket.into(), Some(path.clone()))
+                ListenSocket::Unix(socket.into(), Some(path.clone()))
             }
             BindAddress::Fd(fd) => {
                 // SAFETY: the user handed us this descriptor to listen on.
                 let socket = unsafe { Socket::from_raw_fd(*fd) };
                 let local = socket.local_addr()?;
                 if local.is_unix() {
-                    Listener::Unix(socket.into(), None)
+                    ListenSocket::Unix(socket.into(), None)
                 } else {
-                    Listener::Tcp(socket.into())
+                    ListenSocket::Tcp(socket.into())
                 }
             }
         };
@@ -132,42 +225,39 @@ impl Listener {
 
     fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.set_nonblocking(on),
-            Listener::Unix(l, _) => l.set_nonblocking(on),
+            ListenSocket::Tcp(l) => l.set_nonblocking(on),
+            ListenSocket::Unix(l, _) => l.set_nonblocking(on),
         }
     }
 
     pub fn raw_fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l, _) => l.as_raw_fd(),
-        }
-    }
-
-    /// The socket file to remove on exit: that of a unix listener this
-    /// process created (not of an inherited one).
-    pub fn socket_file(&self) -> Option<PathBuf> {
-        match self {
-            Listener::Unix(_, path) => path.clone(),
-            Listener::Tcp(_) => None,
+            ListenSocket::Tcp(l) => l.as_raw_fd(),
+            ListenSocket::Unix(l, _) => l.as_raw_fd(),
         }
     }
 }
 
 impl fmt::Display for Listener {
-    /// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path`.
+    /// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path` for
+    /// HTTP; `uwsgi://127.0.0.1:3031` or `uwsgi://unix:/path` for the others.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Listener::Tcp(l) => match l.local_addr() {
-                Ok(addr) => write!(f, "http://{addr}"),
-                Err(_) => write!(f, "http://?"),
+        let scheme = self.protocol.scheme();
+        match &self.socket {
+            ListenSocket::Tcp(l) => match l.local_addr() {
+                Ok(addr) => write!(f, "{scheme}://{addr}"),
+                Err(_) => write!(f, "{scheme}://?"),
             },
-            Listener::Unix(l, _) => {
+            ListenSocket::Unix(l, _) => {
                 let path = l
                     .local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
-                write!(f, "unix:{}", path.unwrap_or_default())
+                let path = path.unwrap_or_default();
+                match self.protocol {
+                    Protocol::Http => write!(f, "unix:{path}"),
+                    _ => write!(f, "{scheme}://unix:{path}"),
+                }
             }
         }
     }
@@ -186,25 +276,27 @@ pub fn systemd_fds() -> Option<Vec<RawFd>> {
 }
 
 /// Opens every listener: systemd's when socket-activated, else each --bind.
+/// systemd's descriptors speak `default_protocol` (`--protocol`).
 pub fn open_all(
-    addrs: &[BindAddress],
+    binds: &[(Protocol, BindAddress)],
+    default_protocol: Protocol,
     backlog: u32,
     reuse_port: bool,
 ) -> Result<Vec<Listener>, String> {
-    let activated: Vec<BindAddress> = systemd_fds()
+    let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
         .unwrap_or_default()
         .into_iter()
-        .map(BindAddress::Fd)
+        .map(|fd| (default_protocol, BindAddress::Fd(fd)))
         .collect();
-    let addrs = if activated.is_empty() {
-        addrs
+    let binds = if activated.is_empty() {
+        binds
     } else {
         &activated[..]
     };
-    addrs
+    binds
         .iter()
-        .map(|addr| {
-            Listener::bind(addr, backlog, reuse_port)
+        .map(|(protocol, addr)| {
+            Listener::bind(addr, *protocol, backlog, reuse_port)
                 .map_err(|e| format!("cannot listen on {addr:?}: {e}"))
         })
         .collect()
@@ -267,6 +359,23 @@ mod tests {
             })
         );
         assert_eq!("unix:/a/b".parse(), Ok(BindAddress::Unix("/a/b".into())));
+        assert_eq!(
+            "uwsgi://unix:/a/b".parse(),
+            Ok(Bind {
+                protocol: Some(Protocol::Uwsgi),
+                address: BindAddress::Unix("/a/b".into())
+            })
+        );
+        assert_eq!(
+            "scgi://127.0.0.1:4000".parse::<Bind>().map(|b| b.protocol),
+            Ok(Some(Protocol::Scgi))
+        );
+        assert_eq!(
+            "http://[::1]:80".parse::<Bind>().map(|b| b.protocol),
+            Ok(Some(Protocol::Http))
+        );
+        assert_eq!("127.0.0.1:80".parse::<Bind>().map(|b| b.protocol), Ok(None));
+        assert!("gopher://127.0.0.1:70".parse::<Bind>().is_err());
         assert_eq!("fd://3".parse(), Ok(BindAddress::Fd(3)));
         for bad in [
             "",

@@ -10,8 +10,11 @@
 
 pub mod app_head;
 pub mod body;
+pub mod cgi;
 pub mod chars;
 pub mod error;
 pub mod http1;
 pub mod request;
 pub mod response;
+pub mod scgi;
+pub mod uwsgi;

@@ -59,10 +59,15 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The Host header value, or the authority of an absolute-form target.
     pub host: Option<Range<usize>>,
-    /// The path part of the target, still percent-encoded.
+    /// The path part of the target, still percent-encoded; from a gateway,
+    /// its PATH_INFO, already decoded.
     pub path: Range<usize>,
     /// The query part of the target, without the '?'.
     pub query: Option<Range<usize>>,
+    /// The CGI variables a gateway sent (uwsgi, FastCGI, SCGI, CGI), in the
+    /// order received; empty for HTTP. When there are any, the environ is
+    /// built from them (`wsgi::environ`), not from the fields above.
+    pub cgi: Vec<(Range<usize>, Range<usize>)>,
 }
 
 impl RequestHead {
@@ -103,6 +108,31 @@ impl RequestHead {
         self.headers
             .iter()
             .map(|(n, v)| (&self.buf[n.clone()], &self.buf[v.clone()]))
+    }
+
+    /// The CGI variables a gateway sent, as (name, value) byte slices.
+    pub fn cgi_vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.cgi
+            .iter()
+            .map(|(n, v)| (&self.buf[n.clone()], &self.buf[v.clone()]))
+    }
+
+    /// The last value a gateway sent for the CGI variable `name`.
+    pub fn cgi_var(&self, name: &[u8]) -> Option<&[u8]> {
+        self.cgi_vars()
+            .filter(|(n, _)| *n == name)
+            .last()
+            .map(|(_, v)| v)
+    }
+
+    /// A request header by its lower-case HTTP name, whether it came as a
+    /// header field or as a gateway's `HTTP_*` variable (for the log).
+    pub fn header(&self, name: &[u8], cgi_name: &[u8]) -> Option<&[u8]> {
+        if self.cgi.is_empty() {
+            self.field(name)
+        } else {
+            self.cgi_var(cgi_name)
+        }
     }
 
     /// The first value of a header field, by case-insensitive name.

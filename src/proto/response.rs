@@ -14,35 +14,37 @@ use crate::proto::http1::response::ResponseEncoder;
 /// is a direct, inlinable call.
 #[derive(Debug, Clone)]
 pub enum ResponseFramer {
-    /// HTTP/1.0 and HTTP/1.1 (RFC 9112).
-    Http1(ResponseEncoder),
+    /// The encoder's bytes go on the connection as they are: HTTP/1.x to a
+    /// client (RFC 9112), raw HTTP to a uwsgi gateway, a CGI-style response
+    /// to an SCGI one (`HeadStyle`).
+    Direct(ResponseEncoder),
 }
 
 impl ResponseFramer {
     pub fn head_sent(&self) -> bool {
         match self {
-            ResponseFramer::Http1(e) => e.head_sent(),
+            ResponseFramer::Direct(e) => e.head_sent(),
         }
     }
 
     /// The status sent, for the access log (0 before the head).
     pub fn status(&self) -> u16 {
         match self {
-            ResponseFramer::Http1(e) => e.status,
+            ResponseFramer::Direct(e) => e.status,
         }
     }
 
     /// Body bytes sent, after framing decisions and before chunk overhead.
     pub fn body_bytes(&self) -> u64 {
         match self {
-            ResponseFramer::Http1(e) => e.body_bytes,
+            ResponseFramer::Direct(e) => e.body_bytes,
         }
     }
 
     /// Whether the connection may carry another request afterwards.
     pub fn keep_alive(&self) -> bool {
         match self {
-            ResponseFramer::Http1(e) => e.keep_alive,
+            ResponseFramer::Direct(e) => e.keep_alive,
         }
     }
 
@@ -50,7 +52,7 @@ impl ResponseFramer {
     /// is known before the head goes out.
     pub fn start(&mut self, out: &mut Vec<u8>, app: &AppHead, known_length: Option<u64>) {
         match self {
-            ResponseFramer::Http1(e) => e.start(out, app, known_length),
+            ResponseFramer::Direct(e) => e.start(out, app, known_length),
         }
     }
 
@@ -58,28 +60,28 @@ impl ResponseFramer {
     /// of them to send.
     pub fn piece_start(&mut self, out: &mut Vec<u8>, len: u64) -> u64 {
         match self {
-            ResponseFramer::Http1(e) => e.piece_start(out, len),
+            ResponseFramer::Direct(e) => e.piece_start(out, len),
         }
     }
 
     /// Ends a piece of `n` body bytes begun with `piece_start`.
     pub fn piece_end(&mut self, out: &mut Vec<u8>, n: u64) {
         match self {
-            ResponseFramer::Http1(e) => e.piece_end(out, n),
+            ResponseFramer::Direct(e) => e.piece_end(out, n),
         }
     }
 
     /// Frames body bytes into `out`.
     pub fn body(&mut self, out: &mut Vec<u8>, data: &[u8]) {
         match self {
-            ResponseFramer::Http1(e) => e.body(out, data),
+            ResponseFramer::Direct(e) => e.body(out, data),
         }
     }
 
     /// Ends the body.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
-            ResponseFramer::Http1(e) => e.finish(out),
+            ResponseFramer::Direct(e) => e.finish(out),
         }
     }
 
@@ -87,7 +89,7 @@ impl ResponseFramer {
     /// and closes the connection afterwards.
     pub fn error(&mut self, out: &mut Vec<u8>, status: u16, phrase: &str) {
         match self {
-            ResponseFramer::Http1(e) => e.error(out, status, phrase),
+            ResponseFramer::Direct(e) => e.error(out, status, phrase),
         }
     }
 
@@ -95,7 +97,7 @@ impl ResponseFramer {
     /// send its body.
     pub fn continue_bytes(&self) -> &'static [u8] {
         match self {
-            ResponseFramer::Http1(e) => e.continue_bytes(),
+            ResponseFramer::Direct(e) => e.continue_bytes(),
         }
     }
 }

@@ -8,13 +8,14 @@
 //! more, and `threading.local` data (database connections) survives across
 //! requests as it does under other threaded servers.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::ffi;
@@ -28,10 +29,11 @@ use crate::driver::ServerCtx;
 use crate::liveness::Slot;
 use crate::log;
 use crate::log_at;
-use crate::net::listen::{self, Listener};
+use crate::net::allow::{self, AllowedPeer};
+use crate::net::listen::{self, ListenSocket, Listener, Protocol};
 use crate::net::socket::Socket;
 use crate::proto::http1::response::push_decimal;
-use crate::runtime::http1;
+use crate::runtime::{gateway, http1};
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
 /// How long an accept loop waits for a new connection's first request head
@@ -63,7 +65,12 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         // SAFETY: umask has no failure mode.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
-    listen::open_all(&config.bind_addresses()?, config.backlog, config.reuse_port)
+    listen::open_all(
+        &config.bind_addresses()?,
+        config.protocol,
+        config.backlog,
+        config.reuse_port,
+    )
 }
 
 /// Serves on `listeners` until a stop signal; the caller holds the GIL,
@@ -90,6 +97,7 @@ pub fn run(
         environ_base: environ_base.unbind(),
         environ_settings,
         head_limits: config.head_limits(),
+        buffer_size: config.buffer_size as usize,
         max_body: config.limit_request_body,
         post_buffering: config.post_buffering,
         header_timeout: config.header_timeout,
@@ -108,10 +116,12 @@ pub fn run(
     let max_connections = config.worker_connections as usize;
     let graceful_timeout = config.graceful_timeout;
     let standalone = worker.is_none();
+    let allow_from: Arc<[AllowedPeer]> = config.gateway_allow_from.clone().into();
 
     py.detach(move || {
         serve(ServeParams {
             listeners,
+            allow_from,
             ctx,
             stop_tx,
             threads,
@@ -124,6 +134,8 @@ pub fn run(
 
 struct ServeParams {
     listeners: Vec<Listener>,
+    /// Peers allowed on gateway listeners (`--gateway-allow-from`).
+    allow_from: Arc<[AllowedPeer]>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
@@ -166,7 +178,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 );
                 socket_files.extend(listener.socket_file());
             }
-            spawn_accept_loop(listener, p.ctx.clone(), slots.clone())?;
+            spawn_accept_loop(listener, &p.allow_from, p.ctx.clone(), slots.clone())?;
         }
         if let Some(slot) = p.ctx.liveness.clone() {
             tokio::spawn(async move {
@@ -315,23 +327,27 @@ impl Drop for SignalSet {
 
 fn spawn_accept_loop(
     listener: Listener,
+    allow_from: &Arc<[AllowedPeer]>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
-    match listener {
-        Listener::Tcp(std_listener) => {
+    let protocol = listener.protocol;
+    match listener.socket {
+        ListenSocket::Tcp(std_listener) => {
             let local = std_listener.local_addr().map_err(|e| e.to_string())?;
             let listener = TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
             let acceptor = TcpAcceptor {
                 listener,
                 server_name: local.ip().to_string().into(),
                 server_port: local.port().to_string().into(),
+                allow_from: protocol.is_gateway().then(|| allow_from.clone()),
+                refused_peers: Mutex::default(),
             };
-            tokio::spawn(accept_loop(acceptor, ctx, slots));
+            tokio::spawn(accept_loop(acceptor, protocol, ctx, slots));
         }
-        Listener::Unix(std_listener, _) => {
+        ListenSocket::Unix(std_listener, _) => {
             let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
-            tokio::spawn(accept_loop(listener, ctx, slots));
+            tokio::spawn(accept_loop(listener, protocol, ctx, slots));
         }
     }
     Ok(())
@@ -344,10 +360,40 @@ trait Acceptor: Send + 'static {
     fn accept_conn(&self) -> impl Future<Output = io::Result<(Self::Stream, ConnInfo)>> + Send;
 }
 
+/// Most refused gateway peers remembered, so that each is logged once.
+const REFUSED_PEERS_LOGGED: usize = 1024;
+
 struct TcpAcceptor {
     listener: TcpListener,
     server_name: Arc<str>,
     server_port: Arc<str>,
+    /// For a gateway listener: the peers it accepts.
+    allow_from: Option<Arc<[AllowedPeer]>>,
+    /// Peers refused and logged already.
+    refused_peers: Mutex<HashSet<IpAddr>>,
+}
+
+impl TcpAcceptor {
+    /// Whether a gateway peer may connect; a refused one is logged the
+    /// first time (at most `REFUSED_PEERS_LOGGED` of them are remembered).
+    fn admits(&self, peer: IpAddr) -> bool {
+        let Some(list) = &self.allow_from else {
+            return true;
+        };
+        if allow::allowed(list, peer) {
+            return true;
+        }
+        let mut refused = self.refused_peers.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() < REFUSED_PEERS_LOGGED && refused.insert(peer) {
+            log_at!(
+                Warning,
+                "refused a connection from {peer}, which is not in gateway_allow_from; \
+                 a gateway peer vouches for the client's address and headers \
+                 (further connections from it are closed silently)"
+            );
+        }
+        false
+    }
 }
 
 /// A peer's address and port as the environ shows them. IPv4 by hand: the
@@ -376,7 +422,12 @@ fn peer_text(peer: SocketAddr) -> (String, String) {
 impl Acceptor for TcpAcceptor {
     type Stream = TcpStream;
     async fn accept_conn(&self) -> io::Result<(TcpStream, ConnInfo)> {
-        let (stream, peer) = self.listener.accept().await?;
+        let (stream, peer) = loop {
+            let (stream, peer) = self.listener.accept().await?;
+            if self.admits(peer.ip()) {
+                break (stream, peer);
+            }
+        };
         let _ = stream.set_nodelay(true);
         let (remote_addr, remote_port) = peer_text(peer);
         let conn = ConnInfo {
@@ -409,7 +460,12 @@ impl Acceptor for UnixListener {
     }
 }
 
-async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<Semaphore>) {
+async fn accept_loop<A: Acceptor>(
+    acceptor: A,
+    protocol: Protocol,
+    ctx: Arc<ServerCtx>,
+    slots: Arc<Semaphore>,
+) {
     let mut stop = ctx.shutdown.clone();
     let mut waited_in_vain = false;
     let mut failures = AcceptFailures::default();
@@ -426,7 +482,10 @@ async fn accept_loop<A: Acceptor>(acceptor: A, ctx: Arc<ServerCtx>, slots: Arc<S
                 let (first_head_tx, first_head) = oneshot::channel();
                 let conn_ctx = ctx.clone();
                 ctx.lane.spawn(async move {
-                    http1::serve(stream, conn, conn_ctx, first_head_tx).await;
+                    match protocol {
+                        Protocol::Http => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
+                        _ => gateway::serve(stream, protocol, conn, conn_ctx, first_head_tx).await,
+                    }
                     drop(slot);
                 });
                 // With other workers on the same listener, accept the next

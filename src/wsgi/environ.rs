@@ -354,6 +354,9 @@ pub fn build<'py>(
     conn: &ConnInfo,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    if !head.cgi.is_empty() {
+        return build_from_cgi(py, base, settings, head, conn, input);
+    }
     let env = base.copy()?;
     // The base holds the usual GET, HTTP/1.1, empty query and http scheme.
     if head.method() != b"GET" {
@@ -373,11 +376,7 @@ pub fn build<'py>(
     }
 
     let path = percent_decode(head.path());
-    let script = settings.script_name.as_bytes();
-    let path_info = match path.strip_prefix(script) {
-        Some(rest) if !script.is_empty() && (rest.is_empty() || rest[0] == b'/') => rest,
-        _ => &path[..],
-    };
+    let path_info = strip_script_name(&path, settings.script_name.as_bytes());
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info))?;
 
     let mut strings = conn.strings.lock().unwrap_or_else(|e| e.into_inner());
@@ -456,9 +455,174 @@ pub fn build<'py>(
     Ok(env)
 }
 
+/// PATH_INFO once SCRIPT_NAME is taken off its front: only when it starts
+/// with it and a path segment ends there.
+fn strip_script_name<'a>(path: &'a [u8], script: &[u8]) -> &'a [u8] {
+    match path.strip_prefix(script) {
+        Some(rest) if !script.is_empty() && (rest.is_empty() || rest[0] == b'/') => rest,
+        _ => path,
+    }
+}
+
+/// Whether a gateway's HTTPS variable says the client used TLS (RFC 3875
+/// leaves the values open; servers send "on", "1" or "yes").
+fn is_on(value: &[u8]) -> bool {
+    [&b"on"[..], b"1", b"yes"]
+        .iter()
+        .any(|v| value.eq_ignore_ascii_case(v))
+}
+
+thread_local! {
+    /// Variable names a gateway sends are the environ's keys as they are;
+    /// made once per thread, as the `HTTP_*` keys are.
+    static CGI_KEYS: RefCell<HashMap<Vec<u8>, Py<PyString>, BuildHasherDefault<Fnv>>> =
+        RefCell::new(HashMap::default());
+}
+
+fn cgi_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    CGI_KEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(key) = cache.get(name) {
+            return key.bind(py).clone();
+        }
+        let key = latin1(py, name);
+        // SAFETY: GIL held; interning replaces the reference in place with
+        // the interned string's (a new reference to the same text).
+        let key = unsafe {
+            let mut ptr = key.into_ptr();
+            ffi::PyUnicode_InternInPlace(&mut ptr);
+            Bound::from_owned_ptr(py, ptr).cast_into_unchecked::<PyString>()
+        };
+        if cache.len() < HEADER_KEY_CACHE_SIZE {
+            cache.insert(name.to_vec(), key.clone().unbind());
+        }
+        key
+    })
+}
+
+/// Builds the environ from the CGI variables a gateway sent (uwsgi,
+/// FastCGI, SCGI, CGI). Every variable goes into the environ as sent, but:
+///
+/// - empty CONTENT_TYPE and CONTENT_LENGTH are left out, as for HTTP, and
+///   so are HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH (CGI has them only
+///   without the prefix);
+/// - `UWSGI_*` variables are dropped: ferrule never loads code or changes
+///   directory because a request says so (uWSGI's UWSGI_FILE,
+///   UWSGI_SCRIPT, UWSGI_CHDIR... make an exposed socket remote code
+///   execution);
+/// - SCRIPT_NAME and PATH_INFO: with PATH_INFO sent, SCRIPT_NAME is the
+///   gateway's (else `--script-name`), and is taken off the front of
+///   PATH_INFO when PATH_INFO repeats it (nginx's `uwsgi_modifier1 30`,
+///   uWSGI's manage-script-name, always on). With no PATH_INFO (nginx's
+///   stock fastcgi_params and scgi_params send none), the request's path
+///   is DOCUMENT_URI, else SCRIPT_NAME (which the stock fastcgi_params
+///   sets to the whole path), else REQUEST_URI's path percent-decoded, and
+///   `--script-name` is taken off its front as for HTTP;
+/// - wsgi.url_scheme is https when HTTPS is on, 1 or yes, or
+///   REQUEST_SCHEME or UWSGI_SCHEME is https;
+/// - what the gateway did not send (SERVER_NAME, SERVER_PORT, REMOTE_ADDR,
+///   REMOTE_PORT) comes from the Host header and the connection, as for
+///   HTTP.
+fn build_from_cgi<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyDict>,
+    settings: &EnvironSettings,
+    head: &RequestHead,
+    conn: &ConnInfo,
+    input: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = base.copy()?;
+    let mut script_name = None;
+    let mut path_info = None;
+    let mut document_uri = None;
+    let mut https = conn.url_scheme == "https";
+    let (mut server_name, mut remote_addr, mut remote_port) = (false, false, false);
+    for (name, value) in head.cgi_vars() {
+        match name {
+            b"SCRIPT_NAME" => {
+                script_name = Some(value);
+                continue;
+            }
+            b"PATH_INFO" => {
+                path_info = Some(value);
+                continue;
+            }
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" if value.is_empty() => continue,
+            // nginx passes every request header as HTTP_*, these two too;
+            // PEP 3333 (after CGI) has them only as CONTENT_*.
+            b"HTTP_CONTENT_TYPE" | b"HTTP_CONTENT_LENGTH" => continue,
+            b"DOCUMENT_URI" => document_uri = Some(value),
+            b"HTTPS" => https |= is_on(value),
+            b"REQUEST_SCHEME" => https |= value.eq_ignore_ascii_case(b"https"),
+            b"SERVER_NAME" => server_name = true,
+            b"REMOTE_ADDR" => remote_addr = true,
+            b"REMOTE_PORT" => remote_port = true,
+            b"REQUEST_URI" => env.set_item(intern!(py, "RAW_URI"), latin1(py, value))?,
+            _ if name.starts_with(b"UWSGI_") => {
+                if name == b"UWSGI_SCHEME" {
+                    https |= value.eq_ignore_ascii_case(b"https");
+                }
+                continue;
+            }
+            _ => {}
+        }
+        env.set_item(cgi_key(py, name), latin1(py, value))?;
+    }
+
+    let own_script = settings.script_name.as_bytes();
+    let (script, path): (&[u8], std::borrow::Cow<'_, [u8]>) = match path_info {
+        Some(path) => {
+            let script = script_name.unwrap_or(own_script);
+            (script, strip_script_name(path, script).into())
+        }
+        None => {
+            let whole = match document_uri.or(script_name) {
+                Some(path) => path.into(),
+                None => {
+                    let uri = head.target();
+                    let path = &uri[..memchr::memchr(b'?', uri).unwrap_or(uri.len())];
+                    percent_decode(path)
+                }
+            };
+            let path = strip_script_name(&whole, own_script).to_vec();
+            (own_script, path.into())
+        }
+    };
+    if script != own_script {
+        env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, script))?;
+    }
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, &path))?;
+
+    if !server_name {
+        let (name, port) = server_name_port(py, head.host().unwrap_or_default(), conn);
+        env.set_item(intern!(py, "SERVER_NAME"), name)?;
+        env.set_item(intern!(py, "SERVER_PORT"), port)?;
+    }
+    if !remote_addr {
+        env.set_item(intern!(py, "REMOTE_ADDR"), &conn.remote_addr)?;
+    }
+    if !remote_port {
+        env.set_item(intern!(py, "REMOTE_PORT"), &conn.remote_port)?;
+    }
+    if https {
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+    }
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    Ok(env)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{is_on, percent_decode, strip_script_name};
+
+    #[test]
+    fn script_name_comes_off_at_a_segment_boundary() {
+        assert_eq!(strip_script_name(b"/app/x", b"/app"), b"/x");
+        assert_eq!(strip_script_name(b"/app", b"/app"), b"");
+        assert_eq!(strip_script_name(b"/apple", b"/app"), b"/apple");
+        assert_eq!(strip_script_name(b"/x", b""), b"/x");
+        assert!(is_on(b"ON") && is_on(b"1") && is_on(b"yes") && !is_on(b"off"));
+    }
 
     #[test]
     fn percent_decoding() {

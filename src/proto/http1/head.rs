@@ -175,6 +175,7 @@ fn parse_complete_head(
         host: None,
         path: 0..0,
         query: None,
+        cgi: Vec::new(),
     };
 
     let mut content_length: Option<u64> = None;

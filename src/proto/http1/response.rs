@@ -109,6 +109,44 @@ pub fn write_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// How a response head starts, for the peer that reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStyle {
+    /// A client over HTTP/1.x: a status line, and the server's own Date,
+    /// Server and Connection fields.
+    Http,
+    /// A gateway that reads raw HTTP (uwsgi): a status line and the
+    /// application's fields only; the gateway writes its own Date and
+    /// Server and delimits the body for its client.
+    GatewayHttp,
+    /// A gateway that reads CGI responses (RFC 3875 §6.3: SCGI, FastCGI,
+    /// CGI): a `Status:` field in place of the status line, then the
+    /// application's fields only.
+    Cgi,
+}
+
+/// Writes a response head for a gateway (`HeadStyle::GatewayHttp` or
+/// `Cgi`): the status after `prefix`, the application's fields, and the
+/// Content-Length the server computed, if any.
+fn write_gateway_head(
+    out: &mut Vec<u8>,
+    prefix: &[u8],
+    status_line: &[u8],
+    app_fields: &[u8],
+    added_length: Option<u64>,
+) {
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(status_line);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(app_fields);
+    if let Some(n) = added_length {
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -144,6 +182,7 @@ pub fn write_error_response(
 #[derive(Debug, Clone)]
 pub struct ResponseEncoder {
     minor_version: u8,
+    style: HeadStyle,
     is_head: bool,
     framing: ResponseFraming,
     head_sent: bool,
@@ -163,6 +202,7 @@ impl ResponseEncoder {
     pub fn new(minor_version: u8, is_head: bool, keep_alive: bool) -> Self {
         ResponseEncoder {
             minor_version,
+            style: HeadStyle::Http,
             is_head,
             framing: ResponseFraming::NoBody,
             head_sent: false,
@@ -171,6 +211,17 @@ impl ResponseEncoder {
             body_bytes: 0,
             keep_alive,
             overflowed: false,
+        }
+    }
+
+    /// An encoder of responses to a gateway (`HeadStyle::GatewayHttp` or
+    /// `Cgi`): the body delimited by its length or by the end of the
+    /// stream, never chunked, one response per connection (or per FastCGI
+    /// request).
+    pub fn gateway(style: HeadStyle, is_head: bool) -> Self {
+        ResponseEncoder {
+            style,
+            ..ResponseEncoder::new(0, is_head, false)
         }
     }
 
@@ -208,6 +259,17 @@ impl ResponseEncoder {
         };
         self.status = app.status;
         self.head_sent = true;
+        match self.style {
+            HeadStyle::Http => {}
+            HeadStyle::GatewayHttp => {
+                let prefix = b"HTTP/1.1 ";
+                return write_gateway_head(out, prefix, app.status_line(), app.fields(), added);
+            }
+            HeadStyle::Cgi => {
+                let prefix = b"Status: ";
+                return write_gateway_head(out, prefix, app.status_line(), app.fields(), added);
+            }
+        }
         write_head(
             out,
             self.minor_version,
@@ -264,7 +326,26 @@ impl ResponseEncoder {
     /// the connection (an application failure before any output, or the
     /// client error its body earned).
     pub fn error(&mut self, out: &mut Vec<u8>, status: u16, phrase: &str) {
-        write_error_response(out, status, phrase, self.minor_version, false);
+        let prefix: &[u8] = match self.style {
+            HeadStyle::Http => {
+                write_error_response(out, status, phrase, self.minor_version, false);
+                self.status = status;
+                self.keep_alive = false;
+                return;
+            }
+            HeadStyle::GatewayHttp => b"HTTP/1.1 ",
+            HeadStyle::Cgi => b"Status: ",
+        };
+        let body = format!("{status} {phrase}\n");
+        let status_line = format!("{status} {phrase}");
+        write_gateway_head(
+            out,
+            prefix,
+            status_line.as_bytes(),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            Some(body.len() as u64),
+        );
+        out.extend_from_slice(body.as_bytes());
         self.status = status;
         self.keep_alive = false;
     }
@@ -544,5 +625,40 @@ mod tests {
             assert_eq!(dec, n.to_string().into_bytes());
             assert_eq!(hex, format!("{n:x}").into_bytes());
         }
+    }
+
+    #[test]
+    fn cgi_style_responses() {
+        let mut e = ResponseEncoder::gateway(HeadStyle::Cgi, false);
+        let mut out = Vec::new();
+        e.start(&mut out, &app_head(200, None), None);
+        e.body(&mut out, b"abc");
+        e.finish(&mut out);
+        assert_eq!(out, b"Status: 200 X\r\n\r\nabc");
+        assert!(!e.keep_alive);
+
+        let mut e = ResponseEncoder::gateway(HeadStyle::Cgi, false);
+        let mut out = Vec::new();
+        e.start(&mut out, &app_head(200, None), Some(3));
+        assert_eq!(out, b"Status: 200 X\r\nContent-Length: 3\r\n\r\n");
+
+        let mut e = ResponseEncoder::gateway(HeadStyle::Cgi, true);
+        let mut out = Vec::new();
+        e.start(&mut out, &app_head(200, Some(5)), None);
+        e.body(&mut out, b"hello");
+        assert_eq!(out, b"Status: 200 X\r\n\r\n", "no body for HEAD");
+
+        let mut e = ResponseEncoder::gateway(HeadStyle::Cgi, false);
+        let mut out = Vec::new();
+        e.error(&mut out, 500, "Internal Server Error");
+        assert!(out.starts_with(b"Status: 500 Internal Server Error\r\n"));
+        assert!(out.ends_with(b"\r\n\r\n500 Internal Server Error\n"));
+
+        let mut e = ResponseEncoder::gateway(HeadStyle::GatewayHttp, false);
+        let mut out = Vec::new();
+        e.start(&mut out, &app_head(404, None), Some(2));
+        e.body(&mut out, b"no");
+        e.finish(&mut out);
+        assert_eq!(out, b"HTTP/1.1 404 X\r\nContent-Length: 2\r\n\r\nno");
     }
 }

@@ -1,0 +1,92 @@
+//! Reading a request head off a connection, for any front end: bytes are
+//! read until the front end's parser has a whole head, within
+//! `--header-timeout` once it has begun (and `--keep-alive`, or the header
+//! timeout for a new connection, while idle). Holds no application thread.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::driver::lane::{self, deadline_after, timeout_at};
+use crate::driver::ServerCtx;
+use crate::net::socket::Socket;
+use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::request::RequestHead;
+
+/// How long a connection with no complete request (idle, or partway
+/// through a head) stays open once the server is stopping, for a request
+/// the client may already have sent.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+pub enum HeadOutcome {
+    Head(RequestHead),
+    /// The client closed, went idle past keep-alive, or the server is stopping.
+    Closed,
+    Refused(ClientError),
+}
+
+/// Reads until `parse` returns a head, leaving what follows it in `rbuf`.
+/// `first` says the connection has had no request yet.
+pub async fn read_head<S: Socket>(
+    stream: &mut S,
+    rbuf: &mut Vec<u8>,
+    ctx: &ServerCtx,
+    first: bool,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<(RequestHead, usize)>, ClientError>,
+) -> HeadOutcome {
+    let idle_deadline = deadline_after(if first {
+        ctx.header_timeout
+    } else {
+        ctx.keep_alive
+    });
+    let mut head_deadline: Option<u64> = None;
+    let mut stop_deadline: Option<u64> = None;
+    loop {
+        if !rbuf.is_empty() {
+            match parse(rbuf) {
+                Ok(Some((head, used))) => {
+                    rbuf.drain(..used);
+                    return HeadOutcome::Head(head);
+                }
+                Ok(None) => {}
+                Err(e) => return HeadOutcome::Refused(e),
+            }
+            // The head has begun: it must now arrive within header_timeout.
+            head_deadline.get_or_insert_with(|| deadline_after(ctx.header_timeout));
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(8192);
+        }
+        let stopping = ctx.lane.stopping();
+        if stopping {
+            // Stopping: a connection with no complete request, idle or
+            // partway through a head, gets a moment for the rest of a
+            // request already on its way (answered with Connection: close)
+            // instead of a close that would race it, and no more: a slow
+            // head is not waited for until header_timeout.
+            stop_deadline.get_or_insert_with(|| deadline_after(STOP_GRACE));
+        }
+        let deadline = head_deadline
+            .unwrap_or(idle_deadline)
+            .min(stop_deadline.unwrap_or(u64::MAX));
+        let read = timeout_at(deadline, stream.read_buf(rbuf));
+        let result = if stopping {
+            read.await
+        } else {
+            match lane::unless_stopping(&ctx.lane, read).await {
+                Some(r) => r,
+                None => continue,
+            }
+        };
+        match result {
+            Ok(Ok(n)) if n > 0 => {}
+            Err(_) if !rbuf.is_empty() && !stopping => {
+                return HeadOutcome::Refused(ClientError::new(
+                    ClientErrorKind::RequestTimeout,
+                    "request head not received within header_timeout",
+                ))
+            }
+            _ => return HeadOutcome::Closed,
+        }
+    }
+}
