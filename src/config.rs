@@ -53,7 +53,7 @@ pub struct Config {
     #[arg(value_name = "APP")]
     pub app: Option<String>,
 
-    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi:// or scgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi://, scgi:// or fastcgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
     #[arg(
         short = 'b',
         long = "bind",
@@ -63,11 +63,11 @@ pub struct Config {
     )]
     pub bind: Vec<Bind>,
 
-    /// The protocol of listeners whose --bind names none (and of systemd's sockets): http, uwsgi or scgi.
+    /// The protocol of listeners whose --bind names none (and of systemd's sockets).
     #[arg(long, value_name = "PROTOCOL", env = "FERRULE_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
 
-    /// Peers that may connect to uwsgi and SCGI listeners, which trust what the peer says of the client: IP addresses and networks (10.0.0.0/8), comma-separated, or '*' for any. Unix sockets are always allowed. Others are closed at once and logged.
+    /// Peers that may connect to uwsgi, SCGI and FastCGI listeners, which trust what the peer says of the client: IP addresses and networks (10.0.0.0/8), comma-separated, or '*' for any. Unix sockets are always allowed. Others are closed at once and logged.
     #[arg(
         long,
         visible_alias = "uwsgi-allow-from",
@@ -78,7 +78,7 @@ pub struct Config {
     )]
     pub gateway_allow_from: Vec<AllowedPeer>,
 
-    /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
+    /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring, FastCGI params), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
     #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub buffer_size: u32,
 

@@ -96,6 +96,9 @@ pub struct ServerCtx {
     pub head_limits: HeadLimits,
     /// Largest variables block a gateway may send (`--buffer-size`).
     pub buffer_size: usize,
+    /// Most connections at once (`--worker-connections`), which FastCGI
+    /// tells a gateway that asks.
+    pub max_connections: usize,
     pub max_body: u64,
     pub post_buffering: u64,
     pub header_timeout: Duration,

@@ -259,9 +259,19 @@ impl ExchangeState {
     ) -> Result<(), &'static str> {
         self.start_head(known_length)?;
         let data = bytes.as_bytes();
-        let n = self.response.piece_start(self.out.buf(), data.len() as u64);
-        self.out.push_body(bytes, &data[..n as usize]);
-        self.response.piece_end(self.out.buf(), n);
+        let mut at = 0;
+        // One piece, unless the protocol bounds them (FastCGI records).
+        while at < data.len() {
+            let n = self
+                .response
+                .piece_start(self.out.buf(), (data.len() - at) as u64) as usize;
+            if n == 0 {
+                break;
+            }
+            self.out.push_body(bytes, &data[at..at + n]);
+            self.response.piece_end(self.out.buf(), n as u64);
+            at += n;
+        }
         Ok(())
     }
 

@@ -22,6 +22,9 @@ pub enum Protocol {
     Uwsgi,
     /// SCGI (nginx `scgi_pass`, Apache mod_proxy_scgi, lighttpd mod_scgi).
     Scgi,
+    /// FastCGI, responder role (nginx `fastcgi_pass`, Apache
+    /// mod_proxy_fcgi, lighttpd mod_fastcgi).
+    Fastcgi,
 }
 
 impl Protocol {
@@ -31,6 +34,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Uwsgi => "uwsgi",
             Protocol::Scgi => "scgi",
+            Protocol::Fastcgi => "fastcgi",
         }
     }
 
@@ -53,7 +57,12 @@ impl FromStr for Bind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        for protocol in [Protocol::Http, Protocol::Uwsgi, Protocol::Scgi] {
+        for protocol in [
+            Protocol::Http,
+            Protocol::Uwsgi,
+            Protocol::Scgi,
+            Protocol::Fastcgi,
+        ] {
             if let Some(rest) = s
                 .strip_prefix(protocol.scheme())
                 .and_then(|r| r.strip_prefix("://"))
@@ -87,7 +96,7 @@ impl FromStr for BindAddress {
 
     fn from_str(s: &str) -> Result<Self, String> {
         const FORMS: &str = "expected HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, \
-                             optionally after http://, uwsgi:// or scgi://";
+                             optionally after http://, uwsgi://, scgi:// or fastcgi://";
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(format!("'{s}': empty socket path; {FORMS}"));

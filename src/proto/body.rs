@@ -1,8 +1,10 @@
-//! Request body decoding over either framing (RFC 9112 §6.3). Pure: the same
+//! Request body decoding over any framing: a length, HTTP/1 chunked
+//! (RFC 9112 §6.3), or a FastCGI request's STDIN records. Pure: the same
 //! decoder serves the application's blocking reads of `wsgi.input` and the
 //! connection's asynchronous draining of an unread body.
 
 use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::fastcgi::StdinDecoder;
 pub use crate::proto::http1::chunked::Chunk;
 use crate::proto::http1::chunked::ChunkedDecoder;
 use crate::proto::request::BodyFraming;
@@ -11,6 +13,7 @@ use crate::proto::request::BodyFraming;
 pub enum BodyDecoder {
     Length { remaining: u64 },
     Chunked(ChunkedDecoder),
+    FastCgi(StdinDecoder),
     Done,
 }
 
@@ -34,6 +37,9 @@ impl BodyDecoder {
             BodyFraming::Chunked => {
                 BodyDecoder::Chunked(ChunkedDecoder::new(max_body, max_trailers))
             }
+            BodyFraming::FastCgiStdin { request_id } => {
+                BodyDecoder::FastCgi(StdinDecoder::new(request_id, max_body))
+            }
         })
     }
 
@@ -42,6 +48,7 @@ impl BodyDecoder {
             BodyDecoder::Done => true,
             BodyDecoder::Length { remaining } => *remaining == 0,
             BodyDecoder::Chunked(c) => c.is_done(),
+            BodyDecoder::FastCgi(f) => f.is_done(),
         }
     }
 
@@ -62,6 +69,7 @@ impl BodyDecoder {
                 Ok((take, Chunk::Data(0..take)))
             }
             BodyDecoder::Chunked(c) => c.decode(input),
+            BodyDecoder::FastCgi(f) => f.decode(input),
         }
     }
 }

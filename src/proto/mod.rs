@@ -13,6 +13,7 @@ pub mod body;
 pub mod cgi;
 pub mod chars;
 pub mod error;
+pub mod fastcgi;
 pub mod http1;
 pub mod request;
 pub mod response;

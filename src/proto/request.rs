@@ -29,7 +29,7 @@ impl Default for HeadLimits {
     }
 }
 
-/// How the request body is delimited (RFC 9112 §6).
+/// How the request body is delimited (RFC 9112 §6; FastCGI's records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
     /// No body: no Content-Length (or 0) and no Transfer-Encoding.
@@ -38,6 +38,8 @@ pub enum BodyFraming {
     Length(u64),
     /// `Transfer-Encoding: chunked`; the length is known at the last chunk.
     Chunked,
+    /// The STDIN records of this FastCGI request, to the empty one.
+    FastCgiStdin { request_id: u16 },
 }
 
 /// A parsed request head.

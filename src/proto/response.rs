@@ -4,6 +4,7 @@
 //! variant with its own encoder.
 
 use crate::proto::app_head::AppHead;
+use crate::proto::fastcgi::FastCgiEncoder;
 use crate::proto::http1::response::ResponseEncoder;
 
 /// One response's framing, for the protocol the request came by: it writes
@@ -18,12 +19,15 @@ pub enum ResponseFramer {
     /// client (RFC 9112), raw HTTP to a uwsgi gateway, a CGI-style response
     /// to an SCGI one (`HeadStyle`).
     Direct(ResponseEncoder),
+    /// A CGI-style response carried in a FastCGI request's STDOUT records.
+    FastCgi(FastCgiEncoder),
 }
 
 impl ResponseFramer {
     pub fn head_sent(&self) -> bool {
         match self {
             ResponseFramer::Direct(e) => e.head_sent(),
+            ResponseFramer::FastCgi(e) => e.head_sent(),
         }
     }
 
@@ -31,6 +35,7 @@ impl ResponseFramer {
     pub fn status(&self) -> u16 {
         match self {
             ResponseFramer::Direct(e) => e.status,
+            ResponseFramer::FastCgi(e) => e.status(),
         }
     }
 
@@ -38,6 +43,7 @@ impl ResponseFramer {
     pub fn body_bytes(&self) -> u64 {
         match self {
             ResponseFramer::Direct(e) => e.body_bytes,
+            ResponseFramer::FastCgi(e) => e.body_bytes(),
         }
     }
 
@@ -45,6 +51,7 @@ impl ResponseFramer {
     pub fn keep_alive(&self) -> bool {
         match self {
             ResponseFramer::Direct(e) => e.keep_alive,
+            ResponseFramer::FastCgi(e) => e.keep_alive(),
         }
     }
 
@@ -53,14 +60,17 @@ impl ResponseFramer {
     pub fn start(&mut self, out: &mut Vec<u8>, app: &AppHead, known_length: Option<u64>) {
         match self {
             ResponseFramer::Direct(e) => e.start(out, app, known_length),
+            ResponseFramer::FastCgi(e) => e.start(out, app, known_length),
         }
     }
 
-    /// Writes what precedes a piece of `len` body bytes; returns how many
-    /// of them to send.
+    /// Writes what precedes a piece of at most `len` body bytes; returns
+    /// how many of them to send (fewer when the protocol's pieces are
+    /// bounded or the body is cut at its Content-Length; 0 for none).
     pub fn piece_start(&mut self, out: &mut Vec<u8>, len: u64) -> u64 {
         match self {
             ResponseFramer::Direct(e) => e.piece_start(out, len),
+            ResponseFramer::FastCgi(e) => e.piece_start(out, len),
         }
     }
 
@@ -68,6 +78,7 @@ impl ResponseFramer {
     pub fn piece_end(&mut self, out: &mut Vec<u8>, n: u64) {
         match self {
             ResponseFramer::Direct(e) => e.piece_end(out, n),
+            ResponseFramer::FastCgi(_) => {}
         }
     }
 
@@ -75,6 +86,7 @@ impl ResponseFramer {
     pub fn body(&mut self, out: &mut Vec<u8>, data: &[u8]) {
         match self {
             ResponseFramer::Direct(e) => e.body(out, data),
+            ResponseFramer::FastCgi(e) => e.body(out, data),
         }
     }
 
@@ -82,6 +94,7 @@ impl ResponseFramer {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
             ResponseFramer::Direct(e) => e.finish(out),
+            ResponseFramer::FastCgi(e) => e.finish(out),
         }
     }
 
@@ -90,7 +103,14 @@ impl ResponseFramer {
     pub fn error(&mut self, out: &mut Vec<u8>, status: u16, phrase: &str) {
         match self {
             ResponseFramer::Direct(e) => e.error(out, status, phrase),
+            ResponseFramer::FastCgi(e) => e.error(out, status, phrase),
         }
+    }
+
+    /// Whether a body may go out as raw bytes from a file (sendfile(2)):
+    /// not inside FastCGI records.
+    pub fn allows_sendfile(&self) -> bool {
+        matches!(self, ResponseFramer::Direct(_))
     }
 
     /// The bytes that tell a client waiting on `Expect: 100-continue` to
@@ -98,6 +118,8 @@ impl ResponseFramer {
     pub fn continue_bytes(&self) -> &'static [u8] {
         match self {
             ResponseFramer::Direct(e) => e.continue_bytes(),
+            // A gateway answers Expect: 100-continue itself.
+            ResponseFramer::FastCgi(_) => b"",
         }
     }
 }

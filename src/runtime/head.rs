@@ -25,6 +25,84 @@ pub enum HeadOutcome {
     Refused(ClientError),
 }
 
+/// The waits of a connection while it reads a head: `--keep-alive` (or
+/// the header timeout for a new connection) while idle, `--header-timeout`
+/// once a head has begun, and the stop's grace.
+pub struct HeadWait {
+    idle_deadline: u64,
+    head_deadline: Option<u64>,
+    stop_deadline: Option<u64>,
+}
+
+impl HeadWait {
+    /// `first` says the connection has had no request yet.
+    pub fn new(ctx: &ServerCtx, first: bool) -> Self {
+        HeadWait {
+            idle_deadline: deadline_after(if first {
+                ctx.header_timeout
+            } else {
+                ctx.keep_alive
+            }),
+            head_deadline: None,
+            stop_deadline: None,
+        }
+    }
+
+    /// Reads more bytes into `rbuf`; `Err` when the connection is over
+    /// (closed, idle too long, the server stopping) or the head too slow.
+    pub async fn read_more<S: Socket>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut Vec<u8>,
+        ctx: &ServerCtx,
+    ) -> Result<(), HeadOutcome> {
+        loop {
+            if !rbuf.is_empty() {
+                // The head has begun: it must now arrive within
+                // header_timeout.
+                self.head_deadline
+                    .get_or_insert_with(|| deadline_after(ctx.header_timeout));
+            }
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(8192);
+            }
+            let stopping = ctx.lane.stopping();
+            if stopping {
+                // Stopping: a connection with no complete request, idle or
+                // partway through a head, gets a moment for the rest of a
+                // request already on its way (answered with Connection:
+                // close) instead of a close that would race it, and no
+                // more: a slow head is not waited for until header_timeout.
+                self.stop_deadline
+                    .get_or_insert_with(|| deadline_after(STOP_GRACE));
+            }
+            let deadline = self
+                .head_deadline
+                .unwrap_or(self.idle_deadline)
+                .min(self.stop_deadline.unwrap_or(u64::MAX));
+            let read = timeout_at(deadline, stream.read_buf(rbuf));
+            let result = if stopping {
+                read.await
+            } else {
+                match lane::unless_stopping(&ctx.lane, read).await {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
+            return match result {
+                Ok(Ok(n)) if n > 0 => Ok(()),
+                Err(_) if !rbuf.is_empty() && !stopping => {
+                    Err(HeadOutcome::Refused(ClientError::new(
+                        ClientErrorKind::RequestTimeout,
+                        "request head not received within header_timeout",
+                    )))
+                }
+                _ => Err(HeadOutcome::Closed),
+            };
+        }
+    }
+}
+
 /// Reads until `parse` returns a head, leaving what follows it in `rbuf`.
 /// `first` says the connection has had no request yet.
 pub async fn read_head<S: Socket>(
@@ -34,13 +112,7 @@ pub async fn read_head<S: Socket>(
     first: bool,
     mut parse: impl FnMut(&[u8]) -> Result<Option<(RequestHead, usize)>, ClientError>,
 ) -> HeadOutcome {
-    let idle_deadline = deadline_after(if first {
-        ctx.header_timeout
-    } else {
-        ctx.keep_alive
-    });
-    let mut head_deadline: Option<u64> = None;
-    let mut stop_deadline: Option<u64> = None;
+    let mut wait = HeadWait::new(ctx, first);
     loop {
         if !rbuf.is_empty() {
             match parse(rbuf) {
@@ -51,42 +123,9 @@ pub async fn read_head<S: Socket>(
                 Ok(None) => {}
                 Err(e) => return HeadOutcome::Refused(e),
             }
-            // The head has begun: it must now arrive within header_timeout.
-            head_deadline.get_or_insert_with(|| deadline_after(ctx.header_timeout));
         }
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(8192);
-        }
-        let stopping = ctx.lane.stopping();
-        if stopping {
-            // Stopping: a connection with no complete request, idle or
-            // partway through a head, gets a moment for the rest of a
-            // request already on its way (answered with Connection: close)
-            // instead of a close that would race it, and no more: a slow
-            // head is not waited for until header_timeout.
-            stop_deadline.get_or_insert_with(|| deadline_after(STOP_GRACE));
-        }
-        let deadline = head_deadline
-            .unwrap_or(idle_deadline)
-            .min(stop_deadline.unwrap_or(u64::MAX));
-        let read = timeout_at(deadline, stream.read_buf(rbuf));
-        let result = if stopping {
-            read.await
-        } else {
-            match lane::unless_stopping(&ctx.lane, read).await {
-                Some(r) => r,
-                None => continue,
-            }
-        };
-        match result {
-            Ok(Ok(n)) if n > 0 => {}
-            Err(_) if !rbuf.is_empty() && !stopping => {
-                return HeadOutcome::Refused(ClientError::new(
-                    ClientErrorKind::RequestTimeout,
-                    "request head not received within header_timeout",
-                ))
-            }
-            _ => return HeadOutcome::Closed,
+        if let Err(outcome) = wait.read_more(stream, rbuf, ctx).await {
+            return outcome;
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::net::allow::{self, AllowedPeer};
 use crate::net::listen::{self, ListenSocket, Listener, Protocol};
 use crate::net::socket::Socket;
 use crate::proto::http1::response::push_decimal;
-use crate::runtime::{gateway, http1};
+use crate::runtime::{fastcgi, gateway, http1};
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
 /// How long an accept loop waits for a new connection's first request head
@@ -98,6 +98,7 @@ pub fn run(
         environ_settings,
         head_limits: config.head_limits(),
         buffer_size: config.buffer_size as usize,
+        max_connections: config.worker_connections as usize,
         max_body: config.limit_request_body,
         post_buffering: config.post_buffering,
         header_timeout: config.header_timeout,
@@ -484,7 +485,12 @@ async fn accept_loop<A: Acceptor>(
                 ctx.lane.spawn(async move {
                     match protocol {
                         Protocol::Http => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
-                        _ => gateway::serve(stream, protocol, conn, conn_ctx, first_head_tx).await,
+                        Protocol::Fastcgi => {
+                            fastcgi::serve(stream, conn, conn_ctx, first_head_tx).await
+                        }
+                        Protocol::Uwsgi | Protocol::Scgi => {
+                            gateway::serve(stream, protocol, conn, conn_ctx, first_head_tx).await
+                        }
                     }
                     drop(slot);
                 });

@@ -131,9 +131,13 @@ impl<'a> AppCall<'a> {
         Step::Done
     }
 
-    /// A `wsgi.file_wrapper` around a regular file: sent with sendfile(2).
-    /// Anything else (a pipe, BytesIO, a socket) is iterated instead.
+    /// A `wsgi.file_wrapper` around a regular file: sent with sendfile(2)
+    /// where the protocol sends bodies as they are. Anything else (a pipe,
+    /// BytesIO, a socket, a FastCGI response) is iterated instead.
     fn sendfile_step(&mut self, py: Python<'_>, wrapper: &FileWrapper) -> Option<Step> {
+        if !self.exchange.lock().response.allows_sendfile() {
+            return None;
+        }
         let (fd, offset, len) = regular_file_span(wrapper.filelike.bind(py))?;
         let mut st = self.exchange.lock();
         if let Err(msg) = st.start_head(Some(len)) {

@@ -34,7 +34,11 @@ def wait_for_port(port, proc, log, timeout=20):
 class Nginx:
     """nginx from Debian's package, with frontends/nginx.conf filled in."""
 
+    UPSTREAMS = ("uwsgi", "scgi", "fastcgi", "http")
+
     def __init__(self, prefix, **upstreams):
+        """`upstreams` maps each of UPSTREAMS to ferrule's socket path; a
+        location whose upstream is not given answers 502."""
         if shutil.which("nginx") is None:
             raise AssertionError("nginx is not installed (scripts/setup.sh installs it)")
         self.prefix = Path(prefix)
@@ -45,7 +49,7 @@ class Nginx:
             port=self.port,
             prefix=self.prefix,
             user="user root;" if os.geteuid() == 0 else "",
-            **{f"upstream_{k}": v for k, v in upstreams.items()},
+            **{f"upstream_{k}": upstreams.get(k, str(self.prefix / "absent.sock")) for k in self.UPSTREAMS},
         )
         self.conf = self.prefix / "nginx.conf"
         self.conf.write_text(text)
@@ -113,3 +117,80 @@ def send_raw(address, data, timeout=10):
                 out += block
         except ConnectionResetError:
             return out
+
+
+# --- FastCGI (the FastCGI Specification 1.0) ---------------------------------
+
+FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 2, 3, 4, 5, 6
+FCGI_GET_VALUES, FCGI_GET_VALUES_RESULT, FCGI_UNKNOWN_TYPE = 9, 10, 11
+
+
+def fcgi_record(kind, request_id, content=b"", padding=0):
+    return (bytes([1, kind]) + request_id.to_bytes(2, "big") + len(content).to_bytes(2, "big")
+            + bytes([padding, 0]) + content + b"\0" * padding)
+
+
+def fcgi_pairs(variables):
+    out = b""
+    for name, value in variables.items():
+        name, value = name.encode("latin-1"), value.encode("latin-1")
+        for n in (len(name), len(value)):
+            out += bytes([n]) if n < 128 else (n | 0x80000000).to_bytes(4, "big")
+        out += name + value
+    return out
+
+
+def fcgi_request(request_id, variables, body=b"", keep_conn=False, role=1):
+    """BEGIN_REQUEST, the PARAMS stream, the STDIN stream."""
+    out = fcgi_record(FCGI_BEGIN_REQUEST, request_id, role.to_bytes(2, "big") + bytes([int(keep_conn)]) + b"\0" * 5)
+    out += fcgi_record(FCGI_PARAMS, request_id, fcgi_pairs(variables)) + fcgi_record(FCGI_PARAMS, request_id)
+    for i in range(0, len(body), 65535):
+        out += fcgi_record(FCGI_STDIN, request_id, body[i:i + 65535], padding=(-len(body[i:i + 65535])) % 8)
+    return out + fcgi_record(FCGI_STDIN, request_id)
+
+
+def fcgi_records(data):
+    """Splits bytes into (type, request id, content) records."""
+    records = []
+    while len(data) >= 8:
+        length = int.from_bytes(data[4:6], "big")
+        padding = data[6]
+        if len(data) < 8 + length + padding:
+            break
+        records.append((data[1], int.from_bytes(data[2:4], "big"), data[8:8 + length]))
+        data = data[8 + length + padding:]
+    return records
+
+
+class FcgiReader:
+    """Reads FastCGI responses off a kept connection."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def record(self):
+        while True:
+            if len(self.buf) >= 8:
+                length = int.from_bytes(self.buf[4:6], "big")
+                total = 8 + length + self.buf[6]
+                if len(self.buf) >= total:
+                    rec = (self.buf[1], int.from_bytes(self.buf[2:4], "big"), self.buf[8:8 + length])
+                    self.buf = self.buf[total:]
+                    return rec
+            block = self.sock.recv(65536)
+            if not block:
+                raise EOFError("connection closed")
+            self.buf += block
+
+    def response(self, request_id):
+        """(stdout bytes, END_REQUEST content) of one request."""
+        stdout = b""
+        while True:
+            kind, rid, content = self.record()
+            if rid != request_id:
+                continue
+            if kind == FCGI_STDOUT:
+                stdout += content
+            elif kind == FCGI_END_REQUEST:
+                return stdout, content

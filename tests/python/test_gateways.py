@@ -12,19 +12,26 @@ import httpx
 import pytest
 
 from conftest import Server
-from gateways import Nginx, scgi_netstring, scgi_packet, send_raw, uwsgi_packet
+from gateways import (
+    FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_GET_VALUES, FCGI_GET_VALUES_RESULT, FCGI_PARAMS,
+    FCGI_STDIN, FCGI_STDOUT, FCGI_UNKNOWN_TYPE, FcgiReader, Nginx, fcgi_pairs, fcgi_record, fcgi_records, fcgi_request,
+    scgi_netstring, scgi_packet, send_raw, uwsgi_packet,
+)
 
-ROUTES = {"uwsgi": "", "scgi": "/scgi", "http": "/http"}
+ROUTES = {"uwsgi": "", "scgi": "/scgi", "fastcgi": "/fcgi", "fastcgi-keep": "/fcgi-keep", "http": "/http"}
+GATEWAYS = ["uwsgi", "scgi", "fastcgi", "fastcgi-keep"]
+SOCKETS = ["uwsgi", "scgi", "fastcgi", "http"]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
-    socks = {name: str(tmp / f"{name}.sock") for name in ROUTES}
+    socks = {name: str(tmp / f"{name}.sock") for name in SOCKETS}
     server = Server(
         "gateway_app", "--threads", "2",
-        bind=[f"uwsgi://unix:{socks['uwsgi']}", f"scgi://unix:{socks['scgi']}", f"unix:{socks['http']}"],
-        listeners=3,
+        bind=[f"uwsgi://unix:{socks['uwsgi']}", f"scgi://unix:{socks['scgi']}",
+              f"fastcgi://unix:{socks['fastcgi']}", f"unix:{socks['http']}"],
+        listeners=4,
     )
     nginx = Nginx(tmp / "nginx", **socks)
     yield server, nginx, socks
@@ -38,7 +45,7 @@ def get_env(nginx, route, path, **kw):
     return resp.json()
 
 
-@pytest.mark.parametrize("route", ["uwsgi", "scgi"])
+@pytest.mark.parametrize("route", GATEWAYS)
 def test_same_environ_as_over_http(stack, route):
     server, nginx, _ = stack
     path = "/caf%C3%A9/a%20b?x=1&y=%C3%A9"
@@ -50,6 +57,7 @@ def test_same_environ_as_over_http(stack, route):
     for key in ("QUERY_STRING", "REQUEST_METHOD", "SCRIPT_NAME", "wsgi.url_scheme"):
         assert via_gateway[key] == via_http[key], key
     assert via_gateway["REQUEST_URI"] == prefix + path
+    assert via_gateway["SCRIPT_NAME"] == ""
     assert via_gateway["SERVER_PROTOCOL"] == "HTTP/1.1"
     # REMOTE_ADDR is the client's, as nginx saw it; over the unix socket
     # ferrule itself sees no address.
@@ -59,15 +67,17 @@ def test_same_environ_as_over_http(stack, route):
 
 
 def test_readme_recipes_are_the_tested_configuration():
-    """The README's nginx blocks for uwsgi and SCGI are copied from the
-    configuration these tests run, with real socket paths."""
+    """The README's nginx blocks for uwsgi, FastCGI and SCGI are copied from
+    the configuration these tests run, with real socket paths."""
     from gateways import FRONTENDS
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Over uwsgi or SCGI", 1)[1]
+    section = readme.split("### Over uwsgi, FastCGI or SCGI", 1)[1]
     block = section.split("```nginx\n", 1)[1].split("```", 1)[0]
     conf = (FRONTENDS / "nginx.conf").read_text().replace("{{", "{").replace("}}", "}")
-    conf = conf.replace("{upstream_uwsgi}", "/run/app.sock").replace("{upstream_scgi}", "/run/app-scgi.sock")
+    for field, value in (("{upstream_uwsgi}", "/run/app.sock"), ("{upstream_scgi}", "/run/app-scgi.sock"),
+                         ("{upstream_fastcgi}", "/run/app-fcgi.sock"), ("{port}", "8080")):
+        conf = conf.replace(field, value)
     assert block.strip() in conf
 
 
@@ -79,7 +89,7 @@ def test_mounted_under_a_prefix(stack):
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/mounted", "")
 
 
-@pytest.mark.parametrize("route", ["uwsgi", "scgi"])
+@pytest.mark.parametrize("route", GATEWAYS)
 def test_large_and_chunked_uploads(stack, route):
     _, nginx, _ = stack
     data = os.urandom(5 * 1024 * 1024)
@@ -96,7 +106,7 @@ def test_large_and_chunked_uploads(stack, route):
     assert (env["_body_size"], env["_body_sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
 
 
-@pytest.mark.parametrize("route", ["uwsgi", "scgi"])
+@pytest.mark.parametrize("route", GATEWAYS)
 def test_responses_through_the_gateway(stack, route):
     server, nginx, _ = stack
     base = nginx.url + ROUTES[route]
@@ -341,3 +351,131 @@ def test_bad_gateway_settings_name_the_accepted_values():
     assert result.returncode == 2 and "http" in result.stderr and "uwsgi" in result.stderr
     result = run_ferrule("gateway_app", "-b", "gopher://127.0.0.1:1")
     assert result.returncode == 2 and "uwsgi://" in result.stderr
+
+
+# --- FastCGI at the record level ----------------------------------------------
+
+def fcgi_connect(path):
+    import socket as socketlib
+
+    sock = socketlib.socket(socketlib.AF_UNIX)
+    sock.settimeout(10)
+    sock.connect(path)
+    return sock
+
+
+END_COMPLETE = b"\0\0\0\0\0\0\0\0"
+
+
+def test_fastcgi_kept_connection_carries_many_requests(stack):
+    _, _, socks = stack
+    with fcgi_connect(socks["fastcgi"]) as sock:
+        reader = FcgiReader(sock)
+        for i in range(1, 21):
+            body = os.urandom(i * 1000)
+            sock.sendall(fcgi_request(i, {"REQUEST_METHOD": "POST", "PATH_INFO": f"/n{i}",
+                                          "CONTENT_LENGTH": str(len(body))}, body, keep_conn=True))
+            stdout, end = reader.response(i)
+            assert end == END_COMPLETE
+            head, _, payload = stdout.partition(b"\r\n\r\n")
+            assert head.startswith(b"Status: 200 OK")
+            env = json.loads(payload)
+            assert env["PATH_INFO"] == f"/n{i}" and env["_body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_fastcgi_without_keep_conn_closes_after_the_request(stack):
+    _, _, socks = stack
+    raw = send_raw(socks["fastcgi"], fcgi_request(1, {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "HTTPS": "on"}))
+    records = fcgi_records(raw)
+    assert records[-1] == (FCGI_END_REQUEST, 1, END_COMPLETE)
+    stdout = b"".join(c for k, r, c in records if k == FCGI_STDOUT)
+    assert json.loads(stdout.partition(b"\r\n\r\n")[2])["wsgi.url_scheme"] == "https"
+    assert all(len(c) <= 65535 for _, _, c in records)
+
+
+def test_fastcgi_large_response_in_records(stack):
+    _, _, socks = stack
+    variables = {"REQUEST_METHOD": "POST", "PATH_INFO": "/big", "HTTP_X_PAD": "p" * 100}
+    body = os.urandom(300_000)
+    raw = send_raw(socks["fastcgi"], fcgi_request(3, {**variables, "CONTENT_LENGTH": str(len(body))}, body))
+    records = fcgi_records(raw)
+    stdout = b"".join(c for k, r, c in records if k == FCGI_STDOUT)
+    env = json.loads(stdout.partition(b"\r\n\r\n")[2])
+    assert env["_body_size"] == len(body)
+    assert records[-2] == (FCGI_STDOUT, 3, b""), "the STDOUT stream is ended"
+
+
+def test_fastcgi_management_records_and_refusals(stack):
+    _, _, socks = stack
+    with fcgi_connect(socks["fastcgi"]) as sock:
+        reader = FcgiReader(sock)
+        sock.sendall(fcgi_record(FCGI_GET_VALUES, 0, fcgi_pairs({"FCGI_MPXS_CONNS": "", "FCGI_MAX_CONNS": ""})))
+        kind, rid, content = reader.record()
+        assert (kind, rid) == (FCGI_GET_VALUES_RESULT, 0)
+        assert content == fcgi_pairs({"FCGI_MPXS_CONNS": "0", "FCGI_MAX_CONNS": "1000"})
+        sock.sendall(fcgi_record(77, 0))
+        assert reader.record() == (FCGI_UNKNOWN_TYPE, 0, bytes([77]) + b"\0" * 7)
+        # A filter (role 3) is not served.
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 9, b"\0\x03\x01" + b"\0" * 5))
+        assert reader.record() == (FCGI_END_REQUEST, 9, b"\0\0\0\0\x03\0\0\0")
+        # Request 1 begins; request 2 begins while 1 is running: refused.
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 1, b"\0\x01\x01" + b"\0" * 5))
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 2, b"\0\x01\x01" + b"\0" * 5))
+        assert reader.record() == (FCGI_END_REQUEST, 2, b"\0\0\0\0\x01\0\0\0")
+        # Request 1 goes on and is answered.
+        sock.sendall(fcgi_record(FCGI_PARAMS, 1, fcgi_pairs({"REQUEST_METHOD": "GET", "PATH_INFO": "/one"}))
+                     + fcgi_record(FCGI_PARAMS, 1) + fcgi_record(FCGI_STDIN, 1))
+        stdout, end = reader.response(1)
+        assert end == END_COMPLETE and json.loads(stdout.partition(b"\r\n\r\n")[2])["PATH_INFO"] == "/one"
+
+
+def test_fastcgi_abort_request(stack):
+    server, _, socks = stack
+    with fcgi_connect(socks["fastcgi"]) as sock:
+        reader = FcgiReader(sock)
+        # Aborted before its params ended: over at once.
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 4, b"\0\x01\x01" + b"\0" * 5)
+                     + fcgi_record(FCGI_ABORT_REQUEST, 4))
+        assert reader.record() == (FCGI_END_REQUEST, 4, END_COMPLETE)
+        # Aborted while the application reads its body: the application
+        # sees a client error and the request ends with END_REQUEST.
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 5, b"\0\x01\x01" + b"\0" * 5)
+                     + fcgi_record(FCGI_PARAMS, 5, fcgi_pairs({"REQUEST_METHOD": "POST", "PATH_INFO": "/up",
+                                                             "CONTENT_LENGTH": "1000"}))
+                     + fcgi_record(FCGI_PARAMS, 5) + fcgi_record(FCGI_STDIN, 5, b"x" * 10)
+                     + fcgi_record(FCGI_ABORT_REQUEST, 5))
+        stdout, end = reader.response(5)
+        assert stdout.startswith(b"Status: 400 Bad Request") and end == END_COMPLETE
+    server.wait_for_log("the gateway aborted the request")
+    still_serving(socks["uwsgi"])
+
+
+@pytest.mark.parametrize("case", ["version", "stdin before params", "pair overrun"])
+def test_bad_fastcgi_records(stack, case):
+    server, _, socks = stack
+    begin = fcgi_record(FCGI_BEGIN_REQUEST, 1, b"\0\x01\0" + b"\0" * 5)
+    packet = {
+        "version": b"\x02" + fcgi_record(FCGI_BEGIN_REQUEST, 1, b"\0\x01\0" + b"\0" * 5)[1:],
+        "stdin before params": begin + fcgi_record(FCGI_STDIN, 1, b"x"),
+        "pair overrun": begin + fcgi_record(FCGI_PARAMS, 1, b"\x05\xc8A") + fcgi_record(FCGI_PARAMS, 1),
+    }[case]
+    raw = send_raw(socks["fastcgi"], packet)
+    if case == "version":
+        assert raw == b""
+        server.wait_for_log("FastCGI record version is not 1")
+    else:
+        records = fcgi_records(raw)
+        stdout = b"".join(c for k, r, c in records if k == FCGI_STDOUT)
+        assert stdout.startswith(b"Status: 400 Bad Request") and records[-1][0] == FCGI_END_REQUEST
+    still_serving(socks["uwsgi"])
+
+
+def test_fastcgi_params_at_the_limit_and_one_past(serve, tmp_path):
+    variables = {**GET, "HTTP_COOKIE": "c" * 5000}
+    size = len(fcgi_pairs(variables))
+    for limit, status in ((size, b"200"), (size - 1, b"431")):
+        sock = str(tmp_path / f"{limit}.sock")
+        serve("gateway_app", "--buffer-size", str(limit), bind=[f"fastcgi://unix:{sock}"])
+        stdout = b"".join(c for k, r, c in fcgi_records(send_raw(sock, fcgi_request(1, variables)))
+                          if k == FCGI_STDOUT)
+        assert stdout.startswith(b"Status: " + status), stdout[:100]
