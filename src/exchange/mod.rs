@@ -259,8 +259,15 @@ impl ExchangeState {
     ) -> Result<(), &'static str> {
         self.start_head(known_length)?;
         let data = bytes.as_bytes();
+        if let ResponseFramer::Direct(encoder) = &mut self.response {
+            // One piece (cut at a declared Content-Length).
+            let n = encoder.piece_start(self.out.buf(), data.len() as u64);
+            self.out.push_body(bytes, &data[..n as usize]);
+            encoder.piece_end(self.out.buf(), n);
+            return Ok(());
+        }
         let mut at = 0;
-        // One piece, unless the protocol bounds them (FastCGI records).
+        // Pieces as large as the protocol allows (FastCGI records).
         while at < data.len() {
             let n = self
                 .response
