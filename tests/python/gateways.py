@@ -105,9 +105,13 @@ def send_raw(address, data, timeout=10):
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(address)
-        sock.sendall(data)
-        # Done sending: a request cut short ends here.
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(data)
+            # Done sending: a request cut short ends here.
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            # The server closed first (a refused peer): read what it said.
+            pass
         out = b""
         try:
             while True:
