@@ -240,6 +240,10 @@ pub struct Config {
     #[arg(long, value_name = "FILE", env = "FERRULE_ACCESS_LOGFILE")]
     pub access_logfile: Option<String>,
 
+    /// Run the application once as a CGI script (RFC 3875; PEP 3333's run_with_cgi): the request from the environment and stdin, the response on stdout, errors on stderr, exit status 0 even for a 500. For servers that can only run scripts (Apache mod_cgi, lighttpd mod_cgi).
+    #[arg(long, env = "FERRULE_CGI")]
+    pub cgi: bool,
+
     /// Print the settings reference (Markdown) and exit.
     #[arg(long, hide = true)]
     pub print_settings_reference: bool,

@@ -128,6 +128,9 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
+    if config.cgi {
+        return runtime::cgi::run(py, &config, &spec);
+    }
     process::master::run(py, &config, &spec)
 }
 

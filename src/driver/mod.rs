@@ -323,7 +323,7 @@ async fn run_request<S: Socket>(
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
     let started = ctx.in_python(|py| {
-        let objects = RequestObjects::for_request(py, spare, fd, ctx.socket_timeout, state)?;
+        let objects = RequestObjects::for_request(py, spare, (fd, fd), ctx.socket_timeout, state)?;
         let environ = environ::build(
             py,
             ctx.environ_base.bind(py),
@@ -512,7 +512,7 @@ fn finish_on_this_thread(
     while matches!(step, Step::More) {
         let sent = exchange
             .lock()
-            .flush_blocking(exchange.fd, exchange.socket_timeout);
+            .flush_blocking(exchange.out_fd, exchange.socket_timeout);
         step = match sent {
             Ok(()) => ctx.in_python(|py| next_chunks(py, call, exchange)),
             Err(_) => Step::Abort,
@@ -521,7 +521,7 @@ fn finish_on_this_thread(
     if !matches!(step, Step::Abort) {
         let _ = exchange
             .lock()
-            .flush_blocking(exchange.fd, exchange.socket_timeout);
+            .flush_blocking(exchange.out_fd, exchange.socket_timeout);
     }
     ctx.in_python(|py| call.close_now(py));
     step
@@ -543,7 +543,7 @@ fn next_chunks(py: Python<'_>, call: &mut AppCall<'_>, exchange: &Exchange) -> S
         if !matches!(step, Step::More) {
             return step;
         }
-        match exchange.lock().flush_now(exchange.fd) {
+        match exchange.lock().flush_now(exchange.out_fd) {
             Ok(true) => {}
             Ok(false) => return Step::More,
             Err(_) => return Step::Abort,

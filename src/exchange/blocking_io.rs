@@ -3,6 +3,8 @@
 //! so they wait on the connection's (non-blocking) descriptor with poll(2).
 //! Callers release the GIL around these calls. Every wait is bounded by
 //! `--socket-timeout`: it is the longest the peer may make no progress.
+//! Sockets are used with recv/send (MSG_NOSIGNAL); a descriptor that is not
+//! one (a CGI script's stdin and stdout) with read/write.
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
@@ -50,6 +52,12 @@ fn after_error(fd: RawFd, events: libc::c_short, timeout: Duration) -> io::Resul
     }
 }
 
+/// Whether the call that just failed failed because its descriptor is not
+/// a socket (ENOTSOCK): then the plain read(2)/write(2) family is used.
+fn not_a_socket() -> bool {
+    io::Error::last_os_error().raw_os_error() == Some(libc::ENOTSOCK)
+}
+
 /// Appends up to `max` bytes read from `fd` to `buf`; Ok(0) is end of stream.
 pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
     buf.reserve(max);
@@ -58,7 +66,12 @@ pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) ->
         let len = spare.len().min(max);
         // SAFETY: reading into the vector's spare capacity, then setting the
         // length to cover only the bytes the kernel wrote.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+        let mut n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, 0) };
+        if n < 0 && not_a_socket() {
+            // A CGI script's stdin is a pipe or a file.
+            // SAFETY: as above.
+            n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) };
+        }
         if n >= 0 {
             unsafe { buf.set_len(buf.len() + n as usize) };
             return Ok(n as usize);
@@ -72,7 +85,12 @@ pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()>
     while !data.is_empty() {
         // SAFETY: sending from a valid slice; MSG_NOSIGNAL turns a closed
         // peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        let mut n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 && not_a_socket() {
+            // SAFETY: as above; a CGI script's stdout is a pipe or a file
+            // (Python ignores SIGPIPE, so a closed pipe is EPIPE too).
+            n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        }
         if n >= 0 {
             data = &data[n as usize..];
             continue;
@@ -108,7 +126,12 @@ pub fn send_queue_now(fd: RawFd, queue: &mut OutQueue) -> io::Result<bool> {
         };
         // SAFETY: the iovecs point into memory the queue keeps alive;
         // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        let mut n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 && not_a_socket() {
+            // SAFETY: the same iovecs; a CGI script's stdout is a pipe or
+            // a file.
+            n = unsafe { libc::writev(fd, slots.as_ptr().cast(), count as libc::c_int) };
+        }
         if n >= 0 {
             queue.advance(n as usize);
             continue;

@@ -33,7 +33,11 @@ use pyo3::types::PyBytes;
 pub const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Exchange {
+    /// Where the request body is read from.
     pub fd: RawFd,
+    /// Where the response is written: the same socket, but for a CGI
+    /// script (stdin and stdout).
+    pub out_fd: RawFd,
     pub socket_timeout: Duration,
     state: Mutex<ExchangeState>,
 }
@@ -73,9 +77,15 @@ pub struct ExchangeState {
 }
 
 impl Exchange {
-    pub fn new(fd: RawFd, socket_timeout: Duration, state: ExchangeState) -> Exchange {
+    pub fn new(
+        fd: RawFd,
+        out_fd: RawFd,
+        socket_timeout: Duration,
+        state: ExchangeState,
+    ) -> Exchange {
         Exchange {
             fd,
+            out_fd,
             socket_timeout,
             state: Mutex::new(state),
         }
@@ -181,7 +191,7 @@ impl ExchangeState {
 
     /// Blocks until more body is available or the body has ended. Returns
     /// false at the end of the body.
-    pub fn fill(&mut self, fd: RawFd, timeout: Duration) -> Result<bool, BodyError> {
+    pub fn fill(&mut self, fd: RawFd, out_fd: RawFd, timeout: Duration) -> Result<bool, BodyError> {
         if !self.open {
             return Err(BodyError::Closed);
         }
@@ -205,7 +215,7 @@ impl ExchangeState {
             }
             if self.continue_owed {
                 self.continue_owed = false;
-                blocking_io::send_all(fd, self.response.continue_bytes(), timeout)
+                blocking_io::send_all(out_fd, self.response.continue_bytes(), timeout)
                     .map_err(|e| self.client_failed(&e))?;
             }
             match blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout) {

@@ -2,6 +2,7 @@
 //! place that knows which protocols exist, the front end each listener's
 //! connections are served by.
 
+pub mod cgi;
 pub mod fastcgi;
 pub mod gateway;
 pub mod head;

@@ -88,6 +88,7 @@ pub fn run(
         script_name: config.script_name.trim_end_matches('/').to_string(),
         multithread: config.threads > 1,
         multiprocess: worker.as_ref().is_some_and(|w| w.multiprocess),
+        run_once: false,
     };
     let environ_base =
         base_environ(py, &environ_settings).map_err(|e| format!("building the environ: {e}"))?;

@@ -126,6 +126,8 @@ pub struct EnvironSettings {
     pub script_name: String,
     pub multithread: bool,
     pub multiprocess: bool,
+    /// A CGI script's one request (`--cgi`).
+    pub run_once: bool,
 }
 
 /// A native string from bytes, each byte one code point (latin-1).
@@ -207,7 +209,7 @@ pub fn base_environ<'py>(
     env.set_item("wsgi.errors", Py::new(py, ErrorStream)?)?;
     env.set_item("wsgi.multithread", settings.multithread)?;
     env.set_item("wsgi.multiprocess", settings.multiprocess)?;
-    env.set_item("wsgi.run_once", false)?;
+    env.set_item("wsgi.run_once", settings.run_once)?;
     env.set_item("wsgi.input_terminated", true)?;
     env.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
     env.set_item("SCRIPT_NAME", &settings.script_name)?;

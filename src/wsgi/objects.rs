@@ -7,6 +7,7 @@
 //! cycle not yet collected) is never reused: it stays with its request,
 //! closed, and the next request gets new ones.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +28,13 @@ pub struct RequestObjects {
 const EXCHANGE_HOLDERS: usize = 4;
 
 impl RequestObjects {
-    /// The objects for a request on connection `fd`: `spare`, the last
+    /// The objects for a request read from `fd` and answered on `out_fd`
+    /// (the same connection, but for a CGI script): `spare`, the last
     /// request's, given `state` when nothing else holds them; else new ones.
     pub fn for_request(
         py: Python<'_>,
         spare: Option<RequestObjects>,
-        fd: std::os::fd::RawFd,
+        (fd, out_fd): (RawFd, RawFd),
         socket_timeout: Duration,
         state: ExchangeState,
     ) -> PyResult<RequestObjects> {
@@ -40,7 +42,7 @@ impl RequestObjects {
             objects.exchange.renew(state);
             return Ok(objects);
         }
-        let exchange = Arc::new(Exchange::new(fd, socket_timeout, state));
+        let exchange = Arc::new(Exchange::new(fd, out_fd, socket_timeout, state));
         Ok(RequestObjects {
             input: Py::new(py, Input::new(exchange.clone()))?,
             start_response: Py::new(py, StartResponse::new(py, exchange.clone())?)?,
