@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 PYTHON=${PYTHON:-python3}
 
-# Each tool the tests run, and the Debian package that has it (nginx is
-# the front end of the gateway tests).
+# Each tool the tests run, and the Debian package that has it (nginx,
+# Apache httpd and lighttpd are the front ends of the gateway tests;
+# cgi-fcgi is libfcgi's reference FastCGI client).
 need_apt=()
-for pair in curl:curl wrk:wrk nginx:nginx; do
+for pair in curl:curl wrk:wrk nginx:nginx apache2:apache2 lighttpd:lighttpd cgi-fcgi:libfcgi-bin; do
     tool=${pair%%:*}
     package=${pair#*:}
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$package")

@@ -198,3 +198,68 @@ class FcgiReader:
                 stdout += content
             elif kind == FCGI_END_REQUEST:
                 return stdout, content
+
+
+class _FrontEnd:
+    """A front end from Debian's package, started in the foreground with a
+    configuration file from frontends/ filled in."""
+
+    conf_name = None
+
+    def __init__(self, prefix, argv, **fields):
+        self.prefix = Path(prefix)
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        text = (FRONTENDS / self.conf_name).read_text().format(port=self.port, prefix=self.prefix, **fields)
+        self.conf = self.prefix / self.conf_name
+        self.conf.write_text(text)
+        self.proc = subprocess.Popen(
+            [part.format(conf=self.conf) for part in argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, self.log)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self):
+        path = self.prefix / "error.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Lighttpd(_FrontEnd):
+    """lighttpd with mod_fastcgi and mod_scgi to ferrule's unix sockets, and
+    mod_cgi running `ferrule --cgi` (frontends/app.cgi)."""
+
+    conf_name = "lighttpd.conf"
+
+    def __init__(self, prefix, fastcgi, scgi, ferrule, apps):
+        cgi_dir = Path(prefix) / "cgi"
+        cgi_dir.mkdir(parents=True, exist_ok=True)
+        script = cgi_dir / "app.cgi"
+        script.write_text((FRONTENDS / "app.cgi").read_text().format(ferrule=ferrule, apps=apps, app="gateway_app"))
+        script.chmod(0o755)
+        super().__init__(prefix, ["lighttpd", "-D", "-f", "{conf}"], upstream_fastcgi=fastcgi,
+                         upstream_scgi=scgi, cgi_dir=cgi_dir)
+
+
+class Apache(_FrontEnd):
+    """Apache httpd with mod_proxy_uwsgi, mod_proxy_fcgi and mod_proxy_scgi
+    to ferrule on loopback TCP (its workers run as www-data, which cannot
+    reach root's unix sockets)."""
+
+    conf_name = "apache.conf"
+
+    def __init__(self, prefix, uwsgi_port, fastcgi_port, scgi_port):
+        super().__init__(prefix, ["apache2", "-f", "{conf}", "-DFOREGROUND"], uwsgi_port=uwsgi_port,
+                         fastcgi_port=fastcgi_port, scgi_port=scgi_port)

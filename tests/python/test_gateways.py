@@ -479,3 +479,20 @@ def test_fastcgi_params_at_the_limit_and_one_past(serve, tmp_path):
         stdout = b"".join(c for k, r, c in fcgi_records(send_raw(sock, fcgi_request(1, variables)))
                           if k == FCGI_STDOUT)
         assert stdout.startswith(b"Status: " + status), stdout[:100]
+
+
+def test_libfcgi_reference_client(stack):
+    """libfcgi's cgi-fcgi, the FastCGI reference implementation's client,
+    forwards a CGI request to ferrule's FastCGI listener."""
+    import subprocess
+
+    _, _, socks = stack
+    body = b"reference body"
+    env = {"PATH": os.environ["PATH"], "REQUEST_METHOD": "POST", "PATH_INFO": "/ref", "QUERY_STRING": "q=1",
+           "CONTENT_LENGTH": str(len(body)), "SERVER_PROTOCOL": "HTTP/1.1"}
+    result = subprocess.run(["cgi-fcgi", "-bind", "-connect", socks["fastcgi"]], input=body, env=env,
+                            capture_output=True, timeout=30)
+    head, _, payload = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"Status: 200 OK"), result
+    got = json.loads(payload)
+    assert (got["PATH_INFO"], got["QUERY_STRING"], got["_body_size"]) == ("/ref", "q=1", len(body))
