@@ -4,6 +4,7 @@ machine, where requests per second are not.
     make bench-instructions                                  # hello, json, echo
     .venv/bin/python bench/instructions.py --apps json --requests 5000
     .venv/bin/python bench/instructions.py --apps hello --close   # a connection per request
+    .venv/bin/python bench/instructions.py --apps hello --uwsgi   # uwsgi packets, as nginx sends them
 
 Serves each app from bench/apps in one ferrule process (no master), or in
 bjoern for comparison (`--servers ferrule,bjoern`), under
@@ -74,6 +75,32 @@ def read_response(sock, buf):
     return rest[need:]
 
 
+def uwsgi_request(app):
+    """A uwsgi packet with the variables nginx's stock uwsgi_params and a
+    browser-like request give (the request `app` is measured with)."""
+    variables = {
+        "QUERY_STRING": "", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "", "CONTENT_LENGTH": "",
+        "REQUEST_URI": "/", "PATH_INFO": "/", "DOCUMENT_ROOT": "/usr/share/nginx/html",
+        "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "51234", "SERVER_PORT": "8080", "SERVER_NAME": "localhost", "HTTP_HOST": "127.0.0.1",
+        "HTTP_USER_AGENT": "wrk",
+    }
+    block = b""
+    for name, value in variables.items():
+        for part in (name.encode(), value.encode()):
+            block += len(part).to_bytes(2, "little") + part
+    return b"\0" + len(block).to_bytes(2, "little") + b"\0" + block
+
+
+def send_uwsgi(port, packet, count):
+    """`count` uwsgi requests, a connection each, read to the end."""
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(packet)
+            while sock.recv(65536):
+                pass
+
+
 def send_requests(port, request, count, close=False):
     """`count` requests on one keep-alive connection, or with `close` each
     on a connection of its own (Connection: close, read to the end)."""
@@ -97,24 +124,27 @@ def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
-def server_code(server, workload, port):
+def server_code(server, workload, port, uwsgi=False):
     """Python code that serves `workload`'s app on `port` in one process, one thread."""
     app = MODULES.get(workload, workload)
     prelude = f"import sys; sys.path.insert(0, {str(APPS)!r}); import {app}; "
     if server == "ferrule":
+        scheme = "uwsgi://" if uwsgi else ""
         return PYTHON, prelude + (
-            f"import ferrule; ferrule.serve({app}.application, bind='127.0.0.1:{port}', "
+            f"import ferrule; ferrule.serve({app}.application, bind='{scheme}127.0.0.1:{port}', "
             "threads=1, log_level='warning')"
         )
+    if uwsgi:
+        raise SystemExit("--uwsgi measures ferrule only")
     if server == "bjoern":
         return PEERS_PYTHON, prelude + f"import bjoern; bjoern.run({app}.application, '127.0.0.1', {port})"
     raise SystemExit(f"unknown server {server!r}: ferrule or bjoern (bjoern needs `make bench` set-up)")
 
 
-def measure(server_name, app, count, top, close=False):
+def measure(server_name, app, count, top, close=False, uwsgi=False):
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="ferrule-callgrind-")
-    python, code = server_code(server_name, app, port)
+    python, code = server_code(server_name, app, port, uwsgi)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(python), "-c", code],
@@ -122,10 +152,17 @@ def measure(server_name, app, count, top, close=False):
     )
     try:
         request = REQUESTS.get(app, DEFAULT_REQUEST)
+        if uwsgi:
+            packet = uwsgi_request(app)
+
+            def send(port, _request, n, _close=False):
+                send_uwsgi(port, packet, n)
+        else:
+            send = send_requests
         deadline = time.monotonic() + 120
         while True:
             try:
-                send_requests(port, request, 1)
+                send(port, request, 1)
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -133,9 +170,9 @@ def measure(server_name, app, count, top, close=False):
                     errors = server.stderr.read().decode(errors="replace")[-3000:]
                     raise RuntimeError(f"{server_name} under valgrind did not come up for {app}:\n{errors}")
                 time.sleep(0.5)
-        send_requests(port, request, 200, close)
+        send(port, request, 200, close)
         callgrind_control("-i", "on", str(server.pid))
-        send_requests(port, request, count, close)
+        send(port, request, count, close)
         callgrind_control("-i", "off", str(server.pid))
         callgrind_control("-d", str(server.pid))
     finally:
@@ -157,7 +194,7 @@ def measure(server_name, app, count, top, close=False):
             total = ir
         else:
             rows.append((ir, m.group(2)))
-    shape = "requests, a connection each" if close else "requests"
+    shape = "uwsgi requests, a connection each" if uwsgi else "requests, a connection each" if close else "requests"
     print(f"{server_name} {app}: {total / count:,.0f} instructions per request ({count} {shape})")
     for ir, name in rows[:top]:
         print(f"  {ir / count:>10,.0f}  {name[:150]}")
@@ -170,13 +207,14 @@ def main():
     parser.add_argument("--servers", default="ferrule", help="ferrule and/or bjoern")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
+    parser.add_argument("--uwsgi", action="store_true", help="uwsgi requests as nginx sends them, a connection each")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 1
     for app in args.apps.split(","):
         for server in args.servers.split(","):
-            measure(server, app, args.requests, args.top, args.close)
+            measure(server, app, args.requests, args.top, args.close, args.uwsgi)
     return 0
 
 

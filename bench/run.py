@@ -17,6 +17,12 @@ the rounds alternate between them, so the machine's drift falls on all
 alike. A cell with any error is reported as failed, not as a speed.
 Ratios are taken within this run only: absolute numbers drift on a shared
 machine. `make bench` sets up bench/.venv with the peers first.
+
+Gateway cells (gw_*) put nginx in front of each server over a unix socket,
+the same nginx configuration apart from the upstream's protocol (uwsgi, or
+HTTP/1.1 with kept connections): ferrule over uwsgi and over HTTP, uWSGI
+over uwsgi, gunicorn (gthread) over HTTP and over uwsgi. The server is
+pinned to core 0; nginx (one worker) and wrk share core 1.
 """
 
 import argparse
@@ -97,6 +103,60 @@ def server_command(name, app, port, workers, threads):
     return None
 
 
+# The gateway cells' servers: "<server>-<protocol nginx speaks to it>".
+GATEWAY_SERVERS = ["ferrule-uwsgi", "ferrule-http", "uwsgi-uwsgi", "gunicorn-http", "gunicorn-uwsgi"]
+
+
+def gateway_backend_command(variant, app, sock):
+    """The command that serves `app` on the unix socket `sock` in the
+    protocol `variant` names."""
+    server, protocol = variant.rsplit("-", 1)
+    if server == "ferrule":
+        bind = f"uwsgi://unix:{sock}" if protocol == "uwsgi" else f"unix:{sock}"
+        return [str(FERRULE), "-w", "1", "--threads", "1", f"{app}:application", "-b", bind,
+                "--log-level", "warning"]
+    if server == "uwsgi":
+        return [str(PEERS / "uwsgi"), "--socket", sock, "--wsgi-file", f"{app}.py", "--processes", "1",
+                "--disable-logging", "--die-on-term", "--need-app"]
+    if server == "gunicorn":
+        cmd = [str(PEERS / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "1", "-b", f"unix:{sock}",
+               "--log-level", "warning"]
+        if protocol == "uwsgi":
+            cmd += ["--protocol", "uwsgi"]
+        return cmd + [f"{app}:application"]
+    return None
+
+
+GATEWAY_NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    uwsgi_temp_path {dir}/uwsgi;
+    upstream backend {{
+        server unix:{sock};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+{location}
+        }}
+    }}
+}}
+"""
+GATEWAY_LOCATIONS = {
+    "uwsgi": "            include /etc/nginx/uwsgi_params;\n            uwsgi_pass backend;",
+    "http": "            proxy_pass http://backend;\n            proxy_http_version 1.1;\n"
+            "            proxy_set_header Connection \"\";\n            proxy_set_header Host $host;",
+}
+
+
 # name, app module, path, expected body length, extra wrk env, workers, threads, pinned, ratio target
 WORKLOADS = [
     dict(name="hello", app="hello", expect=13, target=("bjoern", 1.0)),
@@ -114,6 +174,8 @@ WORKLOADS = [
     dict(name="hello_2_workers", app="hello", expect=13, workers=2, pinned=False, target=("best", 1.0)),
     dict(name="slow_mixed", app="slow_mixed", expect=13, threads=4, kind="slow_mixed", target=("p99", 1.0)),
     dict(name="idle_rss", app="hello", kind="rss", target=("rss", 1.2)),
+    dict(name="gw_hello", app="hello", expect=13, kind="gateway", target=("gateway", 1.0)),
+    dict(name="gw_flask", app="flask_app", expect=None, kind="gateway", target=("gateway", 1.0)),
 ]
 
 
@@ -196,28 +258,87 @@ def process_tree_rss(pid):
     return None
 
 
-class Running:
-    """A server started for one workload."""
+def stop_group(proc):
+    """Ends a process started in a session of its own, and its children."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
-    def __init__(self, name, proc, port, log):
-        self.name, self.proc, self.port, self.log = name, proc, port, log
+
+class Running:
+    """A server started for one workload (with nginx in front of it for a
+    gateway cell: `front`)."""
+
+    def __init__(self, name, proc, port, log, front=None):
+        self.name, self.proc, self.port, self.log, self.front = name, proc, port, log, front
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
+        if self.front is not None:
+            stop_group(self.front)
+        stop_group(self.proc)
         self.log.close()
+
+
+def wait_ok(port, proc, timeout=30):
+    """Waits until GET / through nginx is answered 200 (502 until the
+    server behind it is up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def start_gateway(variant, w):
+    """Starts `variant`'s server on a unix socket and nginx in front of it."""
+    run_dir = RESULTS / f".gw-{variant}-{w['name']}"
+    run_dir.mkdir(exist_ok=True)
+    for sub in ("body", "proxy", "uwsgi"):
+        (run_dir / sub).mkdir(exist_ok=True)
+    sock = str(run_dir / "app.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    cmd = gateway_backend_command(variant, w["app"], sock)
+    if cmd is None:
+        return None, {"status": "n/a"}
+    log = open(RESULTS / f".{variant}-{w['name']}.log", "w")
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    port = free_port()
+    conf = run_dir / "nginx.conf"
+    conf.write_text(GATEWAY_NGINX_CONF.format(
+        dir=run_dir, sock=sock, port=port, user="user root;" if os.geteuid() == 0 else "",
+        location=GATEWAY_LOCATIONS[variant.rsplit("-", 1)[1]]))
+    front = subprocess.Popen(["taskset", "-c", "1", "nginx", "-p", str(run_dir), "-c", str(conf),
+                              "-e", str(run_dir / "error.log")], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    running = Running(variant, proc, port, log, front)
+    if not wait_ok(port, front):
+        running.stop()
+        return None, {"status": "failed", "why": "did not start"}
+    return running, None
 
 
 def start_server(server, w):
     """Starts `server` for workload `w`: (Running, None), or (None, result)
     when it cannot take this shape or does not start."""
+    if w.get("kind") == "gateway":
+        return start_gateway(server, w)
     workers = w.get("workers", 1)
     threads = w.get("threads", 1)
     port = free_port()
@@ -447,6 +568,8 @@ def verdict(w, results):
     peers = {s: r for s, r in results.items() if s not in ("ferrule", "hyper") and r.get("status") == "ok"}
     if not peers:
         return "no peer", False
+    if kind == "gateway":
+        return gateway_verdict(results, need)
     if kind == "rss":
         ref = peers.get("bjoern") or min(peers.values(), key=lambda r: r["rss_kib"])
         ratio = mine["rss_kib"] / ref["rss_kib"]
@@ -473,13 +596,32 @@ def verdict(w, results):
     return text, met
 
 
+def gateway_verdict(results, need):
+    """ferrule over uwsgi against uWSGI over uwsgi and against ferrule over
+    HTTP behind the same nginx: both at least `need`."""
+    mine = results.get("ferrule-uwsgi", {})
+    if mine.get("status") != "ok":
+        return "ferrule over uwsgi failed", False
+    texts, met = [], True
+    for ref in ("uwsgi-uwsgi", "ferrule-http"):
+        other = results.get(ref, {})
+        if other.get("status") != "ok":
+            texts.append(f"{ref} failed")
+            met = False
+            continue
+        ratio = mine["rps"] / other["rps"]
+        texts.append(f"{ratio:.2f} x {ref}")
+        met &= ratio >= need
+    return "; ".join(texts) + f" (need >= {need})", met
+
+
 def user_space_table(workloads, servers, all_results):
     """Report lines: of the server core's busy time, the share in user space
     (median of the kept rounds). Where it is small the cell is the
     kernel's: no server code can make it much faster."""
     rows = []
     for w in workloads:
-        if w.get("kind") in ("rss", "slow_mixed") or not w.get("pinned", True):
+        if w.get("kind") in ("rss", "slow_mixed", "gateway") or not w.get("pinned", True):
             continue
         res = all_results[w["name"]]
         cells = [f"{res[s]['user_pct']:.0f}%" if "user_pct" in res[s] else "" for s in servers]
@@ -498,8 +640,10 @@ def chart(all_results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    names = [w["name"] for w in WORKLOADS if w.get("kind") not in ("rss",) and w["name"] in all_results]
+    names = [w["name"] for w in WORKLOADS if w.get("kind") not in ("rss", "gateway") and w["name"] in all_results]
     servers = [s for s in SERVER_ORDER if s != "hyper" and any(s in r for r in all_results.values())]
+    if not names or not servers:
+        return False
     fig, ax = plt.subplots(figsize=(14, 5))
     width = 0.8 / len(servers)
     for i, server in enumerate(servers):
@@ -549,12 +693,14 @@ def main():
     workloads = [w for w in WORKLOADS if not args.only or w["name"] in args.only.split(",")]
     servers = [s for s in SERVER_ORDER if not args.servers or s in args.servers.split(",")]
     RESULTS.mkdir(exist_ok=True)
+    gateway_servers = [v for v in GATEWAY_SERVERS if not args.servers or v.rsplit("-", 1)[0] in servers]
     all_results = {}
     for w in workloads:
         cell_secs = max(secs, w.get("smoke_seconds", 0)) if args.smoke else secs
-        results = run_workload(w, servers, cell_secs, rounds, warmup, retries)
-        all_results[w["name"]] = {server: results[server] for server in servers}
-        for server in servers:
+        cell_servers = gateway_servers if w.get("kind") == "gateway" else servers
+        results = run_workload(w, cell_servers, cell_secs, rounds, warmup, retries)
+        all_results[w["name"]] = {server: results[server] for server in cell_servers}
+        for server in cell_servers:
             print(f"{w['name']:>16} {server:>9}: {fmt_cell(results[server])}", flush=True)
 
     stamp = datetime.date.today().isoformat()
@@ -576,12 +722,19 @@ def main():
         "|---" * (len(servers) + 3) + "|",
     ]
     met_all = True
+    gateway_rows = []
     for w in workloads:
         res = all_results[w["name"]]
         text, met = verdict(w, res)
         met_all &= met
-        lines.append(f"| {w['name']} | " + " | ".join(fmt_cell(res[s]) for s in servers)
-                     + f" | {text} | {'yes' if met else 'no'} |")
+        row_servers = gateway_servers if w.get("kind") == "gateway" else servers
+        row = (f"| {w['name']} | " + " | ".join(fmt_cell(res[s]) for s in row_servers)
+               + f" | {text} | {'yes' if met else 'no'} |")
+        (gateway_rows if w.get("kind") == "gateway" else lines).append(row)
+    if gateway_rows:
+        lines += ["", "Behind nginx (one worker, core 1 with wrk), over a unix socket; the server on core 0:", "",
+                  "| workload | " + " | ".join(gateway_servers) + " | ferrule vs target | met |",
+                  "|---" * (len(gateway_servers) + 3) + "|", *gateway_rows]
     lines.append("")
     lines.append(f"Every target met: {'yes' if met_all else 'no'}.")
     lines += user_space_table(workloads, servers, all_results)
