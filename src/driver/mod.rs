@@ -52,6 +52,10 @@ pub struct ConnBuffers {
     /// The last request's objects and exchange, reused by the next
     /// request when nothing else holds them.
     pub objects: Option<RequestObjects>,
+    /// The peer sends one request and nothing after it (uwsgi, SCGI): once
+    /// all of it is read, closing cannot reset the connection under a
+    /// response the peer has not read, so it closes without lingering.
+    pub one_request: bool,
 }
 
 impl ConnBuffers {
@@ -430,12 +434,13 @@ async fn run_request<S: Socket>(
     }
     ctx.count_request();
 
-    let (status, bytes, mut keep) = {
+    let (status, bytes, mut keep, body_read) = {
         let st = exchange.lock();
         (
             st.response.status(),
             st.response.body_bytes(),
             st.response.keep_alive() && !st.write_failed,
+            st.body_done(),
         )
     };
     keep &= sent_ok;
@@ -455,7 +460,8 @@ async fn run_request<S: Socket>(
     if !sent_ok {
         return false;
     }
-    if !keep {
+    let all_read = bufs.one_request && body_read && bufs.rbuf.is_empty();
+    if !keep && !all_read {
         linger_close(stream).await;
     }
     keep

@@ -17,23 +17,33 @@ pub type VarSpans = (Range<usize>, Range<usize>);
 /// order the gateway sent them. The connection carries this one request
 /// only (`keep_alive` false) unless its front end says otherwise.
 pub fn head_from_vars(buf: Vec<u8>, vars: Vec<VarSpans>) -> Result<RequestHead, ClientError> {
-    let find = |name: &[u8]| {
-        vars.iter()
-            .rev()
-            .find(|(n, _)| &buf[n.clone()] == name)
-            .map(|(_, v)| v.clone())
-    };
-    let method = find(b"REQUEST_METHOD")
+    // One pass; a variable sent twice counts as its last value, as it does
+    // in the environ.
+    let (mut method, mut path, mut query, mut uri) = (None, None, None, None);
+    let (mut protocol, mut length, mut host) = (None, None, None);
+    for (name, value) in &vars {
+        let slot = match &buf[name.clone()] {
+            b"REQUEST_METHOD" => &mut method,
+            b"PATH_INFO" => &mut path,
+            b"QUERY_STRING" => &mut query,
+            b"REQUEST_URI" => &mut uri,
+            b"SERVER_PROTOCOL" => &mut protocol,
+            b"CONTENT_LENGTH" => &mut length,
+            b"HTTP_HOST" => &mut host,
+            _ => continue,
+        };
+        *slot = Some(value.clone());
+    }
+    let method = method
         .filter(|m| !m.is_empty())
         .ok_or_else(|| ClientError::bad_request("the gateway sent no REQUEST_METHOD"))?;
-    let path = find(b"PATH_INFO").unwrap_or(0..0);
-    let query = find(b"QUERY_STRING");
-    let target = find(b"REQUEST_URI").unwrap_or_else(|| path.clone());
-    let minor_version = match find(b"SERVER_PROTOCOL") {
+    let path = path.unwrap_or(0..0);
+    let target = uri.unwrap_or_else(|| path.clone());
+    let minor_version = match protocol {
         Some(p) if &buf[p.clone()] == b"HTTP/1.0" => 0,
         _ => 1,
     };
-    let framing = match find(b"CONTENT_LENGTH").map(|v| &buf[v]) {
+    let framing = match length.map(|v| &buf[v]) {
         None | Some(b"") => BodyFraming::Empty,
         Some(digits) => match parse_length(digits) {
             Some(0) => BodyFraming::Empty,
@@ -41,7 +51,6 @@ pub fn head_from_vars(buf: Vec<u8>, vars: Vec<VarSpans>) -> Result<RequestHead, 
             None => return Err(ClientError::bad_request("invalid CONTENT_LENGTH")),
         },
     };
-    let host = find(b"HTTP_HOST");
     Ok(RequestHead {
         buf,
         method,

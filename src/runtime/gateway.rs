@@ -37,7 +37,10 @@ pub async fn serve<S: Socket>(
     ctx: Arc<ServerCtx>,
     first_head: oneshot::Sender<()>,
 ) {
-    let mut bufs = ConnBuffers::new();
+    let mut bufs = ConnBuffers {
+        one_request: true,
+        ..ConnBuffers::new()
+    };
     let max = ctx.buffer_size;
     let parse = |buf: &[u8]| match protocol {
         Protocol::Uwsgi => uwsgi::parse(buf, max),

@@ -42,10 +42,18 @@ pub struct ConnInfo {
 pub struct ConnStrings {
     remote: Option<(Py<PyString>, Py<PyString>)>,
     host: Option<(Vec<u8>, Py<PyString>, Py<PyString>)>,
-    /// The last request's header fields by position; `field_bytes` is the
-    /// sum of their names' and values' lengths.
+    /// The last request's header fields.
+    fields: FieldCache,
+}
+
+/// The last request's fields (header fields, or a gateway's variables) by
+/// position, with their environ keys and values, for a next request that
+/// sends the same bytes; `bytes` is the sum of their names' and values'
+/// lengths.
+#[derive(Debug, Default)]
+struct FieldCache {
     fields: Vec<CachedField>,
-    field_bytes: usize,
+    bytes: usize,
 }
 
 /// A header field as sent, and its environ key and value.
@@ -64,22 +72,23 @@ struct CachedField {
 const CACHED_FIELDS: usize = 32;
 const CACHED_FIELD_BYTES: usize = 4096;
 
-impl ConnStrings {
-    /// The environ key and value for header field number `index` of a
-    /// request: the last request's strings for what it sent the same.
-    /// They are kept for the next request only if there can be one (`keep`).
+impl FieldCache {
+    /// The environ key (`make_key` of the name) and value for field number
+    /// `index` of a request: the last request's strings for what it sent
+    /// the same. They are kept for the next request only if there can be
+    /// one (`keep`).
     fn field<'py>(
         &mut self,
         py: Python<'py>,
         index: usize,
-        name: &[u8],
-        value: &[u8],
+        (name, value): (&[u8], &[u8]),
         keep: bool,
+        make_key: fn(Python<'py>, &[u8]) -> Bound<'py, PyString>,
     ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
         let cached = self.fields.get(index);
         let key = match cached {
             Some(c) if c.name == name => c.key.bind(py).clone(),
-            _ => field_key(py, name),
+            _ => make_key(py, name),
         };
         let value_string = match cached {
             Some(c) if c.value == value => {
@@ -102,19 +111,19 @@ impl ConnStrings {
         };
         if let Some(old) = self.fields.get(index) {
             let old = old.name.len() + old.value.len();
-            if self.field_bytes - old + size <= CACHED_FIELD_BYTES {
-                self.field_bytes = self.field_bytes - old + size;
+            if self.bytes - old + size <= CACHED_FIELD_BYTES {
+                self.bytes = self.bytes - old + size;
                 self.fields[index] = field();
             } else {
                 for gone in self.fields.drain(index..) {
-                    self.field_bytes -= gone.name.len() + gone.value.len();
+                    self.bytes -= gone.name.len() + gone.value.len();
                 }
             }
         } else if index == self.fields.len()
             && index < CACHED_FIELDS
-            && self.field_bytes + size <= CACHED_FIELD_BYTES
+            && self.bytes + size <= CACHED_FIELD_BYTES
         {
-            self.field_bytes += size;
+            self.bytes += size;
             self.fields.push(field());
         }
         (key, value_string)
@@ -427,7 +436,9 @@ pub fn build<'py>(
         if name.contains(&b'_') {
             continue;
         }
-        let (key, value) = strings.field(py, index, name, value, keep);
+        let (key, value) = strings
+            .fields
+            .field(py, index, (name, value), keep, field_key);
         // SAFETY: GIL held; `env`, `key` and `value` are valid objects.
         // PyDict_SetDefault inserts `value` unless the key is present, and
         // returns a borrowed reference to the value now in the dict. The
@@ -479,6 +490,12 @@ thread_local! {
     /// made once per thread, as the `HTTP_*` keys are.
     static CGI_KEYS: RefCell<HashMap<Vec<u8>, Py<PyString>, BuildHasherDefault<Fnv>>> =
         RefCell::new(HashMap::default());
+    /// The last gateway request's variables on this thread, with their
+    /// strings. A gateway opens a connection per request (uwsgi, SCGI) and
+    /// sends mostly the same variables each time (the server's name, port
+    /// and protocol, the document root, the client's address and headers),
+    /// so the cache lives with the thread, not the connection.
+    static CGI_FIELDS: RefCell<FieldCache> = RefCell::new(FieldCache::default());
 }
 
 fn cgi_key<'py>(py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
@@ -539,6 +556,10 @@ fn build_from_cgi<'py>(
     let mut document_uri = None;
     let mut https = conn.url_scheme == "https";
     let (mut server_name, mut remote_addr, mut remote_port) = (false, false, false);
+    let mut cache = CGI_FIELDS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    // The position in the cache of the next variable that goes into the
+    // environ (those left out take none).
+    let mut slot = 0;
     for (name, value) in head.cgi_vars() {
         match name {
             b"SCRIPT_NAME" => {
@@ -559,7 +580,13 @@ fn build_from_cgi<'py>(
             b"SERVER_NAME" => server_name = true,
             b"REMOTE_ADDR" => remote_addr = true,
             b"REMOTE_PORT" => remote_port = true,
-            b"REQUEST_URI" => env.set_item(intern!(py, "RAW_URI"), latin1(py, value))?,
+            b"REQUEST_URI" => {
+                let (key, value) = cache.field(py, slot, (name, value), true, cgi_key);
+                slot += 1;
+                env.set_item(intern!(py, "RAW_URI"), &value)?;
+                env.set_item(key, value)?;
+                continue;
+            }
             _ if name.starts_with(b"UWSGI_") => {
                 if name == b"UWSGI_SCHEME" {
                     https |= value.eq_ignore_ascii_case(b"https");
@@ -568,8 +595,11 @@ fn build_from_cgi<'py>(
             }
             _ => {}
         }
-        env.set_item(cgi_key(py, name), latin1(py, value))?;
+        let (key, value) = cache.field(py, slot, (name, value), true, cgi_key);
+        slot += 1;
+        env.set_item(key, value)?;
     }
+    CGI_FIELDS.with(|c| *c.borrow_mut() = cache);
 
     let own_script = settings.script_name.as_bytes();
     let (script, path): (&[u8], std::borrow::Cow<'_, [u8]>) = match path_info {
