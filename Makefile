@@ -4,8 +4,9 @@
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
+FUZZ_SECONDS ?= 20
 
-.PHONY: help setup build run test test-rust test-python lint fmt docs bench bench-smoke bench-hello bench-instructions clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs fuzz bench bench-smoke bench-hello bench-instructions clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +31,9 @@ test-python: ## Black-box tests against the real ferrule process
 lint: ## rustfmt and clippy, warnings as errors
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --release --all-targets -- -D warnings
+
+fuzz: setup ## Every parser's fuzz target (HTTP/1 head, chunked, uwsgi, SCGI, FastCGI), FUZZ_SECONDS each
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 docs: build ## Regenerate the README settings table from the declaration
 	$(PY) scripts/update_readme_settings.py

@@ -562,14 +562,14 @@ def starves(r):
 def verdict(w, results):
     """(ratio text, met) for the workload's target, from this run's cells."""
     kind, need = w["target"]
+    if kind == "gateway":
+        return gateway_verdict(results, need)
     mine = results.get("ferrule", {})
     if mine.get("status") != "ok":
         return "ferrule failed", False
     peers = {s: r for s, r in results.items() if s not in ("ferrule", "hyper") and r.get("status") == "ok"}
     if not peers:
         return "no peer", False
-    if kind == "gateway":
-        return gateway_verdict(results, need)
     if kind == "rss":
         ref = peers.get("bjoern") or min(peers.values(), key=lambda r: r["rss_kib"])
         ratio = mine["rss_kib"] / ref["rss_kib"]
@@ -718,9 +718,10 @@ def main():
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
-        "| workload | " + " | ".join(servers) + " | ferrule vs target | met |",
-        "|---" * (len(servers) + 3) + "|",
     ]
+    if any(w.get("kind") != "gateway" for w in workloads):
+        lines += ["| workload | " + " | ".join(servers) + " | ferrule vs target | met |",
+                  "|---" * (len(servers) + 3) + "|"]
     met_all = True
     gateway_rows = []
     for w in workloads:
