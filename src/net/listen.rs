@@ -10,6 +10,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
@@ -285,12 +286,15 @@ pub fn systemd_fds() -> Option<Vec<RawFd>> {
 }
 
 /// Opens every listener: systemd's when socket-activated, else each --bind.
-/// systemd's descriptors speak `default_protocol` (`--protocol`).
+/// systemd's descriptors speak `default_protocol` (`--protocol`). TCP
+/// listeners hand over a connection only once its client has sent data, or
+/// `defer` has passed (see `defer_accept`).
 pub fn open_all(
     binds: &[(Protocol, BindAddress)],
     default_protocol: Protocol,
     backlog: u32,
     reuse_port: bool,
+    defer: Duration,
 ) -> Result<Vec<Listener>, String> {
     let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
         .unwrap_or_default()
@@ -305,10 +309,34 @@ pub fn open_all(
     binds
         .iter()
         .map(|(protocol, addr)| {
-            Listener::bind(addr, *protocol, backlog, reuse_port)
-                .map_err(|e| format!("cannot listen on {addr:?}: {e}"))
+            let listener = Listener::bind(addr, *protocol, backlog, reuse_port)
+                .map_err(|e| format!("cannot listen on {addr:?}: {e}"))?;
+            if let ListenSocket::Tcp(l) = &listener.socket {
+                defer_accept(l.as_raw_fd(), defer);
+            }
+            Ok(listener)
         })
         .collect()
+}
+
+/// TCP_DEFER_ACCEPT (tcp(7)): the kernel completes a connection for
+/// accept(2) only once the client has sent data, for up to `wait` (nginx's
+/// `listen ... deferred`, with its header timeout too). A worker then reads
+/// a whole request as soon as it accepts, and connections that send nothing
+/// never reach the accept loop, where they would compete with real ones.
+/// Where the option is not supported, accepting works as without it.
+fn defer_accept(fd: RawFd, wait: Duration) {
+    let secs = wait.as_secs_f64().ceil().clamp(1.0, i32::MAX as f64) as libc::c_int;
+    // SAFETY: setsockopt on a listening socket we own, with an int value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A socket file left by a process that died is removed; one that a live

@@ -10,6 +10,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A stream socket the server can serve requests on.
 pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
+    /// A read that does not wait: appends what the socket holds now.
+    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
     /// A gathered write that does not wait: what the socket takes now.
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
@@ -19,6 +21,9 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
 }
 
 impl Socket for TcpStream {
+    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.try_read_buf(buf)
+    }
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }
@@ -31,6 +36,9 @@ impl Socket for TcpStream {
 }
 
 impl Socket for UnixStream {
+    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.try_read_buf(buf)
+    }
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }

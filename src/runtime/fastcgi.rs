@@ -17,7 +17,7 @@ use crate::net::socket::Socket;
 use crate::proto::fastcgi::{Capacity, ConnParser, FastCgiEncoder, Request};
 use crate::proto::request::BodyFraming;
 use crate::proto::response::ResponseFramer;
-use crate::runtime::head::{HeadOutcome, HeadWait};
+use crate::runtime::head::{first_read, HeadOutcome, HeadWait};
 use crate::wsgi::environ::ConnInfo;
 
 /// Serves a FastCGI connection.
@@ -46,7 +46,7 @@ pub async fn serve<S: Socket>(
             &conn,
             &ctx,
             capacity,
-            first_head.is_some(),
+            &mut first_head,
         )
         .await
         else {
@@ -81,9 +81,10 @@ async fn next_request<S: Socket>(
     conn: &ConnInfo,
     ctx: &ServerCtx,
     capacity: Capacity,
-    first: bool,
+    first_head: &mut Option<oneshot::Sender<()>>,
 ) -> Option<Request> {
-    let mut wait = HeadWait::new(ctx, first);
+    let mut wait = HeadWait::new(ctx, first_head.is_some());
+    first_read(stream, rbuf, first_head);
     loop {
         if !rbuf.is_empty() {
             let parsed = parser.parse(rbuf, ctx.buffer_size, capacity);
@@ -124,6 +125,8 @@ async fn next_request<S: Socket>(
                 }
             }
         }
+        // No request whole yet: no claim on a thread for now.
+        first_head.take();
         match wait.read_more(stream, rbuf, ctx).await {
             Ok(()) => {}
             Err(HeadOutcome::Refused(err)) => {

@@ -46,7 +46,8 @@ pub async fn serve<S: Socket>(
         Protocol::Uwsgi => uwsgi::parse(buf, max),
         _ => scgi::parse(buf, max),
     };
-    let head = match read_head(&mut stream, &mut bufs.rbuf, &ctx, true, parse).await {
+    let mut first_head = Some(first_head);
+    let head = match read_head(&mut stream, &mut bufs.rbuf, &ctx, &mut first_head, parse).await {
         HeadOutcome::Head(head) => head,
         HeadOutcome::Closed => return,
         HeadOutcome::Refused(err) => {
@@ -55,7 +56,6 @@ pub async fn serve<S: Socket>(
         }
     };
     let framer = framer(protocol, head.is_head());
-    let mut first_head = Some(first_head);
     driver::handle_request(
         &mut stream,
         &head,

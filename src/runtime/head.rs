@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
 
 use crate::driver::lane::{self, deadline_after, timeout_at};
 use crate::driver::ServerCtx;
@@ -103,16 +104,36 @@ impl HeadWait {
     }
 }
 
+/// On a new connection, the accept loop waits to hear whether the first
+/// request claims an application thread (`first_head`, see
+/// `runtime::server`). It hears at once: this reads what the socket holds
+/// without waiting, and unless that is a whole head, drops `first_head`
+/// ("no claim yet") before waiting for more.
+pub fn first_read<S: Socket>(
+    stream: &S,
+    rbuf: &mut Vec<u8>,
+    first_head: &mut Option<oneshot::Sender<()>>,
+) {
+    if first_head.is_some() && rbuf.is_empty() {
+        if rbuf.capacity() < 4096 {
+            rbuf.reserve(8192);
+        }
+        let _ = stream.try_read_now(rbuf);
+    }
+}
+
 /// Reads until `parse` returns a head, leaving what follows it in `rbuf`.
-/// `first` says the connection has had no request yet.
+/// `first_head` is the new connection's word to the accept loop (see
+/// `first_read`), `None` once said.
 pub async fn read_head<S: Socket>(
     stream: &mut S,
     rbuf: &mut Vec<u8>,
     ctx: &ServerCtx,
-    first: bool,
+    first_head: &mut Option<oneshot::Sender<()>>,
     mut parse: impl FnMut(&[u8]) -> Result<Option<(RequestHead, usize)>, ClientError>,
 ) -> HeadOutcome {
-    let mut wait = HeadWait::new(ctx, first);
+    let mut wait = HeadWait::new(ctx, first_head.is_some());
+    first_read(stream, rbuf, first_head);
     loop {
         if !rbuf.is_empty() {
             match parse(rbuf) {
@@ -124,6 +145,8 @@ pub async fn read_head<S: Socket>(
                 Err(e) => return HeadOutcome::Refused(e),
             }
         }
+        // Not a whole head yet: no claim on a thread for now.
+        first_head.take();
         if let Err(outcome) = wait.read_more(stream, rbuf, ctx).await {
             return outcome;
         }

@@ -28,10 +28,9 @@ pub async fn serve<S: Socket>(
     let mut first_head = Some(first_head);
     let mut parser = HeadParser::new();
     loop {
-        let first = first_head.is_some();
         let limits = &ctx.head_limits;
         let parse = |buf: &[u8]| parser.parse(buf, limits);
-        let read = read_head(&mut stream, &mut bufs.rbuf, &ctx, first, parse);
+        let read = read_head(&mut stream, &mut bufs.rbuf, &ctx, &mut first_head, parse);
         let head = match read.await {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,

@@ -36,10 +36,6 @@ use crate::proto::http1::response::push_decimal;
 use crate::runtime::{fastcgi, gateway, http1};
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
-/// How long an accept loop waits for a new connection's first request head
-/// before accepting the next connection anyway.
-const FIRST_HEAD_WAIT: Duration = Duration::from_millis(50);
-
 /// What a worker process adds to plain serving.
 pub struct WorkerRole {
     /// Liveness page shared with the master.
@@ -70,6 +66,7 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         config.protocol,
         config.backlog,
         config.reuse_port,
+        config.header_timeout,
     )
 }
 
@@ -469,7 +466,6 @@ async fn accept_loop<A: Acceptor>(
     slots: Arc<Semaphore>,
 ) {
     let mut stop = ctx.shutdown.clone();
-    let mut waited_in_vain = false;
     let mut failures = AcceptFailures::default();
     loop {
         let Some(slot) = acquire(&slots, &mut stop).await else {
@@ -496,26 +492,21 @@ async fn accept_loop<A: Acceptor>(
                     drop(slot);
                 });
                 // With other workers on the same listener, accept the next
-                // connection only once this one has claimed a thread (or
-                // shown it is in no hurry), and a thread is free. After a
-                // wait that expired, later connections are not waited for
-                // until one answers promptly again, so a crowd of silent
-                // connections cannot slow accepting down. A lone worker has
-                // no one to leave connections to, and accepts at once.
+                // connection only once this one has said whether its first
+                // request claims a thread, and a thread is free. The
+                // connection says so after its first read, which waits for
+                // nothing: TCP listeners defer accepting until the client
+                // has sent data (TCP_DEFER_ACCEPT), so a request is usually
+                // whole by then, and a connection with nothing (or half a
+                // head) to read says "no claim" at once. So no connection,
+                // silent or slow, ever delays accepting the next. A lone
+                // worker has no one to leave connections to, and accepts at
+                // once.
                 if !ctx.environ_settings.multiprocess {
                     drop(first_head);
                     continue;
                 }
-                if waited_in_vain {
-                    tokio::task::yield_now().await;
-                    let mut first_head = first_head;
-                    waited_in_vain =
-                        first_head.try_recv() == Err(oneshot::error::TryRecvError::Empty);
-                } else {
-                    waited_in_vain = tokio::time::timeout(FIRST_HEAD_WAIT, first_head)
-                        .await
-                        .is_err();
-                }
+                let _ = first_head.await;
                 tokio::select! {
                     _ = ctx.wait_for_free_thread() => {}
                     _ = stop.changed() => break,

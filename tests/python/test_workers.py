@@ -368,3 +368,31 @@ def process_alive(pid):
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_silent_and_slow_clients_never_delay_accepting(serve):
+    """With several workers, a connection that sends nothing, or half a
+    head, never holds up accepting the next: a probe's requests, each
+    between two such connections, are all answered at once. (Accepting used
+    to wait up to 50 ms for each new connection's first request, so 100
+    silent connections among the probes cost seconds.)"""
+    server = serve("behaviours", "-w", "2", "--threads", "1", "--header-timeout", "60")
+    worker_pids(server, 2)
+    held = []
+    try:
+        t0 = time.monotonic()
+        for i in range(100):
+            sock = server.connect()
+            if i % 2:
+                sock.sendall(b"GET /list3 HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            held.append(sock)
+            with server.connect() as probe:
+                probe.sendall(b"GET /list3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                assert Reader(probe).read_response().status == 200
+        elapsed = time.monotonic() - t0
+    finally:
+        for sock in held:
+            sock.close()
+    # Measured here: 1.45-1.50 s when each silent connection could cost a
+    # 50 ms wait, 0.01-0.02 s now; the bound sits between, far from both.
+    assert elapsed < 0.75, f"100 probes took {elapsed:.2f} s"
