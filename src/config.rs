@@ -203,9 +203,13 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_BODY", default_value_t = 1 << 30)]
     pub limit_request_body: u64,
 
-    /// Request bodies up to this many bytes are read before the application is called, so a slow uploader never holds an application thread; larger ones stream.
+    /// Request bodies are received whole before the application is called, so an uploading client never holds an application thread: up to this many bytes in memory, the rest in an unnamed temporary file (in $TMPDIR, else /tmp). uWSGI's post-buffering.
     #[arg(long, value_name = "BYTES", env = "FERRULE_POST_BUFFERING", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     pub post_buffering: u64,
+
+    /// Let the application read bodies larger than --post-buffering (and chunked ones) from the connection as they arrive, and answer Expect: 100-continue on its first read of wsgi.input, instead of receiving them first; an uploading client then holds an application thread.
+    #[arg(long, env = "FERRULE_STREAM_UPLOADS")]
+    pub stream_uploads: bool,
 
     /// Seconds a client has to send a whole request head once it starts; past it, 408.
     #[arg(long, value_name = "SECONDS", env = "FERRULE_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]

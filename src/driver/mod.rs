@@ -22,13 +22,14 @@ use tokio::time::Instant;
 
 use crate::driver::lane::{deadline_after, timeout, timeout_at, Lane};
 use crate::exchange::out_queue::{OutQueue, KEPT_BUFFER, MAX_SLICES};
-use crate::exchange::{Exchange, ExchangeState, READ_CHUNK};
+use crate::exchange::spool::Spool;
+use crate::exchange::{Exchange, ExchangeState, ReceivedBody, READ_CHUNK};
 use crate::liveness::{self, Slot};
 use crate::log::{self, AccessRecord};
 use crate::log_at;
 use crate::net::socket::Socket;
-use crate::proto::body::BodyDecoder;
-use crate::proto::error::ClientError;
+use crate::proto::body::{BodyDecoder, Chunk};
+use crate::proto::error::{ClientError, ClientErrorKind};
 use crate::proto::request::HeadLimits;
 use crate::proto::request::{BodyFraming, RequestHead, RequestLabel};
 use crate::proto::response::ResponseFramer;
@@ -105,6 +106,9 @@ pub struct ServerCtx {
     pub max_connections: usize,
     pub max_body: u64,
     pub post_buffering: u64,
+    /// `--stream-uploads`: large bodies are read by the application from
+    /// the connection instead of being received first.
+    pub stream_uploads: bool,
     pub header_timeout: Duration,
     pub keep_alive: Duration,
     pub socket_timeout: Duration,
@@ -228,6 +232,86 @@ pub fn display_remote(conn: &ConnInfo) -> String {
     }
 }
 
+/// The request body as the application will read it.
+struct RequestBody {
+    /// Decodes what is still to come from the connection.
+    decoder: BodyDecoder,
+    /// `Expect: 100-continue` to be answered on the first read.
+    continue_owed: bool,
+    /// The body received whole already (the decoder is then done).
+    received: Option<ReceivedBody>,
+}
+
+/// Receives the whole body through `decoder` before the application runs:
+/// up to --post-buffering bytes in memory, the rest in a temporary file.
+/// What follows the body (a pipelined request) stays in `rbuf`. `Err`
+/// holds the client error that answers it, or nothing when the connection
+/// failed or the file could not be written (logged).
+async fn receive_body<S: Socket>(
+    stream: &mut S,
+    rbuf: &mut Vec<u8>,
+    decoder: &mut BodyDecoder,
+    ctx: &ServerCtx,
+) -> Result<ReceivedBody, Option<ClientError>> {
+    let mut whole = ReceivedBody::default();
+    let memory_max = ctx.post_buffering as usize;
+    loop {
+        let mut used = 0;
+        let finished = loop {
+            match decoder.decode(&rbuf[used..]).map_err(Some)? {
+                (n, Chunk::Data(range)) => {
+                    let data = &rbuf[used + range.start..used + range.end];
+                    if whole.spool.is_none() && whole.memory.len() + data.len() <= memory_max {
+                        whole.memory.extend_from_slice(data);
+                    } else {
+                        let spool = match &mut whole.spool {
+                            Some(spool) => spool,
+                            None => whole.spool.insert(Spool::create().map_err(|e| {
+                                log_at!(Error, "receiving a request body: {e}");
+                                None
+                            })?),
+                        };
+                        spool.write(data).map_err(|e| {
+                            log_at!(Error, "writing a request body to its temporary file: {e}");
+                            None
+                        })?;
+                    }
+                    used += n;
+                }
+                (n, Chunk::Done) => {
+                    used += n;
+                    break true;
+                }
+                (n, Chunk::NeedMore) => {
+                    used += n;
+                    break false;
+                }
+            }
+        };
+        rbuf.drain(..used);
+        if finished {
+            return Ok(whole);
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        match timeout(ctx.socket_timeout, stream.read_buf(rbuf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => {
+                return Err(Some(ClientError::bad_request(
+                    "client closed the connection before the end of the request body",
+                )))
+            }
+            Err(_) => {
+                return Err(Some(ClientError::new(
+                    ClientErrorKind::RequestTimeout,
+                    "request body: client made no progress within socket_timeout",
+                )))
+            }
+        }
+    }
+}
+
 /// Reads until `rbuf` holds `len` bytes, within the socket timeout.
 async fn read_at_least<S: Socket>(
     stream: &mut S,
@@ -259,24 +343,56 @@ pub async fn handle_request<S: Socket>(
     ctx: &Arc<ServerCtx>,
     first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
-    let body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size) {
+    let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)
+    {
         Ok(body) => body,
         Err(err) => {
             refuse(stream, framer, &err, conn, ctx).await;
             return false;
         }
     };
-    // A small body is read before the application runs, so a slow uploader
-    // never holds an application thread. With Expect: 100-continue the
-    // client waits for our go-ahead, which the first read of wsgi.input gives.
+    // The body is received before the application runs, so an uploading
+    // client never holds an application thread. A small one is read into
+    // the read buffer, where the application's reads decode it; any other
+    // (longer, chunked, FastCGI records) is received whole, decoded, into
+    // memory and past --post-buffering a temporary file. With
+    // --stream-uploads, the application reads those from the connection
+    // itself, and Expect: 100-continue is answered on its first read.
     let mut continue_owed = head.expect_continue && head.framing != BodyFraming::Empty;
-    if let BodyFraming::Length(n) = head.framing {
-        if !continue_owed
-            && n <= ctx.post_buffering
-            && !read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await
-        {
-            return false;
+    let small = match head.framing {
+        BodyFraming::Empty => true,
+        BodyFraming::Length(n) => n <= ctx.post_buffering,
+        _ => false,
+    };
+    let mut received = None;
+    if small && !continue_owed {
+        if let BodyFraming::Length(n) = head.framing {
+            if !read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await {
+                return false;
+            }
         }
+    } else if !ctx.stream_uploads {
+        // Receiving says nothing of a thread: the accept loop goes on.
+        first_request.take();
+        if continue_owed && bufs.rbuf.is_empty() {
+            let go_ahead = framer.continue_bytes();
+            if timeout(ctx.socket_timeout, stream.write_all(go_ahead))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        continue_owed = false;
+        match receive_body(stream, &mut bufs.rbuf, &mut body, ctx).await {
+            Ok(whole) => received = Some(whole),
+            Err(Some(err)) => {
+                refuse(stream, framer, &err, conn, ctx).await;
+                return false;
+            }
+            Err(None) => return false,
+        }
+    } else if let BodyFraming::Length(n) = head.framing {
         if continue_owed && bufs.rbuf.len() as u64 >= n {
             continue_owed = false;
         }
@@ -292,7 +408,12 @@ pub async fn handle_request<S: Socket>(
             lane::yield_to_runtime().await;
         }
     }
-    let keep = run_request(stream, head, body, framer, continue_owed, bufs, conn, ctx).await;
+    let body = RequestBody {
+        decoder: body,
+        continue_owed,
+        received,
+    };
+    let keep = run_request(stream, head, body, framer, bufs, conn, ctx).await;
     // An accept loop waits for a thread only when every one was busy.
     if ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= ctx.threads {
         ctx.thread_freed.notify_waiters();
@@ -301,27 +422,28 @@ pub async fn handle_request<S: Socket>(
 }
 
 /// Runs the application for a request whose body framing is settled.
-#[allow(clippy::too_many_arguments)]
 async fn run_request<S: Socket>(
     stream: &mut S,
     head: &RequestHead,
-    body: BodyDecoder,
+    body: RequestBody,
     framer: ResponseFramer,
-    continue_owed: bool,
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
 ) -> bool {
     let fd = stream.as_raw_fd();
     let mut refusal = framer.clone();
-    let state = ExchangeState::new(
+    let mut state = ExchangeState::new(
         std::mem::take(&mut bufs.rbuf),
         std::mem::take(&mut bufs.out),
         std::mem::take(&mut bufs.head),
-        body,
-        continue_owed,
+        body.decoder,
+        body.continue_owed,
         framer,
     );
+    if let Some(received) = body.received {
+        state.set_received(received);
+    }
     let spare = bufs.objects.take();
     // From here until the response needs no more Python, nothing is
     // awaited: the call is on this thread.
@@ -440,7 +562,7 @@ async fn run_request<S: Socket>(
             st.response.status(),
             st.response.body_bytes(),
             st.response.keep_alive() && !st.write_failed,
-            st.body_done(),
+            st.body.is_done(),
         )
     };
     keep &= sent_ok;
@@ -568,7 +690,7 @@ async fn drain_body<S: Socket>(stream: &mut S, exchange: &Exchange, wait: Durati
     loop {
         {
             let mut st = exchange.lock();
-            if st.continue_owed && !st.body_done() {
+            if st.continue_owed && !st.body.is_done() {
                 return false;
             }
             let before = st.rbuf.len() as u64;
@@ -577,7 +699,7 @@ async fn drain_body<S: Socket>(stream: &mut S, exchange: &Exchange, wait: Durati
                 return false;
             }
             drained += before + buf.len() as u64 - st.rbuf.len() as u64;
-            if st.body_done() {
+            if st.body.is_done() {
                 return true;
             }
         }

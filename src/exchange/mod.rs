@@ -14,6 +14,7 @@
 
 pub mod blocking_io;
 pub mod out_queue;
+pub mod spool;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -21,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::exchange::out_queue::OutQueue;
+use crate::exchange::spool::Spool;
 use crate::proto::app_head::AppHead;
 use crate::proto::body::{BodyDecoder, Chunk};
 use crate::proto::error::{ClientError, ClientErrorKind};
@@ -50,6 +52,16 @@ pub enum BodyError {
     Client(ClientError),
     /// The request is over; the object was kept past it.
     Closed,
+    /// The body's temporary file could not be read (the server's fault).
+    Spool(io::Error),
+}
+
+/// A request body received whole before the application runs: its first
+/// `--post-buffering` bytes in memory, the rest in a temporary file.
+#[derive(Default)]
+pub struct ReceivedBody {
+    pub memory: Vec<u8>,
+    pub spool: Option<Spool>,
 }
 
 pub struct ExchangeState {
@@ -61,6 +73,9 @@ pub struct ExchangeState {
     /// Decoded body bytes the application has not read yet, from `decoded_pos`.
     decoded: Vec<u8>,
     decoded_pos: usize,
+    /// A body received whole before the application ran, past what
+    /// `decoded` holds (`ReceivedBody`).
+    spool: Option<Spool>,
     /// `Expect: 100-continue` not yet answered (RFC 9110 §10.1.1).
     pub continue_owed: bool,
     /// The first body error, which decides the status if the application fails.
@@ -132,6 +147,7 @@ impl ExchangeState {
             body,
             decoded: Vec::new(),
             decoded_pos: 0,
+            spool: None,
             continue_owed,
             body_error: None,
             app_head: None,
@@ -161,8 +177,17 @@ impl ExchangeState {
         }
     }
 
+    /// Hands the application a body received whole (its decoder is done).
+    pub fn set_received(&mut self, body: ReceivedBody) {
+        self.decoded = body.memory;
+        self.decoded_pos = 0;
+        self.spool = body.spool;
+    }
+
+    /// Whether the application has been given the whole body: nothing more
+    /// comes from the connection or the body's temporary file.
     pub fn body_done(&self) -> bool {
-        self.body.is_done()
+        self.body.is_done() && self.spool.as_ref().is_none_or(|s| s.remaining() == 0)
     }
 
     /// Decodes what the read buffer holds, leaving bytes past the body there.
@@ -197,6 +222,12 @@ impl ExchangeState {
         }
         if let Some(e) = &self.body_error {
             return Err(BodyError::Client(e.clone()));
+        }
+        if let Some(spool) = self.spool.as_mut().filter(|s| s.remaining() > 0) {
+            spool
+                .read_into(&mut self.decoded, READ_CHUNK)
+                .map_err(BodyError::Spool)?;
+            return Ok(true);
         }
         loop {
             let before = self.available().len();

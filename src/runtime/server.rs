@@ -99,6 +99,7 @@ pub fn run(
         max_connections: config.worker_connections as usize,
         max_body: config.limit_request_body,
         post_buffering: config.post_buffering,
+        stream_uploads: config.stream_uploads,
         header_timeout: config.header_timeout,
         keep_alive: config.keep_alive,
         socket_timeout: config.socket_timeout,

@@ -37,6 +37,7 @@ pyo3::create_exception!(
 fn to_pyerr(e: BodyError) -> PyErr {
     match e {
         BodyError::Client(e) => ClientDisconnected::new_err(e.reason),
+        BodyError::Spool(e) => PyOSError::new_err(format!("reading the request body back: {e}")),
         BodyError::Closed => {
             PyValueError::new_err("I/O operation on the input of a finished request")
         }

@@ -50,11 +50,15 @@ def test_curl_chunked_upload(serve, tmp_path):
     assert json.loads(out)["size"] == len(data)
 
 
-@pytest.mark.parametrize("declared, holds_thread", [(10, False), (11, True)], ids=["at-limit", "past-limit"])
-def test_post_buffering_limit(serve, declared, holds_thread):
-    """A body up to --post-buffering is awaited without a thread; a larger
-    one is read by the application, holding its (only) thread."""
-    server = serve("behaviours", "--threads", "1", "--post-buffering", "10", "--socket-timeout", "3")
+@pytest.mark.parametrize("declared, stream, holds_thread",
+                         [(10, False, False), (11, False, False), (11, True, True)],
+                         ids=["at-limit", "past-limit", "past-limit-streamed"])
+def test_post_buffering_limit(serve, declared, stream, holds_thread):
+    """A body is received without a thread, up to --post-buffering in memory
+    and past it in a temporary file; with --stream-uploads a larger one is
+    read by the application, holding its (only) thread."""
+    args = ["--stream-uploads"] if stream else []
+    server = serve("behaviours", "--threads", "1", "--post-buffering", "10", "--socket-timeout", "3", *args)
     slow = server.connect()
     try:
         slow.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\nhalf" % declared)
@@ -89,3 +93,64 @@ def test_graceful_timeout_bounds_the_stop(serve):
     server.wait_for_log("graceful_timeout passed")
     t.join(20)
     assert "e" in result, "the unfinished request was cut"
+
+
+def test_slow_uploads_hold_no_thread_and_do_not_count_toward_timeout(serve):
+    """Eight clients uploading slowly, above --post-buffering, with two
+    workers of four threads: the bodies are received before the application
+    runs, so other clients are answered meanwhile, and the upload time
+    (longer than --timeout) kills no worker."""
+    server = serve("behaviours", "-w", "2", "--threads", "4", "--timeout", "1", "--post-buffering", "1000")
+    body = os.urandom(5000)
+    uploads = []
+    try:
+        for _ in range(8):
+            sock = server.connect(timeout=30)
+            sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body))
+            uploads.append(sock)
+        # The bodies trickle in over about 2.5 s, past the 1 s --timeout.
+        for i in range(0, len(body), 500):
+            for sock in uploads:
+                sock.sendall(body[i:i + 500])
+            assert httpx.get(server.url + "/list3", timeout=5).text == "one two three"
+            time.sleep(0.25)
+        expected = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        for sock in uploads:
+            assert json.loads(Reader(sock).read_response().body) == expected
+    finally:
+        for sock in uploads:
+            sock.close()
+    assert "replaced: timeout" not in server.log and "WORKER TIMEOUT" not in server.log.upper()
+
+
+def test_expect_100_continue_is_answered_when_receiving_starts(serve):
+    """Clients that ask for the go-ahead and then hold their bodies back
+    hold no thread: the one thread still answers another client."""
+    server = serve("behaviours", "--threads", "1")
+    waiting = []
+    try:
+        for _ in range(3):
+            sock = server.connect()
+            sock.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            assert Reader(sock).read_response().status == 100
+            waiting.append(sock)
+        assert httpx.get(server.url + "/list3", timeout=5).text == "one two three"
+        for sock in waiting:
+            sock.sendall(b"y" * 1000)
+            assert json.loads(Reader(sock).read_response().body)["size"] == 1000
+    finally:
+        for sock in waiting:
+            sock.close()
+
+
+def test_spooled_bodies_leave_no_file(serve, tmp_path):
+    """A body past --post-buffering waits in an unnamed temporary file in
+    $TMPDIR: read back intact, and nothing is ever left in the directory."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    server = serve("behaviours", "--post-buffering", "1024", env={"TMPDIR": str(spool_dir)})
+    data = os.urandom(3 * 1024 * 1024)
+    resp = httpx.post(server.url + "/upload-size", content=data, timeout=60)
+    assert resp.json() == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert list(spool_dir.iterdir()) == []
