@@ -398,8 +398,9 @@ pub async fn handle_request<S: Socket>(
         }
     }
 
-    // From here the request holds an application thread.
-    ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+    // From here the request holds an application thread, until it needs
+    // no more Python (`run_request` lets go of the claim then).
+    let claim = ThreadClaim::new(ctx);
     if let Some(tell) = first_request.take() {
         if tell.send(()).is_ok() {
             // The accept loop was just woken onto this thread's LIFO slot,
@@ -413,24 +414,47 @@ pub async fn handle_request<S: Socket>(
         continue_owed,
         received,
     };
-    let keep = run_request(stream, head, body, framer, bufs, conn, ctx).await;
-    // An accept loop waits for a thread only when every one was busy.
-    if ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= ctx.threads {
-        ctx.thread_freed.notify_waiters();
+    run_request(stream, head, body, framer, claim, bufs, conn, ctx).await
+}
+
+/// A request's claim on one of the worker's application threads, counted
+/// in `in_flight` while it runs or will run Python: a response that is
+/// only bytes left to send (a list, a file) no longer counts, so a slow
+/// reader does not stop a worker from accepting (the accept loop waits
+/// while every thread is claimed).
+struct ThreadClaim<'a> {
+    ctx: &'a ServerCtx,
+}
+
+impl<'a> ThreadClaim<'a> {
+    fn new(ctx: &'a ServerCtx) -> Self {
+        ctx.in_flight.fetch_add(1, Ordering::AcqRel);
+        ThreadClaim { ctx }
     }
-    keep
+}
+
+impl Drop for ThreadClaim<'_> {
+    fn drop(&mut self) {
+        // An accept loop waits for a thread only when every one was busy.
+        if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= self.ctx.threads {
+            self.ctx.thread_freed.notify_waiters();
+        }
+    }
 }
 
 /// Runs the application for a request whose body framing is settled.
+#[allow(clippy::too_many_arguments)]
 async fn run_request<S: Socket>(
     stream: &mut S,
     head: &RequestHead,
     body: RequestBody,
     framer: ResponseFramer,
+    claim: ThreadClaim<'_>,
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
 ) -> bool {
+    let mut claim = Some(claim);
     let fd = stream.as_raw_fd();
     let mut refusal = framer.clone();
     let mut state = ExchangeState::new(
@@ -492,6 +516,9 @@ async fn run_request<S: Socket>(
         step = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
     drop(call_on_thread);
+    if !needs_more_python(&step, &call) {
+        claim.take();
+    }
 
     let mut sent_ok = true;
     let mut out = std::mem::take(&mut bufs.sending);
@@ -522,7 +549,13 @@ async fn run_request<S: Socket>(
             out.clear();
         }
         step = match step {
-            Step::More => ctx.in_python(|py| next_chunks(py, &mut call, exchange)),
+            Step::More => {
+                let next = ctx.in_python(|py| next_chunks(py, &mut call, exchange));
+                if !needs_more_python(&next, &call) {
+                    claim.take();
+                }
+                next
+            }
             Step::Done => break,
             Step::Abort => {
                 sent_ok = false;
@@ -554,6 +587,7 @@ async fn run_request<S: Socket>(
     if call.needs_close() {
         ctx.in_python(|py| call.close_now(py));
     }
+    drop(claim);
     ctx.count_request();
 
     let (status, bytes, mut keep, body_read) = {

@@ -396,3 +396,29 @@ def test_silent_and_slow_clients_never_delay_accepting(serve):
     # Measured here: 1.45-1.50 s when each silent connection could cost a
     # 50 ms wait, 0.01-0.02 s now; the bound sits between, far from both.
     assert elapsed < 0.75, f"100 probes took {elapsed:.2f} s"
+
+
+def test_slow_readers_of_finished_responses_do_not_stop_accepting(serve):
+    """A response the application has finished (a list) is only bytes left
+    to send: a client that reads it slowly holds no thread, so with two
+    workers of one thread each, two such clients leave both free to accept
+    and answer others. (A request counted as in flight until its response
+    was sent, and new connections then waited for one to end.)"""
+    import socket as socketlib
+
+    server = serve("behaviours", "-w", "2", "--threads", "1", "--socket-timeout", "60")
+    worker_pids(server, 2)
+    readers = []
+    try:
+        for _ in range(2):
+            sock = socketlib.socket()
+            sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+            sock.connect(server.address)
+            sock.sendall(b"GET /big-list?mib=10 HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 200"  # and then reads no more
+            readers.append(sock)
+        for _ in range(10):
+            assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+    finally:
+        for sock in readers:
+            sock.close()

@@ -223,6 +223,13 @@ def r_big(environ, start_response):
 MIXED_PIECES = [bytes([65 + i]) * n for i, n in enumerate([5, 40000, 16384, 16383, 1, 200000, 7])]
 
 
+def r_big_list(environ, start_response):
+    """A large response made whole at once: a list of 1 MiB blocks."""
+    blocks = int(q(environ, "mib", "10"))
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [b"L" * (1 << 20)] * blocks
+
+
 def r_mixed_large(environ, start_response):
     mode = q(environ, "mode", "list")
     headers = [("Content-Type", "application/octet-stream")]
