@@ -187,6 +187,82 @@ def worker_pids(server, n, timeout=30):
     return children(server.proc.pid)
 
 
+def signals_pending(pid):
+    """The signal numbers waiting to be delivered to `pid` (to the process
+    or to any of its threads), from /proc; empty once the process is gone."""
+    masks = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("SigPnd:", "ShdPnd:")):
+                    masks |= int(line.split()[1], 16)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return {n + 1 for n in range(64) if masks >> n & 1}
+
+
+def tcp_table():
+    """The TCP sockets of this network namespace, from /proc/net/tcp{,6}:
+    {(local port, remote port): (state, tx_queue, rx_queue, inode)}."""
+    table = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            tx, rx = (int(x, 16) for x in fields[4].split(":"))
+            key = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+            table[key] = (int(state, 16), tx, rx, int(fields[9]))
+    return table
+
+
+def socket_inodes(pid):
+    """The inodes of the sockets process `pid` holds open."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return inodes
+
+
+TCP_ESTABLISHED = 1
+
+
+def connections_held(pid, port):
+    """How many established connections to local `port` process `pid` has
+    accepted and holds open."""
+    inodes = socket_inodes(pid)
+    return sum(
+        1 for (local, _), (state, _, _, inode) in tcp_table().items()
+        if local == port and state == TCP_ESTABLISHED and inode in inodes
+    )
+
+
+def server_has_read(server, sock):
+    """True once one of `server`'s workers has accepted the connection
+    `sock` and read every byte the client has sent on it so far."""
+    client_port = sock.getsockname()[1]
+    table = tcp_table()
+    client = table.get((client_port, server.port))
+    accepted = table.get((server.port, client_port))
+    if client is None or accepted is None:
+        return False
+    held = set().union(*(socket_inodes(p) for p in children(server.proc.pid)))
+    _, client_unsent, _, _ = client
+    _, _, server_unread, inode = accepted
+    return inode in held and client_unsent == 0 and server_unread == 0
+
+
 
 # --- raw HTTP helpers -------------------------------------------------------
 

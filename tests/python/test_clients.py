@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Reader
+from conftest import Reader, server_has_read, wait_until
 
 
 def curl(*args):
@@ -61,8 +61,13 @@ def test_post_buffering_limit(serve, declared, stream, holds_thread):
     server = serve("behaviours", "--threads", "1", "--post-buffering", "10", "--socket-timeout", "3", *args)
     slow = server.connect()
     try:
-        slow.sendall(b"POST /upload-size HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\nhalf" % declared)
-        time.sleep(0.3)  # let the server take the slow request
+        slow.sendall(b"POST /upload-size?reached=slow HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\nhalf"
+                     % declared)
+        # The server has taken the slow request: accepted it and read all
+        # that was sent; streamed, it has also handed it to the application.
+        wait_until(lambda: server_has_read(server, slow), what="the server to read the slow request")
+        if holds_thread:
+            server.wait_for_log("app reached: slow")
         try:
             resp = httpx.get(server.url + "/list3", timeout=1.5)
             answered = resp.text == "one two three"
@@ -79,13 +84,13 @@ def test_graceful_timeout_bounds_the_stop(serve):
 
     def long_request():
         try:
-            result["r"] = httpx.get(server.url + "/sleep?s=30", timeout=20)
+            result["r"] = httpx.get(server.url + "/sleep?s=30&reached=long", timeout=20)
         except httpx.HTTPError as exc:
             result["e"] = exc
 
     t = threading.Thread(target=long_request)
     t.start()
-    time.sleep(0.3)
+    server.wait_for_log("app reached: long")  # the request runs when the stop begins
     t0 = time.monotonic()
     code = server.stop(signal.SIGTERM)
     assert code == 0

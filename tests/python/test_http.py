@@ -307,8 +307,8 @@ def test_request_arriving_during_a_slow_call_is_served_meanwhile(serve):
     is served by another thread at once, not after the call."""
     server = serve("behaviours", "--threads", "2")
     with server.connect() as slow:
-        slow.sendall(b"GET /sleep?s=3 HTTP/1.1\r\nHost: t\r\n\r\n")
-        time.sleep(0.3)
+        slow.sendall(b"GET /sleep?s=3&reached=slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        server.wait_for_log("app reached: slow")  # the slow call is running
         for _ in range(3):
             assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
         assert still_running(slow)

@@ -198,12 +198,11 @@ def test_stop_lets_in_flight_requests_finish(serve):
     result = {}
 
     def slow_request():
-        result["response"] = httpx.get(server.url + "/sleep?s=1", timeout=10)
+        result["response"] = httpx.get(server.url + "/sleep?s=1&reached=in-flight", timeout=10)
 
     t = threading.Thread(target=slow_request)
     t.start()
-    server.wait_for(lambda: True)
-    time.sleep(0.3)  # let the request reach the app before the signal
+    server.wait_for_log("app reached: in-flight")  # the request is in flight before the signal
     server.send_signal(sig)
     server.wait_for_log("stopping")
     # No new connection is accepted once stopping.
@@ -223,13 +222,13 @@ def test_fast_stop_does_not_wait(serve, sig):
 
     def slow_request():
         try:
-            httpx.get(server.url + "/sleep?s=30", timeout=20)
+            httpx.get(server.url + "/sleep?s=30&reached=running", timeout=20)
         except httpx.HTTPError as exc:
             errors.append(exc)
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.3)
+    server.wait_for_log("app reached: running")  # the request runs when the stop begins
     t0 = time.monotonic()
     assert server.stop(sig) == 0
     assert time.monotonic() - t0 < 10, "a fast stop does not wait for the 30 s request"

@@ -15,7 +15,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import APPS, FERRULE, Reader, Server, children, run_ferrule, wait_until, worker_pids
+from conftest import (
+    APPS, FERRULE, Reader, Server, children, connections_held, run_ferrule, signals_pending, wait_until, worker_pids,
+)
+
+
+def under_load(server, pids):
+    """Waits until the load has reached the server: one or more of its
+    workers `pids` hold connections accepted from the load generator.
+    Returns those workers."""
+    loaded = []
+
+    def any_loaded():
+        loaded[:] = [pid for pid in pids if connections_held(pid, server.port)]
+        return loaded
+
+    wait_until(any_loaded, what=f"load on workers {pids}")
+    return loaded
 
 
 def wrk(url, seconds=3, connections=8):
@@ -59,11 +75,11 @@ def test_web_concurrency_sets_worker_count(serve):
 
 def test_killed_worker_is_replaced_under_load(serve):
     server = serve("behaviours", "-w", "2")
-    victim = worker_pids(server, 2)[0]
+    pids = worker_pids(server, 2)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/list3", seconds=3)))
     t.start()
-    time.sleep(1)
+    victim = under_load(server, pids)[0]  # a worker holding connections of the load
     os.kill(victim, signal.SIGKILL)
     t.join()
     requests, errors, out = result["r"]
@@ -131,7 +147,7 @@ def test_hup_reloads_changed_code_without_failed_requests(serve, tmp_path):
     result = {}
     t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/", seconds=4)))
     t.start()
-    time.sleep(1)
+    under_load(server, old)
     server.send_signal(signal.SIGHUP)
     t.join()
     requests, errors, out = result["r"]
@@ -144,11 +160,11 @@ def test_hup_reloads_changed_code_without_failed_requests(serve, tmp_path):
 
 def test_ttin_ttou_under_load(serve):
     server = serve("behaviours", "-w", "2")
-    worker_pids(server, 2)
+    pids = worker_pids(server, 2)
     result = {}
     t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/list3", seconds=4)))
     t.start()
-    time.sleep(0.5)
+    under_load(server, pids)
     server.send_signal(signal.SIGTTIN)
     server.wait_for_log("SIGTTIN: 3 workers")
     worker_pids(server, 3)
@@ -198,9 +214,11 @@ def test_max_worker_memory_under_load_drops_nothing(serve):
 def test_workers_ignore_the_masters_signals(serve):
     server = serve("behaviours", "-w", "1")
     pid = worker_pids(server, 1)[0]
-    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+    sent = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+    for sig in sent:
         os.kill(pid, sig)
-    time.sleep(0.5)
+    # Checked once none of them is still waiting to be delivered.
+    wait_until(lambda: not signals_pending(pid) & set(sent), what="the signals to be delivered")
     assert worker_pids(server, 1) == [pid]
     assert httpx.get(server.url + "/pid").text == str(pid)
 
@@ -230,9 +248,17 @@ def test_preload_shares_memory_copy_on_write(serve):
     def workers_private(*args):
         server = serve("bigdata", "-w", "2", *args)
         pids = worker_pids(server, 2)
+        # Measured once each worker has loaded the application: it answers
+        # with its pid.
+        answered = set()
+
+        def each_answered():
+            answered.add(int(httpx.get(server.url, headers={"Connection": "close"}).text.split()[0]))
+            return answered >= set(pids)
+
         for _ in range(20):
-            httpx.get(server.url)
-        time.sleep(0.5)
+            each_answered()
+        wait_until(each_answered, what="each worker to answer")
         total = sum(private_bytes(p) for p in pids)
         server.stop()
         return total

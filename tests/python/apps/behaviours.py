@@ -49,6 +49,11 @@ def text(start_response, body, status="200 OK", extra=()):
 
 def application(environ, start_response):
     path = environ["PATH_INFO"]
+    reached = q(environ, "reached")
+    if reached:
+        # A test waits for this line to know its request got to the application.
+        environ["wsgi.errors"].write(f"app reached: {reached}\n")
+        environ["wsgi.errors"].flush()
     handler = ROUTES.get(path)
     if handler is None:
         return text(start_response, "not found", "404 Not Found")
