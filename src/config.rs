@@ -78,6 +78,16 @@ pub struct Config {
     )]
     pub gateway_allow_from: Vec<AllowedPeer>,
 
+    /// Peers whose X-Forwarded-Proto, X-Forwarded-Protocol, X-Forwarded-Ssl or Forwarded (proto=) header may set wsgi.url_scheme to https (gunicorn's forwarded_allow_ips and secure_scheme_headers): IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
+    #[arg(
+        long,
+        value_name = "ADDRESSES",
+        env = "FERRULE_FORWARDED_ALLOW_IPS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub forwarded_allow_ips: Vec<AllowedPeer>,
+
     /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring, FastCGI params), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
     #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub buffer_size: u32,
@@ -170,7 +180,7 @@ pub struct Config {
     )]
     pub pythonpath: Vec<PathBuf>,
 
-    /// Process umask (octal), applied before binding; governs unix socket permissions.
+    /// Process umask (octal), applied at start. A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
     #[arg(long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_octal)]
     pub umask: Option<u32>,
 

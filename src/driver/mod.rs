@@ -266,15 +266,9 @@ async fn receive_body<S: Socket>(
                     } else {
                         let spool = match &mut whole.spool {
                             Some(spool) => spool,
-                            None => whole.spool.insert(Spool::create().map_err(|e| {
-                                log_at!(Error, "receiving a request body: {e}");
-                                None
-                            })?),
+                            None => whole.spool.insert(Spool::create().map_err(spool_failed)?),
                         };
-                        spool.write(data).map_err(|e| {
-                            log_at!(Error, "writing a request body to its temporary file: {e}");
-                            None
-                        })?;
+                        spool.write(data).map_err(spool_failed)?;
                     }
                     used += n;
                 }
@@ -297,36 +291,51 @@ async fn receive_body<S: Socket>(
         }
         match timeout(ctx.socket_timeout, stream.read_buf(rbuf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => {
-                return Err(Some(ClientError::bad_request(
-                    "client closed the connection before the end of the request body",
-                )))
-            }
-            Err(_) => {
-                return Err(Some(ClientError::new(
-                    ClientErrorKind::RequestTimeout,
-                    "request body: client made no progress within socket_timeout",
-                )))
-            }
+            Ok(_) => return Err(Some(body_cut_short())),
+            Err(_) => return Err(Some(body_too_slow())),
         }
     }
 }
 
-/// Reads until `rbuf` holds `len` bytes, within the socket timeout.
+/// Reads until `rbuf` holds `len` bytes, each read within the socket
+/// timeout; the client error that answers a body cut short or too slow.
 async fn read_at_least<S: Socket>(
     stream: &mut S,
     rbuf: &mut Vec<u8>,
     len: usize,
     wait: Duration,
-) -> bool {
+) -> Result<(), ClientError> {
     while rbuf.len() < len {
         rbuf.reserve(len - rbuf.len());
         match timeout(wait, stream.read_buf(rbuf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            _ => return false,
+            Ok(_) => return Err(body_cut_short()),
+            Err(_) => return Err(body_too_slow()),
         }
     }
-    true
+    Ok(())
+}
+
+/// The body's temporary file could not be made or written (the disk is
+/// full, $TMPDIR is missing): the server's fault, logged as such, and the
+/// client told so with a 500.
+fn spool_failed(e: std::io::Error) -> Option<ClientError> {
+    log_at!(Error, "receiving a request body into a temporary file: {e}");
+    Some(ClientError::new(
+        ClientErrorKind::ServerError,
+        "the request body could not be stored",
+    ))
+}
+
+fn body_cut_short() -> ClientError {
+    ClientError::bad_request("client closed the connection before the end of the request body")
+}
+
+fn body_too_slow() -> ClientError {
+    ClientError::new(
+        ClientErrorKind::RequestTimeout,
+        "request body: client made no progress within socket_timeout",
+    )
 }
 
 /// Serves one request; returns whether the connection may carry another.
@@ -347,6 +356,7 @@ pub async fn handle_request<S: Socket>(
     {
         Ok(body) => body,
         Err(err) => {
+            first_request.take();
             refuse(stream, framer, &err, conn, ctx).await;
             return false;
         }
@@ -367,8 +377,15 @@ pub async fn handle_request<S: Socket>(
     let mut received = None;
     if small && !continue_owed {
         if let BodyFraming::Length(n) = head.framing {
-            if !read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await {
-                return false;
+            if bufs.rbuf.len() < n as usize {
+                // Waiting on the client: no claim on a thread meanwhile.
+                first_request.take();
+                if let Err(err) =
+                    read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await
+                {
+                    refuse(stream, framer, &err, conn, ctx).await;
+                    return false;
+                }
             }
         }
     } else if !ctx.stream_uploads {

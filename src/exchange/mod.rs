@@ -122,6 +122,12 @@ impl Exchange {
     pub fn close(&self) -> (Vec<u8>, OutQueue, Vec<u8>) {
         let mut st = self.lock();
         st.open = false;
+        // An idle kept connection holds neither the body's file nor more
+        // than a socket read of its memory.
+        st.spool = None;
+        if st.decoded.capacity() > READ_CHUNK {
+            st.decoded = Vec::new();
+        }
         (
             std::mem::take(&mut st.rbuf),
             std::mem::take(&mut st.out),

@@ -31,20 +31,40 @@ impl Spool {
                 0o600,
             )
         };
-        if fd < 0 {
-            return Err(io::Error::other(format!(
-                "a temporary file in {} for a request body: {}",
-                dir.display(),
-                io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let file = if fd >= 0 {
+            // SAFETY: `fd` is a new descriptor that nothing else owns.
+            unsafe { File::from_raw_fd(fd) }
+        } else {
+            // A file system without O_TMPFILE (overlayfs on older
+            // kernels, NFS): a named file, unlinked at once.
+            Self::named_then_unlinked(&dir).map_err(|e| {
+                io::Error::other(format!(
+                    "a temporary file in {} for a request body: {e}",
+                    dir.display()
+                ))
+            })?
+        };
         Ok(Spool {
             file,
             len: 0,
             read: 0,
         })
+    }
+
+    fn named_then_unlinked(dir: &std::path::Path) -> io::Result<File> {
+        let mut template = dir.as_os_str().as_bytes().to_vec();
+        template.extend_from_slice(b"/ferrule-body-XXXXXX\0");
+        // SAFETY: mkstemp fills in the template's XXXXXX in place and
+        // returns a new descriptor or -1.
+        let fd = unsafe { libc::mkstemp(template.as_mut_ptr().cast()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: unlink the NUL-terminated name mkstemp wrote; the
+        // descriptor, owned by the File, keeps the file until it closes.
+        unsafe { libc::unlink(template.as_ptr().cast()) };
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -83,6 +103,16 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::Spool;
+
+    #[test]
+    fn the_named_fallback_leaves_no_name() {
+        let dir = std::env::temp_dir().join(format!("ferrule-spool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut file = Spool::named_then_unlinked(&dir).unwrap();
+        std::io::Write::write_all(&mut file, b"x").unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir(&dir).unwrap();
+    }
 
     #[test]
     fn writes_then_reads_back() {

@@ -38,6 +38,16 @@ impl FromStr for AllowedPeer {
                 .filter(|&p| p <= bits)
                 .ok_or_else(|| format!("'{s}': prefix length past {bits}; {FORMS}"))?,
         };
+        // An IPv4-mapped entry (::ffff:10.0.0.0/104) matches as the IPv4
+        // network it names, as peers are compared.
+        if let IpAddr::V6(v6) = addr {
+            if let (Some(v4), true) = (v6.to_ipv4_mapped(), prefix >= 96) {
+                return Ok(AllowedPeer::Network {
+                    addr: IpAddr::V4(v4),
+                    prefix: prefix - 96,
+                });
+            }
+        }
         Ok(AllowedPeer::Network { addr, prefix })
     }
 }
@@ -96,6 +106,10 @@ mod tests {
         assert!(allowed(&list("*"), "192.0.2.1".parse().unwrap()));
         assert!(allowed(&list("0.0.0.0/0"), "192.0.2.1".parse().unwrap()));
         assert!(!allowed(&list("0.0.0.0/0"), "2001:db8::1".parse().unwrap()));
+        let mapped = list("::ffff:10.0.0.0/104");
+        assert!(allowed(&mapped, "10.9.8.7".parse().unwrap()));
+        assert!(allowed(&mapped, "::ffff:10.9.8.7".parse().unwrap()));
+        assert!(!allowed(&mapped, "11.0.0.1".parse().unwrap()));
     }
 
     #[test]

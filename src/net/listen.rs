@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::{TcpListener, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -160,14 +160,16 @@ pub enum ListenSocket {
 }
 
 impl Listener {
+    /// `socket_mode` is a unix socket file's permissions.
     pub fn bind(
         addr: &BindAddress,
         protocol: Protocol,
         backlog: u32,
         reuse_port: bool,
+        socket_mode: u32,
     ) -> io::Result<Listener> {
         Ok(Listener {
-            socket: ListenSocket::bind(addr, backlog, reuse_port)?,
+            socket: ListenSocket::bind(addr, backlog, reuse_port, socket_mode)?,
             protocol,
         })
     }
@@ -187,7 +189,12 @@ impl Listener {
 }
 
 impl ListenSocket {
-    fn bind(addr: &BindAddress, backlog: u32, reuse_port: bool) -> io::Result<ListenSocket> {
+    fn bind(
+        addr: &BindAddress,
+        backlog: u32,
+        reuse_port: bool,
+        socket_mode: u32,
+    ) -> io::Result<ListenSocket> {
         let listener = match addr {
             BindAddress::Tcp { host, port } => {
                 let sockaddr = (host.as_str(), *port)
@@ -215,6 +222,10 @@ impl ListenSocket {
                 remove_stale_socket(path)?;
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
                 socket.bind(&socket2::SockAddr::unix(path)?)?;
+                // Connecting takes write permission on the file: its mode is
+                // set, not left to the process umask (0755 under the usual
+                // 022 shuts out an nginx running as another user).
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
                 socket.listen(backlog.min(i32::MAX as u32) as i32)?;
                 ListenSocket::Unix(socket.into(), Some(path.clone()))
             }
@@ -285,21 +296,28 @@ pub fn systemd_fds() -> Option<Vec<RawFd>> {
     (pid == std::process::id() && count > 0).then(|| (3..3 + count).collect())
 }
 
+/// The way listeners are opened (`open_all`).
+pub struct ListenOptions {
+    /// The protocol of systemd's descriptors (`--protocol`).
+    pub default_protocol: Protocol,
+    pub backlog: u32,
+    pub reuse_port: bool,
+    /// TCP listeners hand over a connection only once its client has sent
+    /// data, or this has passed (see `defer_accept`).
+    pub defer: Duration,
+    /// The permissions of unix socket files ferrule creates.
+    pub socket_mode: u32,
+}
+
 /// Opens every listener: systemd's when socket-activated, else each --bind.
-/// systemd's descriptors speak `default_protocol` (`--protocol`). TCP
-/// listeners hand over a connection only once its client has sent data, or
-/// `defer` has passed (see `defer_accept`).
 pub fn open_all(
     binds: &[(Protocol, BindAddress)],
-    default_protocol: Protocol,
-    backlog: u32,
-    reuse_port: bool,
-    defer: Duration,
+    options: &ListenOptions,
 ) -> Result<Vec<Listener>, String> {
     let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
         .unwrap_or_default()
         .into_iter()
-        .map(|fd| (default_protocol, BindAddress::Fd(fd)))
+        .map(|fd| (options.default_protocol, BindAddress::Fd(fd)))
         .collect();
     let binds = if activated.is_empty() {
         binds
@@ -309,10 +327,16 @@ pub fn open_all(
     binds
         .iter()
         .map(|(protocol, addr)| {
-            let listener = Listener::bind(addr, *protocol, backlog, reuse_port)
-                .map_err(|e| format!("cannot listen on {addr:?}: {e}"))?;
+            let listener = Listener::bind(
+                addr,
+                *protocol,
+                options.backlog,
+                options.reuse_port,
+                options.socket_mode,
+            )
+            .map_err(|e| format!("cannot listen on {addr:?}: {e}"))?;
             if let ListenSocket::Tcp(l) = &listener.socket {
-                defer_accept(l.as_raw_fd(), defer);
+                defer_accept(l.as_raw_fd(), options.defer);
             }
             Ok(listener)
         })

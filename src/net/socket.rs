@@ -10,8 +10,28 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A stream socket the server can serve requests on.
 pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'static {
-    /// A read that does not wait: appends what the socket holds now.
-    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// A read that does not wait: appends what the socket holds now, with
+    /// recv(2) itself. (tokio's `try_read` answers WouldBlock without asking
+    /// the kernel until its reactor has seen the socket ready, which a
+    /// socket just accepted has not.)
+    fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: recv writes at most `spare.len()` bytes into the vector's
+        // spare capacity; the length then covers only what it wrote.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        Ok(n as usize)
+    }
     /// A gathered write that does not wait: what the socket takes now.
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
@@ -21,9 +41,6 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
 }
 
 impl Socket for TcpStream {
-    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.try_read_buf(buf)
-    }
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }
@@ -36,9 +53,6 @@ impl Socket for TcpStream {
 }
 
 impl Socket for UnixStream {
-    fn try_read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        self.try_read_buf(buf)
-    }
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }

@@ -63,6 +63,7 @@ pub fn head_from_vars(buf: Vec<u8>, vars: Vec<VarSpans>) -> Result<RequestHead, 
         host,
         path,
         query,
+        scheme_fields: false,
         cgi: vars,
     })
 }

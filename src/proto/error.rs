@@ -27,6 +27,10 @@ pub enum ClientErrorKind {
     NotImplemented,
     /// 505: an HTTP major version other than 1.
     VersionNotSupported,
+    /// 500: the server could not take the request in (a request body's
+    /// temporary file could not be written); not the client's mistake, but
+    /// answered the same way, before the application runs.
+    ServerError,
 }
 
 /// A request the server refuses, with the reason written to the log.
@@ -56,6 +60,7 @@ impl ClientError {
             ClientErrorKind::HeadersTooLarge => (431, "Request Header Fields Too Large"),
             ClientErrorKind::NotImplemented => (501, "Not Implemented"),
             ClientErrorKind::VersionNotSupported => (505, "HTTP Version Not Supported"),
+            ClientErrorKind::ServerError => (500, "Internal Server Error"),
         }
     }
 }

@@ -316,15 +316,20 @@ impl ConnParser {
             );
             return;
         }
+        // Each known name answered once, however often it was asked: the
+        // reply then fits one record.
         let mut result = Vec::new();
+        let mut answered = [false; 3];
         for (name, _) in parse_pairs(content).unwrap_or_default() {
-            let value = match &content[name.clone()] {
-                b"FCGI_MAX_CONNS" => capacity.max_conns.to_string(),
-                b"FCGI_MAX_REQS" => capacity.max_reqs.to_string(),
-                b"FCGI_MPXS_CONNS" => "0".to_string(),
+            let (slot, value) = match &content[name.clone()] {
+                b"FCGI_MAX_CONNS" => (0, capacity.max_conns.to_string()),
+                b"FCGI_MAX_REQS" => (1, capacity.max_reqs.to_string()),
+                b"FCGI_MPXS_CONNS" => (2, "0".to_string()),
                 _ => continue,
             };
-            push_pair(&mut result, &content[name], value.as_bytes());
+            if !std::mem::replace(&mut answered[slot], true) {
+                push_pair(&mut result, &content[name], value.as_bytes());
+            }
         }
         push_record(&mut self.replies, GET_VALUES_RESULT, 0, &result);
     }
@@ -367,7 +372,9 @@ impl StdinDecoder {
     pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Chunk), ClientError> {
         let mut at = 0;
         loop {
-            if self.done {
+            // The end comes once the empty STDIN record's padding is read
+            // too: on a kept connection the next request's records follow.
+            if self.done && matches!(self.record, None | Some((0, 0))) {
                 return Ok((at, Chunk::Done));
             }
             match self.record {
@@ -729,6 +736,42 @@ mod tests {
         let mut stdin_early = begin(1, 0);
         push_record(&mut stdin_early, STDIN, 1, b"x");
         assert_eq!(status(&stdin_early), 400);
+    }
+
+    #[test]
+    fn the_last_stdin_records_padding_is_read() {
+        let mut input = Vec::new();
+        push_record(&mut input, STDIN, 1, b"ab");
+        input.extend_from_slice(&[1, STDIN, 0, 1, 0, 0, 3, 0, 0, 0, 0]);
+        input.extend(begin(2, KEEP_CONN));
+        let mut d = StdinDecoder::new(1, 10);
+        let (body, used) = decode_all(&mut d, &input);
+        assert_eq!(body, b"ab");
+        assert_eq!(&input[used..], &begin(2, KEEP_CONN)[..]);
+        // Padding that has not arrived yet is waited for.
+        let mut d = StdinDecoder::new(1, 10);
+        let cut = input.len() - begin(2, KEEP_CONN).len() - 2;
+        let (_, used) = decode_all(&mut d, &input[..cut]);
+        assert!(!d.is_done() || used == cut);
+    }
+
+    #[test]
+    fn get_values_answers_each_name_once() {
+        let mut query = Vec::new();
+        for _ in 0..5000 {
+            push_pair(&mut query, b"FCGI_MPXS_CONNS", b"");
+        }
+        let mut bytes = Vec::new();
+        for piece in query.chunks(MAX_CONTENT) {
+            push_record(&mut bytes, GET_VALUES, 0, piece);
+        }
+        let mut p = ConnParser::new();
+        p.parse(&bytes, 4096, CAP).unwrap();
+        let mut result = Vec::new();
+        push_pair(&mut result, b"FCGI_MPXS_CONNS", b"0");
+        let mut expected = Vec::new();
+        push_record(&mut expected, GET_VALUES_RESULT, 0, &result);
+        assert!(p.replies.starts_with(&expected));
     }
 
     #[test]

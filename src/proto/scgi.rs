@@ -71,6 +71,8 @@ fn parse_vars(block: &[u8]) -> Result<Vec<VarSpans>, ClientError> {
         return Err(bad("SCGI variables do not end with a NUL"));
     }
     let mut vars: Vec<VarSpans> = Vec::with_capacity(16);
+    // Names seen, to refuse one sent twice without comparing every pair.
+    let mut seen = std::collections::HashSet::with_capacity(16);
     let mut at = 0;
     while at < block.len() {
         let name_end = at + memchr::memchr(0, &block[at..]).unwrap_or(block.len() - at);
@@ -86,10 +88,7 @@ fn parse_vars(block: &[u8]) -> Result<Vec<VarSpans>, ClientError> {
         if name.is_empty() {
             return Err(bad("SCGI variable with an empty name"));
         }
-        if vars
-            .iter()
-            .any(|(n, _)| block[n.clone()] == block[name.clone()])
-        {
+        if !seen.insert(&block[name.clone()]) {
             return Err(bad("SCGI variable sent twice"));
         }
         vars.push((name, value));

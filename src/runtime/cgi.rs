@@ -91,6 +91,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
         server_name: "localhost".into(),
         server_port: "80".into(),
         url_scheme: "http",
+        trusted_proxy: false,
         strings: Default::default(),
     };
     let state = ExchangeState::new(

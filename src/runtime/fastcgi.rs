@@ -6,6 +6,7 @@
 //! (FCGI_KEEP_CONN, nginx's `fastcgi_keep_conn on`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -19,6 +20,13 @@ use crate::proto::request::BodyFraming;
 use crate::proto::response::ResponseFramer;
 use crate::runtime::head::{first_read, HeadOutcome, HeadWait};
 use crate::wsgi::environ::ConnInfo;
+
+/// How long a connection the gateway keeps (FCGI_KEEP_CONN) waits for its
+/// next request. The gateway closes kept connections itself (nginx after
+/// its keepalive_timeout, 60 s by default); were ferrule to close them
+/// first, after --keep-alive (5 s), nginx could send a request on a
+/// connection closed meanwhile and answer a POST with 502.
+const KEPT_IDLE: Duration = Duration::from_secs(600);
 
 /// Serves a FastCGI connection.
 pub async fn serve<S: Socket>(
@@ -83,7 +91,11 @@ async fn next_request<S: Socket>(
     capacity: Capacity,
     first_head: &mut Option<oneshot::Sender<()>>,
 ) -> Option<Request> {
-    let mut wait = HeadWait::new(ctx, first_head.is_some());
+    let mut wait = if first_head.is_some() {
+        HeadWait::new(ctx, true)
+    } else {
+        HeadWait::idle_for(KEPT_IDLE)
+    };
     first_read(stream, rbuf, first_head);
     loop {
         if !rbuf.is_empty() {

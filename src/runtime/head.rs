@@ -38,12 +38,17 @@ pub struct HeadWait {
 impl HeadWait {
     /// `first` says the connection has had no request yet.
     pub fn new(ctx: &ServerCtx, first: bool) -> Self {
+        Self::idle_for(if first {
+            ctx.header_timeout
+        } else {
+            ctx.keep_alive
+        })
+    }
+
+    /// Waits up to `idle` for the start of a head.
+    pub fn idle_for(idle: Duration) -> Self {
         HeadWait {
-            idle_deadline: deadline_after(if first {
-                ctx.header_timeout
-            } else {
-                ctx.keep_alive
-            }),
+            idle_deadline: deadline_after(idle),
             head_deadline: None,
             stop_deadline: None,
         }
@@ -118,7 +123,7 @@ pub fn first_read<S: Socket>(
         if rbuf.capacity() < 4096 {
             rbuf.reserve(8192);
         }
-        let _ = stream.try_read_now(rbuf);
+        let _ = stream.read_now(rbuf);
     }
 }
 
@@ -142,7 +147,11 @@ pub async fn read_head<S: Socket>(
                     return HeadOutcome::Head(head);
                 }
                 Ok(None) => {}
-                Err(e) => return HeadOutcome::Refused(e),
+                Err(e) => {
+                    // Refusing waits on the client: no claim.
+                    first_head.take();
+                    return HeadOutcome::Refused(e);
+                }
             }
         }
         // Not a whole head yet: no claim on a thread for now.

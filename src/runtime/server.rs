@@ -36,6 +36,12 @@ use crate::proto::http1::response::push_decimal;
 use crate::runtime::{fastcgi, gateway, http1};
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
 
+/// Longest an accept loop waits for a new connection's word on whether it
+/// claims a thread. The word comes at the connection's first, non-waiting
+/// read (`runtime::head::first_read`); this bounds the wait only when the
+/// connection's task cannot run that soon.
+const FIRST_WORD_WAIT: Duration = Duration::from_secs(1);
+
 /// What a worker process adds to plain serving.
 pub struct WorkerRole {
     /// Liveness page shared with the master.
@@ -61,13 +67,16 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         // SAFETY: umask has no failure mode.
         unsafe { libc::umask(mask as libc::mode_t) };
     }
-    listen::open_all(
-        &config.bind_addresses()?,
-        config.protocol,
-        config.backlog,
-        config.reuse_port,
-        config.header_timeout,
-    )
+    let options = listen::ListenOptions {
+        default_protocol: config.protocol,
+        backlog: config.backlog,
+        reuse_port: config.reuse_port,
+        defer: config.header_timeout,
+        // gunicorn's default umask of 0 leaves its sockets open to every
+        // local user; --umask narrows them.
+        socket_mode: 0o777 & !config.umask.unwrap_or(0),
+    };
+    listen::open_all(&config.bind_addresses()?, &options)
 }
 
 /// Serves on `listeners` until a stop signal; the caller holds the GIL,
@@ -117,11 +126,13 @@ pub fn run(
     let graceful_timeout = config.graceful_timeout;
     let standalone = worker.is_none();
     let allow_from: Arc<[AllowedPeer]> = config.gateway_allow_from.clone().into();
+    let forwarded_allow: Arc<[AllowedPeer]> = config.forwarded_allow_ips.clone().into();
 
     py.detach(move || {
         serve(ServeParams {
             listeners,
             allow_from,
+            forwarded_allow,
             ctx,
             stop_tx,
             threads,
@@ -136,6 +147,8 @@ struct ServeParams {
     listeners: Vec<Listener>,
     /// Peers allowed on gateway listeners (`--gateway-allow-from`).
     allow_from: Arc<[AllowedPeer]>,
+    /// Peers whose scheme headers are taken (`--forwarded-allow-ips`).
+    forwarded_allow: Arc<[AllowedPeer]>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
@@ -178,7 +191,13 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 );
                 socket_files.extend(listener.socket_file());
             }
-            spawn_accept_loop(listener, &p.allow_from, p.ctx.clone(), slots.clone())?;
+            spawn_accept_loop(
+                listener,
+                &p.allow_from,
+                &p.forwarded_allow,
+                p.ctx.clone(),
+                slots.clone(),
+            )?;
         }
         if let Some(slot) = p.ctx.liveness.clone() {
             tokio::spawn(async move {
@@ -328,6 +347,7 @@ impl Drop for SignalSet {
 fn spawn_accept_loop(
     listener: Listener,
     allow_from: &Arc<[AllowedPeer]>,
+    forwarded_allow: &Arc<[AllowedPeer]>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
@@ -341,6 +361,7 @@ fn spawn_accept_loop(
                 server_name: local.ip().to_string().into(),
                 server_port: local.port().to_string().into(),
                 allow_from: protocol.is_gateway().then(|| allow_from.clone()),
+                forwarded_allow: forwarded_allow.clone(),
                 refused_peers: Mutex::default(),
             };
             tokio::spawn(accept_loop(acceptor, protocol, ctx, slots));
@@ -369,6 +390,8 @@ struct TcpAcceptor {
     server_port: Arc<str>,
     /// For a gateway listener: the peers it accepts.
     allow_from: Option<Arc<[AllowedPeer]>>,
+    /// Peers whose scheme headers are taken (`--forwarded-allow-ips`).
+    forwarded_allow: Arc<[AllowedPeer]>,
     /// Peers refused and logged already.
     refused_peers: Mutex<HashSet<IpAddr>>,
 }
@@ -436,6 +459,7 @@ impl Acceptor for TcpAcceptor {
             server_name: self.server_name.clone(),
             server_port: self.server_port.clone(),
             url_scheme: "http",
+            trusted_proxy: allow::allowed(&self.forwarded_allow, peer.ip()),
             strings: Default::default(),
         };
         Ok((stream, conn))
@@ -454,6 +478,8 @@ impl Acceptor for UnixListener {
             server_name: "localhost".into(),
             server_port: "80".into(),
             url_scheme: "http",
+            // Only processes allowed by the socket file's mode connect.
+            trusted_proxy: true,
             strings: Default::default(),
         };
         Ok((stream, conn))
@@ -507,7 +533,13 @@ async fn accept_loop<A: Acceptor>(
                     drop(first_head);
                     continue;
                 }
-                let _ = first_head.await;
+                tokio::select! {
+                    _ = first_head => {}
+                    // Only if the connection's task cannot run (its loop
+                    // busy in a long call): the wait below then holds anyway.
+                    _ = tokio::time::sleep(FIRST_WORD_WAIT) => {}
+                    _ = stop.changed() => break,
+                }
                 tokio::select! {
                     _ = ctx.wait_for_free_thread() => {}
                     _ = stop.changed() => break,

@@ -28,6 +28,9 @@ pub struct ConnInfo {
     pub server_name: Arc<str>,
     pub server_port: Arc<str>,
     pub url_scheme: &'static str,
+    /// The peer is a proxy whose word on the client's scheme is taken
+    /// (`--forwarded-allow-ips`; unix sockets always).
+    pub trusted_proxy: bool,
     /// Python strings made for this connection's requests, reused by the
     /// next ones.
     pub strings: Mutex<ConnStrings>,
@@ -426,6 +429,14 @@ pub fn build<'py>(
             intern!(py, "wsgi.url_scheme"),
             PyString::intern(py, conn.url_scheme),
         )?;
+    } else if head.scheme_fields && conn.trusted_proxy && head.proxy_says_https() {
+        // A trusted proxy in front terminated TLS (gunicorn's
+        // forwarded_allow_ips and secure_scheme_headers); a Host without a
+        // port then means 443.
+        env.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
+        if split_host_port(host).is_some_and(|(_, port)| port.is_none()) {
+            env.set_item(intern!(py, "SERVER_PORT"), intern!(py, "443"))?;
+        }
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
 
@@ -587,6 +598,8 @@ fn build_from_cgi<'py>(
                 env.set_item(key, value)?;
                 continue;
             }
+            // The server's own keys are not a gateway's to set.
+            _ if name.starts_with(b"wsgi.") => continue,
             _ if name.starts_with(b"UWSGI_") => {
                 if name == b"UWSGI_SCHEME" {
                     https |= value.eq_ignore_ascii_case(b"https");

@@ -175,6 +175,7 @@ fn parse_complete_head(
         host: None,
         path: 0..0,
         query: None,
+        scheme_fields: false,
         cgi: Vec::new(),
     };
 
@@ -217,6 +218,12 @@ fn parse_complete_head(
                     parsed.keep_alive = true;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-protocol")
+            || name.eq_ignore_ascii_case(b"x-forwarded-ssl")
+            || name.eq_ignore_ascii_case(b"forwarded")
+        {
+            parsed.scheme_fields = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
             if value.eq_ignore_ascii_case(b"100-continue") {
                 parsed.expect_continue = minor_version == 1;

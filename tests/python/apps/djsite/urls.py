@@ -33,7 +33,12 @@ def body_view(request):
     return HttpResponse(json.dumps({"len": len(request.body)}), content_type="application/json")
 
 
+def secure_view(request):
+    return JsonResponse({"secure": request.is_secure(), "url": request.build_absolute_uri("/x/")})
+
+
 urlpatterns = [
+    path("secure/", secure_view),
     path("json/", json_view),
     path("post/", post_view),
     path("stream/", stream_view),

@@ -1,0 +1,124 @@
+"""Behind a proxy: the scheme the client used, told by X-Forwarded-Proto,
+X-Forwarded-Protocol, X-Forwarded-Ssl or Forwarded, is taken from trusted
+peers only (gunicorn's forwarded_allow_ips and secure_scheme_headers), and
+a unix socket's default mode lets an nginx running as another user connect.
+nginx is a real process with its own configuration file."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+import httpx
+import pytest
+
+from conftest import Server, exchange
+from gateways import FRONTENDS, free_port, wait_for_port
+
+SCHEME_HEADERS = [
+    b"X-Forwarded-Proto: https",
+    b"X-Forwarded-Protocol: ssl",
+    b"X-Forwarded-Ssl: on",
+    b"Forwarded: for=192.0.2.1;proto=https",
+    b'Forwarded: proto="https", proto=http',
+]
+
+
+def environ_for(server, header=b""):
+    extra = header + b"\r\n" if header else b""
+    resp = exchange(server, b"GET /env HTTP/1.1\r\nHost: example.org\r\n" + extra + b"\r\n")
+    assert resp.status == 200
+    return json.loads(resp.body)
+
+
+@pytest.mark.parametrize("header", SCHEME_HEADERS, ids=lambda h: h.split(b":")[0].decode())
+def test_trusted_peer_sets_the_scheme(serve, header):
+    server = serve("echo")
+    env = environ_for(server, header)
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["SERVER_PORT"] == "443", "a Host without a port means 443 under https"
+
+
+@pytest.mark.parametrize("header", [b"X-Forwarded-Proto: http", b"X-Forwarded-Ssl: off",
+                                    b"Forwarded: for=192.0.2.1, proto=https"])
+def test_other_values_leave_http(serve, header):
+    env = environ_for(serve("echo"), header)
+    assert env["wsgi.url_scheme"] == "http" and env["SERVER_PORT"] == "80"
+
+
+def test_untrusted_peer_changes_nothing(serve):
+    server = serve("echo", "--forwarded-allow-ips", "10.0.0.0/8")
+    for header in SCHEME_HEADERS:
+        env = environ_for(server, header)
+        assert env["wsgi.url_scheme"] == "http", header
+    # The header itself still reaches the application, as sent.
+    assert environ_for(server, SCHEME_HEADERS[0])["HTTP_X_FORWARDED_PROTO"] == "https"
+
+
+def test_any_peer_with_a_star(serve):
+    server = serve("echo", "--forwarded-allow-ips", "*")
+    assert environ_for(server, SCHEME_HEADERS[0])["wsgi.url_scheme"] == "https"
+
+
+def test_unix_socket_file_mode(serve, tmp_path):
+    default = tmp_path / "default.sock"
+    serve("echo", bind=[f"unix:{default}"])
+    assert stat.S_IMODE(os.stat(default).st_mode) == 0o777
+    narrowed = tmp_path / "narrowed.sock"
+    serve("echo", "--umask", "007", bind=[f"unix:{narrowed}"])
+    assert stat.S_IMODE(os.stat(narrowed).st_mode) == 0o770
+
+
+@pytest.fixture
+def nginx_proxy(tmp_path):
+    """nginx in front of a Django project over a unix socket and over TCP,
+    its workers running as nobody when the tests run as root. The socket
+    lives in a directory anyone may enter (pytest's own are root's only),
+    so only the socket file's mode decides."""
+    run_dir = tempfile.mkdtemp(prefix="ferrule-proxy-")
+    os.chmod(run_dir, 0o755)
+    sock = os.path.join(run_dir, "app.sock")
+    env = {"DJSITE_DB": str(tmp_path / "db.sqlite3")}
+    server = Server("djsite.wsgi", bind=[f"unix:{sock}", "127.0.0.1:0"], listeners=2, env=env)
+    tcp_port = int(server.urls[1].rsplit(":", 1)[1])
+    prefix = tmp_path / "nginx"
+    for sub in ("body", "proxy"):
+        (prefix / sub).mkdir(parents=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text((FRONTENDS / "nginx-proxy.conf").read_text().format(
+        port=port, prefix=prefix, user="user nobody nogroup;" if os.geteuid() == 0 else "",
+        upstream_unix=sock, upstream_tcp_port=tcp_port))
+    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, lambda: (prefix / "error.log").read_text())
+        yield f"http://127.0.0.1:{port}", prefix
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        server.kill()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_django_behind_nginx_sees_https(nginx_proxy):
+    """Django's is_secure() and build_absolute_uri() are right behind nginx
+    with no Django setting, over the README's unix socket (which nginx,
+    running as another user, can connect to) and over TCP."""
+    url, prefix = nginx_proxy
+    for path in ("/secure/", "/tcp/secure/"):
+        resp = httpx.get(url + path, headers={"Host": "shop.example"})
+        assert resp.status_code == 200, (path, resp.status_code, (prefix / "error.log").read_text()[-2000:])
+        assert resp.json() == {"secure": True, "url": "https://shop.example/x/"}
+
+
+def test_readme_block_is_the_tested_configuration():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Behind nginx", 1)[1].split("```nginx\n", 1)[1].split("```", 1)[0]
+    conf = (FRONTENDS / "nginx-proxy.conf").read_text().replace("{{", "{").replace("}}", "}")
+    conf = conf.replace("{upstream_unix}", "/run/myapp/app.sock")
+    assert block.strip() in conf
