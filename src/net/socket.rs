@@ -40,26 +40,21 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-impl Socket for TcpStream {
-    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(tokio::io::Interest::WRITABLE, f)
-    }
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.writable()
-    }
+/// Both stream types wrap the same non-blocking calls.
+macro_rules! impl_socket {
+    ($($stream:ty),*) => {$(
+        impl Socket for $stream {
+            fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.try_write_vectored(bufs)
+            }
+            fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+                self.try_io(tokio::io::Interest::WRITABLE, f)
+            }
+            fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                self.writable()
+            }
+        }
+    )*};
 }
 
-impl Socket for UnixStream {
-    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(tokio::io::Interest::WRITABLE, f)
-    }
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.writable()
-    }
-}
+impl_socket!(TcpStream, UnixStream);

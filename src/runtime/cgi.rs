@@ -85,15 +85,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
     };
     // What the environment does not say (REMOTE_ADDR, SERVER_NAME...)
     // stays empty or generic: there is no connection to ask.
-    let conn = ConnInfo {
-        remote_addr: String::new(),
-        remote_port: String::new(),
-        server_name: "localhost".into(),
-        server_port: "80".into(),
-        url_scheme: "http",
-        trusted_proxy: false,
-        strings: Default::default(),
-    };
+    let conn = ConnInfo::without_address(false);
     let state = ExchangeState::new(
         Vec::new(),
         OutQueue::default(),

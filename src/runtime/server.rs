@@ -470,19 +470,9 @@ impl Acceptor for UnixListener {
     type Stream = UnixStream;
     async fn accept_conn(&self) -> io::Result<(UnixStream, ConnInfo)> {
         let (stream, _) = self.accept().await?;
-        // A unix socket has no peer address or port; the environ falls back
-        // to these only when the request names no Host.
-        let conn = ConnInfo {
-            remote_addr: String::new(),
-            remote_port: String::new(),
-            server_name: "localhost".into(),
-            server_port: "80".into(),
-            url_scheme: "http",
-            // Only processes allowed by the socket file's mode connect.
-            trusted_proxy: true,
-            strings: Default::default(),
-        };
-        Ok((stream, conn))
+        // Only processes allowed by the socket file's mode connect: their
+        // word on the scheme is taken.
+        Ok((stream, ConnInfo::without_address(true)))
     }
 }
 

@@ -36,6 +36,23 @@ pub struct ConnInfo {
     pub strings: Mutex<ConnStrings>,
 }
 
+impl ConnInfo {
+    /// A connection with no peer address (a unix socket, a CGI script's
+    /// stdin): the environ falls back to localhost:80 only when the request
+    /// names no host.
+    pub fn without_address(trusted_proxy: bool) -> ConnInfo {
+        ConnInfo {
+            remote_addr: String::new(),
+            remote_port: String::new(),
+            server_name: "localhost".into(),
+            server_port: "80".into(),
+            url_scheme: "http",
+            trusted_proxy,
+            strings: Default::default(),
+        }
+    }
+}
+
 /// Environ values that stay the same across a connection's requests:
 /// REMOTE_ADDR and REMOTE_PORT, SERVER_NAME and SERVER_PORT as long as
 /// the Host header does not change, and the header fields of the last

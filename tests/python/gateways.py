@@ -3,7 +3,6 @@ lighttpd) started as ordinary processes with their own configuration files
 (tests/python/frontends/) on loopback, in front of ferrule on unix sockets."""
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -29,52 +28,6 @@ def wait_for_port(port, proc, log, timeout=20):
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"the front end did not listen on {port}:\n{log()}")
-
-
-class Nginx:
-    """nginx from Debian's package, with frontends/nginx.conf filled in."""
-
-    UPSTREAMS = ("uwsgi", "scgi", "fastcgi", "http")
-
-    def __init__(self, prefix, **upstreams):
-        """`upstreams` maps each of UPSTREAMS to ferrule's socket path; a
-        location whose upstream is not given answers 502."""
-        if shutil.which("nginx") is None:
-            raise AssertionError("nginx is not installed (scripts/setup.sh installs it)")
-        self.prefix = Path(prefix)
-        self.port = free_port()
-        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.prefix / sub).mkdir(parents=True, exist_ok=True)
-        text = (FRONTENDS / "nginx.conf").read_text().format(
-            port=self.port,
-            prefix=self.prefix,
-            user="user root;" if os.geteuid() == 0 else "",
-            **{f"upstream_{k}": upstreams.get(k, str(self.prefix / "absent.sock")) for k in self.UPSTREAMS},
-        )
-        self.conf = self.prefix / "nginx.conf"
-        self.conf.write_text(text)
-        self.proc = subprocess.Popen(
-            ["nginx", "-p", str(self.prefix), "-c", str(self.conf), "-e", str(self.prefix / "error.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.proc, self.log)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self):
-        path = self.prefix / "error.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def uwsgi_packet(variables, body=b"", modifier1=0):
@@ -263,3 +216,20 @@ class Apache(_FrontEnd):
     def __init__(self, prefix, uwsgi_port, fastcgi_port, scgi_port):
         super().__init__(prefix, ["apache2", "-f", "{conf}", "-DFOREGROUND"], uwsgi_port=uwsgi_port,
                          fastcgi_port=fastcgi_port, scgi_port=scgi_port)
+
+
+class Nginx(_FrontEnd):
+    """nginx from Debian's package, with frontends/nginx.conf filled in."""
+
+    conf_name = "nginx.conf"
+    UPSTREAMS = ("uwsgi", "scgi", "fastcgi", "http")
+
+    def __init__(self, prefix, **upstreams):
+        """`upstreams` maps each of UPSTREAMS to ferrule's socket path; a
+        location whose upstream is not given answers 502."""
+        prefix = Path(prefix)
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
+        fields = {f"upstream_{k}": upstreams.get(k, str(prefix / "absent.sock")) for k in self.UPSTREAMS}
+        super().__init__(prefix, ["nginx", "-p", str(prefix), "-c", "{conf}", "-e", str(prefix / "error.log")],
+                         user="user root;" if os.geteuid() == 0 else "", **fields)
