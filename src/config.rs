@@ -44,6 +44,9 @@ fn parse_octal(s: &str) -> Result<u32, String> {
 #[command(
     name = "ferrule",
     version,
+    // A setting given again (in a config file, then GUNICORN_CMD_ARGS, then
+    // on the command line) takes its last value.
+    args_override_self = true,
     about = "A WSGI (PEP 3333) server with a Rust core.",
     after_help = "APP is `module`, `module:name`, `pkg.module:obj.attr`, `module:factory()`, \
                   `module:factory('x', 2)` (literal arguments only) or a path to a .py/.wsgi file."
@@ -97,7 +100,7 @@ pub struct Config {
     pub workers: Option<u16>,
 
     /// Import the application in the master before forking workers (copy-on-write sharing; import errors found before any worker starts).
-    #[arg(long, env = "FERRULE_PRELOAD")]
+    #[arg(long, alias = "preload-app", env = "FERRULE_PRELOAD")]
     pub preload: bool,
 
     /// A Python module whose functions on_starting(), post_fork(worker_id), worker_exit(worker_id) and on_exit() are called at those moments, if defined.
@@ -136,7 +139,7 @@ pub struct Config {
     pub max_worker_memory: u64,
 
     /// Write the master's pid to this file (removed on exit).
-    #[arg(long, value_name = "FILE", env = "FERRULE_PID")]
+    #[arg(long, alias = "pidfile", value_name = "FILE", env = "FERRULE_PID")]
     pub pid: Option<PathBuf>,
 
     /// Set SO_REUSEPORT on TCP listeners.
@@ -226,7 +229,7 @@ pub struct Config {
     pub header_timeout: Duration,
 
     /// Seconds an idle keep-alive connection is kept open for its next request; 0 closes after each response.
-    #[arg(long, value_name = "SECONDS", env = "FERRULE_KEEP_ALIVE", default_value = "5", value_parser = parse_seconds)]
+    #[arg(long, alias = "keepalive", value_name = "SECONDS", env = "FERRULE_KEEP_ALIVE", default_value = "5", value_parser = parse_seconds)]
     pub keep_alive: Duration,
 
     /// Seconds to wait for a client to send more of a body or accept more of a response before the connection is dropped.
@@ -238,12 +241,14 @@ pub struct Config {
     pub graceful_timeout: Duration,
 
     /// Least severe message the error log shows.
-    #[arg(long, value_name = "LEVEL", env = "FERRULE_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, alias = "loglevel", value_name = "LEVEL", env = "FERRULE_LOG_LEVEL", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
-    /// Error log file; '-' is stderr.
+    /// Error log file; '-' is stderr. gunicorn's --log-file is the same setting.
     #[arg(
         long,
+        visible_alias = "log-file",
+        alias = "errorlog",
         value_name = "FILE",
         env = "FERRULE_ERROR_LOGFILE",
         default_value = "-"
@@ -251,8 +256,17 @@ pub struct Config {
     pub error_logfile: String,
 
     /// Access log file in the combined log format; '-' is stderr. Off unless set.
-    #[arg(long, value_name = "FILE", env = "FERRULE_ACCESS_LOGFILE")]
+    #[arg(
+        long,
+        alias = "accesslog",
+        value_name = "FILE",
+        env = "FERRULE_ACCESS_LOGFILE"
+    )]
     pub access_logfile: Option<String>,
+
+    /// A Python config file in gunicorn's format (module-level names are settings: bind, workers, threads, timeout, ...), or python:MODULE. Without it, ./ferrule.conf.py, else ./gunicorn.conf.py, is read if present. Precedence: FERRULE_* variables < the file < GUNICORN_CMD_ARGS < FERRULE_CMD_ARGS < the command line.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<String>,
 
     /// Run the application once as a CGI script (RFC 3875; PEP 3333's run_with_cgi): the request from the environment and stdin, the response on stdout, errors on stderr, exit status 0 even for a 500. For servers that can only run scripts (Apache mod_cgi, lighttpd mod_cgi).
     #[arg(long, env = "FERRULE_CGI")]

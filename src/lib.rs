@@ -16,6 +16,7 @@
 //!   shares with its master).
 
 pub mod config;
+pub mod config_file;
 pub mod driver;
 pub mod exchange;
 pub mod liveness;
@@ -100,6 +101,13 @@ where
 /// The command line: `ferrule [OPTIONS] APP`. Returns the exit status.
 #[pyfunction]
 fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    let (argv, notices) = match config_file::expand(py, argv) {
+        Ok(expanded) => expanded,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let config = match parse_config(argv) {
         Ok(config) => config,
         Err(e) => {
@@ -127,6 +135,12 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     ) {
         eprintln!("error: {e}");
         return EXIT_USAGE;
+    }
+    for line in &notices.info {
+        log_at!(Info, "{line}");
+    }
+    for line in &notices.warnings {
+        log_at!(Warning, "{line}");
     }
     if config.cgi {
         return runtime::cgi::run(py, &config, &spec);

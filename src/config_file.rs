@@ -1,0 +1,187 @@
+//! gunicorn-style configuration sources, turned into command-line flags
+//! before the one declaration (`config.rs`) parses them: a Python config
+//! file (`-c FILE`, `python:MODULE`, or `./ferrule.conf.py`, else
+//! `./gunicorn.conf.py`), then `GUNICORN_CMD_ARGS`, then `FERRULE_CMD_ARGS`,
+//! then the command line, each later one winning (gunicorn's order).
+//!
+//! A file's names are settings' long flag names with `_` for `-`, or their
+//! aliases (gunicorn's `keepalive`, `preload_app`, `accesslog`, `errorlog`,
+//! `loglevel`, `pidfile`). A name ferrule does not have is never dropped
+//! silently: a warning names it, or, for a setting with no meaning here, an
+//! info line says why.
+
+use clap::{Arg, ArgAction, CommandFactory};
+use pyo3::prelude::*;
+
+use crate::config::Config;
+
+/// A config file's setting as `ferrule._config.load` gives it: its name,
+/// its kind ("bool", "list" or "scalar") and its values as strings.
+type FileSetting = (String, String, Vec<String>);
+
+/// What reading the sources said, for the log once it is configured.
+#[derive(Debug, Default)]
+pub struct Notices {
+    pub info: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Config file names with no counterpart in ferrule, and why none is needed.
+const NOT_NEEDED: &[(&str, &str)] = &[
+    (
+        "worker_tmp_dir",
+        "workers report liveness through shared memory, not a file",
+    ),
+    (
+        "worker_class",
+        "ferrule runs WSGI applications in threads (gthread's model)",
+    ),
+    ("proc_name", "workers are named ferrule:worker"),
+    ("wsgi_app", "the application is given as APP"),
+    (
+        "sendfile",
+        "files are sent with sendfile(2) where the protocol allows",
+    ),
+    ("reuse_port", "see --reuse-port"),
+];
+
+/// The config file `-c`/`--config` names in `argv`, if it does.
+fn named_config(argv: &[String]) -> Option<String> {
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-c" || arg == "--config" {
+            return args.next().cloned();
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.to_string());
+        }
+    }
+    None
+}
+
+/// The config file to read: the one the command line names, else the one
+/// the *_CMD_ARGS name, else the first of ./ferrule.conf.py and
+/// ./gunicorn.conf.py that exists.
+fn config_path(argv: &[String], later: &[String]) -> Option<String> {
+    named_config(argv)
+        .or_else(|| named_config(later))
+        .or_else(|| {
+            ["ferrule.conf.py", "gunicorn.conf.py"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).is_file())
+                .map(String::from)
+        })
+}
+
+/// The setting a config file name stands for.
+fn setting_for<'a>(args: &'a [Arg], name: &str) -> Option<&'a Arg> {
+    let flag = name.replace('_', "-");
+    args.iter().filter(|a| a.get_long().is_some()).find(|a| {
+        a.get_long() == Some(flag.as_str())
+            || a.get_all_aliases()
+                .is_some_and(|aliases| aliases.contains(&flag.as_str()))
+    })
+}
+
+/// Whether `tokens` (command-line words) give the setting `arg`.
+fn mentions(tokens: &[String], arg: &Arg) -> bool {
+    let long = arg.get_long().unwrap_or_default();
+    let mut names: Vec<String> = vec![format!("--{long}")];
+    if let Some(aliases) = arg.get_all_aliases() {
+        names.extend(aliases.iter().map(|a| format!("--{a}")));
+    }
+    tokens.iter().any(|t| {
+        names
+            .iter()
+            .any(|n| t == n || t.starts_with(&format!("{n}=")))
+            || arg
+                .get_short()
+                .is_some_and(|s| t.starts_with(&format!("-{s}")) && !t.starts_with("--"))
+    })
+}
+
+/// The argument vector with every source in place: the config file's
+/// settings as flags, then the *_CMD_ARGS words, then `argv`. A setting
+/// that takes several values (`bind`) is taken whole from the last source
+/// that gives it, not added up.
+pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices), String> {
+    let mut notices = Notices::default();
+    let helper = py
+        .import("ferrule._config")
+        .map_err(|e| format!("loading ferrule._config: {e}"))?;
+    let mut later: Vec<String> = Vec::new();
+    for var in ["GUNICORN_CMD_ARGS", "FERRULE_CMD_ARGS"] {
+        if let Ok(text) = std::env::var(var) {
+            let words: Vec<String> = helper
+                .call_method1("split_args", (text,))
+                .and_then(|w| w.extract())
+                .map_err(|e| format!("{var}: {e}"))?;
+            later.extend(words);
+        }
+    }
+    let Some(path) = config_path(&argv, &later) else {
+        later.extend(argv);
+        return Ok((later, notices));
+    };
+    let loaded = helper.call_method1("load", (path.clone(),)).map_err(|e| {
+        format!(
+            "-c {path}: the config file failed\n{}",
+            crate::wsgi::call::format_exception(py, &e)
+        )
+    })?;
+    let (settings, hooks): (Vec<FileSetting>, Vec<String>) =
+        loaded.extract().map_err(|e| format!("-c {path}: {e}"))?;
+    notices
+        .info
+        .push(format!("Loaded configuration from {path}"));
+    let command = Config::command();
+    let args: Vec<Arg> = command.get_arguments().cloned().collect();
+    let mut from_file = Vec::new();
+    for (name, kind, values) in settings {
+        let Some(arg) = setting_for(&args, &name) else {
+            match NOT_NEEDED.iter().find(|(n, _)| *n == name) {
+                Some((_, why)) => notices
+                    .info
+                    .push(format!("{path}: {name} is not needed: {why}")),
+                None => notices.warnings.push(format!(
+                    "{path}: '{name}' is not a ferrule setting and was ignored \
+                     (`ferrule --help` lists the settings; a gunicorn setting \
+                     ferrule lacks is listed in docs/migrating.md once it exists)"
+                )),
+            }
+            continue;
+        };
+        if arg.get_id() == "config" {
+            continue;
+        }
+        let long = format!("--{}", arg.get_long().unwrap_or_default());
+        let multiple = matches!(arg.get_action(), ArgAction::Append);
+        if multiple && (mentions(&later, arg) || mentions(&argv, arg)) {
+            continue;
+        }
+        match (kind.as_str(), arg.get_action()) {
+            ("bool", ArgAction::SetTrue) => {
+                if values.first().map(String::as_str) == Some("true") {
+                    from_file.push(long);
+                }
+            }
+            _ => {
+                for value in values {
+                    from_file.push(long.clone());
+                    from_file.push(value);
+                }
+            }
+        }
+    }
+    if !hooks.is_empty() {
+        notices.warnings.push(format!(
+            "{path}: the functions {} are gunicorn hooks, which ferrule does not call from a \
+             config file yet; put them in a module given to --hooks (its on_starting(), \
+             post_fork(worker_id), worker_exit(worker_id), on_exit())",
+            hooks.join(", ")
+        ));
+    }
+    from_file.extend(later);
+    from_file.extend(argv);
+    Ok((from_file, notices))
+}

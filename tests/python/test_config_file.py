@@ -1,0 +1,105 @@
+"""gunicorn-style configuration: a Python config file read from -c, from
+python:MODULE or from ./gunicorn.conf.py, GUNICORN_CMD_ARGS and
+FERRULE_CMD_ARGS, in gunicorn's order of precedence; gunicorn's names for
+settings; nothing ignored without a word in the log."""
+
+import textwrap
+
+import httpx
+
+from conftest import Server, run_ferrule, worker_pids
+
+APP = textwrap.dedent('''
+    import os, threading
+
+    def application(environ, start_response):
+        body = "%s %s %s" % (os.environ.get("FROM_RAW_ENV"), environ["wsgi.multithread"], os.getpid())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body.encode()]
+''')
+
+CONFIG = textwrap.dedent('''
+    import multiprocessing
+
+    bind = "127.0.0.1:0"
+    workers = 2
+    threads = 3
+    keepalive = 7
+    accesslog = "-"
+    loglevel = "INFO"
+    raw_env = ["FROM_RAW_ENV=set by the file"]
+    worker_tmp_dir = "/dev/shm"
+    made_up_setting = 1
+
+    def post_fork(server, worker):
+        pass
+''')
+
+
+def project(tmp_path, config_name="gunicorn.conf.py", config=CONFIG):
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / config_name).write_text(config)
+    return tmp_path
+
+
+def test_gunicorn_conf_in_the_working_directory_is_read(tmp_path):
+    server = Server("app", bind=[], cwd=project(tmp_path))
+    try:
+        assert len(worker_pids(server, 2)) == 2
+        resp = httpx.get(server.url + "/")
+        # raw_env reached os.environ; threads = 3 makes wsgi.multithread true.
+        assert resp.text.startswith("set by the file True ")
+        server.wait_for_log('"GET / HTTP/1.1" 200')  # accesslog = "-"
+        log = server.log
+        assert "Loaded configuration from gunicorn.conf.py" in log
+        assert "worker_tmp_dir is not needed" in log
+        assert "[WARNING] gunicorn.conf.py: 'made_up_setting' is not a ferrule setting" in log
+        assert "post_fork are gunicorn hooks" in log
+    finally:
+        server.kill()
+
+
+def test_explicit_file_and_python_module(tmp_path):
+    root = project(tmp_path, "settings_file.py", "workers = 2\nbind = '127.0.0.1:0'\n")
+    for spec in ("settings_file.py", "python:settings_file"):
+        server = Server("app", "-c", spec, bind=[], cwd=root,
+                        env={"PYTHONPATH": str(root)})
+        try:
+            assert len(worker_pids(server, 2)) == 2
+            assert f"Loaded configuration from {spec}" in server.log
+        finally:
+            server.kill()
+
+
+def test_precedence_file_then_cmd_args_then_command_line(tmp_path):
+    root = project(tmp_path)
+    env = {"GUNICORN_CMD_ARGS": "--workers 3 --threads 1", "FERRULE_CMD_ARGS": "--workers 1"}
+    server = Server("app", "--threads", "2", bind=["127.0.0.1:0"], cwd=root, env=env)
+    try:
+        # workers: file 2 < GUNICORN_CMD_ARGS 3 < FERRULE_CMD_ARGS 1;
+        # threads: file 3 < GUNICORN_CMD_ARGS 1 < command line 2.
+        assert len(worker_pids(server, 1)) == 1
+        assert httpx.get(server.url + "/").text.startswith("set by the file True ")
+        # The command line's bind replaces the file's, not adds to it.
+        assert len(server.urls) == 1
+    finally:
+        server.kill()
+
+
+def test_procfile_log_file_flag(tmp_path):
+    """`web: ferrule mysite.wsgi --log-file -` (gunicorn's alias of the
+    error log) works as in a Procfile."""
+    (tmp_path / "app.py").write_text(APP)
+    server = Server("app", "--log-file", "-", cwd=tmp_path)
+    try:
+        assert httpx.get(server.url + "/").status_code == 200
+    finally:
+        server.kill()
+
+
+def test_a_failing_config_file_says_so(tmp_path):
+    root = project(tmp_path, "broken.conf.py", "workers = undefined_name\n")
+    result = run_ferrule("app", "-c", "broken.conf.py", cwd=root)
+    assert result.returncode == 2
+    assert "-c broken.conf.py: the config file failed" in result.stderr
+    assert "NameError" in result.stderr
