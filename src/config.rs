@@ -32,6 +32,13 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
 fn parse_octal(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     u32::from_str_radix(digits, 8)
@@ -263,6 +270,10 @@ pub struct Config {
         env = "FERRULE_ACCESS_LOGFILE"
     )]
     pub access_logfile: Option<String>,
+
+    /// Set an environment variable for the application: KEY=VALUE, repeatable (gunicorn's -e/--env; raw_env in a config file).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
 
     /// A Python config file in gunicorn's format (module-level names are settings: bind, workers, threads, timeout, ...), or python:MODULE. Without it, ./ferrule.conf.py, else ./gunicorn.conf.py, is read if present. Precedence: FERRULE_* variables < the file < GUNICORN_CMD_ARGS < FERRULE_CMD_ARGS < the command line.
     #[arg(short = 'c', long, value_name = "FILE")]

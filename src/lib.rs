@@ -136,6 +136,18 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
+    // -e KEY=VALUE: through os.environ, which the application reads (and
+    // which sets the process environment the workers inherit).
+    if let Err(e) = py.import("os").and_then(|os| {
+        let environ = os.getattr("environ")?;
+        config
+            .env
+            .iter()
+            .try_for_each(|(key, value)| environ.set_item(key, value))
+    }) {
+        eprintln!("error: --env: {e}");
+        return EXIT_USAGE;
+    }
     for line in &notices.info {
         log_at!(Info, "{line}");
     }

@@ -81,6 +81,9 @@ impl FromStr for Bind {
     }
 }
 
+/// The port of a `--bind` that names none (`-b localhost`), as in gunicorn.
+const DEFAULT_PORT: &str = "8000";
+
 /// A `--bind` address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindAddress {
@@ -90,6 +93,18 @@ pub enum BindAddress {
     Unix(PathBuf),
     /// `fd://N`: a descriptor inherited already listening.
     Fd(RawFd),
+}
+
+impl fmt::Display for BindAddress {
+    /// As a `--bind` value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddress::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            BindAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+            BindAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            BindAddress::Fd(fd) => write!(f, "fd://{fd}"),
+        }
+    }
 }
 
 impl FromStr for BindAddress {
@@ -116,14 +131,19 @@ impl FromStr for BindAddress {
             let (host, after) = rest
                 .split_once(']')
                 .ok_or_else(|| format!("'{s}': unclosed '['; {FORMS}"))?;
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| format!("'{s}': missing port; {FORMS}"))?;
+            let port = match after {
+                "" => DEFAULT_PORT,
+                _ => after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("'{s}': ']' not followed by :PORT; {FORMS}"))?,
+            };
             (host.to_string(), port)
         } else {
-            let (host, port) = s
-                .rsplit_once(':')
-                .ok_or_else(|| format!("'{s}': missing port; {FORMS}"))?;
+            if s.is_empty() {
+                return Err(format!("empty address; {FORMS}"));
+            }
+            // gunicorn's habit: a host alone listens on port 8000.
+            let (host, port) = s.rsplit_once(':').unwrap_or((s, DEFAULT_PORT));
             if host.contains(':') {
                 return Err(format!("'{s}': IPv6 addresses go in brackets; {FORMS}"));
             }
@@ -334,7 +354,7 @@ pub fn open_all(
                 options.reuse_port,
                 options.socket_mode,
             )
-            .map_err(|e| format!("cannot listen on {addr:?}: {e}"))?;
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if let ListenSocket::Tcp(l) = &listener.socket {
                 defer_accept(l.as_raw_fd(), options.defer);
             }
@@ -438,13 +458,29 @@ mod tests {
         assert_eq!("127.0.0.1:80".parse::<Bind>().map(|b| b.protocol), Ok(None));
         assert!("gopher://127.0.0.1:70".parse::<Bind>().is_err());
         assert_eq!("fd://3".parse(), Ok(BindAddress::Fd(3)));
+        assert_eq!(
+            "localhost".parse(),
+            Ok(BindAddress::Tcp {
+                host: "localhost".into(),
+                port: 8000
+            })
+        );
+        assert_eq!(
+            "[::1]".parse(),
+            Ok(BindAddress::Tcp {
+                host: "::1".into(),
+                port: 8000
+            })
+        );
+        for shown in ["127.0.0.1:80", "[::1]:8000", "unix:/a/b", "fd://3"] {
+            assert_eq!(shown.parse::<BindAddress>().unwrap().to_string(), shown);
+        }
         for bad in [
             "",
-            "host",
             "host:http",
             "host:70000",
             "::1:80",
-            "[::1]",
+            "[::1]x",
             "unix:",
             "fd://x",
             "fd://-1",

@@ -103,3 +103,15 @@ def test_a_failing_config_file_says_so(tmp_path):
     assert result.returncode == 2
     assert "-c broken.conf.py: the config file failed" in result.stderr
     assert "NameError" in result.stderr
+
+
+def test_env_flag(tmp_path):
+    """gunicorn's -e KEY=VALUE sets the application's environment."""
+    (tmp_path / "app.py").write_text(APP)
+    server = Server("app", "-e", "FROM_RAW_ENV=from the flag", cwd=tmp_path)
+    try:
+        assert httpx.get(server.url + "/").text.startswith("from the flag ")
+    finally:
+        server.kill()
+    result = run_ferrule("app", "-e", "NO_EQUALS_SIGN", cwd=tmp_path)
+    assert result.returncode == 2 and "'NO_EQUALS_SIGN' is not KEY=VALUE" in result.stderr

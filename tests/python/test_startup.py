@@ -92,7 +92,7 @@ def test_bad_attribute_messages(spec, message):
     [
         (["--threads", "0"], ["--threads"]),
         (["--log-level", "loud"], ["--log-level", "debug", "critical"]),
-        (["-b", "nonsense"], ["--bind", "HOST:PORT", "unix:PATH"]),
+        (["-b", "nonsense:port"], ["--bind", "HOST:PORT", "unix:PATH"]),
         (["--keep-alive", "soon"], ["--keep-alive", "seconds"]),
         (["--no-such-flag"], ["--no-such-flag"]),
     ],
@@ -359,3 +359,11 @@ def test_accept_failures_are_logged_at_most_once_a_second(serve):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_listen_error_names_the_address_as_written():
+    """A host alone means port 8000 (gunicorn's habit); when it cannot be
+    used, the error shows the address as a --bind value."""
+    result = run_ferrule("hello", "-b", "no-such-host.invalid")
+    assert result.returncode == 1
+    assert "cannot listen on no-such-host.invalid:8000" in result.stderr, result.stderr
