@@ -32,6 +32,18 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_worker_class(s: &str) -> Result<String, String> {
+    let name = s.rsplit('.').next().unwrap_or(s).to_ascii_lowercase();
+    match name.as_str() {
+        "sync" | "gthread" | "syncworker" | "threadworker" => Ok(s.to_string()),
+        _ => Err(format!(
+            "'{s}': ferrule runs WSGI applications in threads (gunicorn's sync and gthread \
+             classes; set --threads); asynchronous worker classes (gevent, eventlet, tornado) \
+             and ASGI workers are not supported"
+        )),
+    }
+}
+
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
@@ -270,6 +282,14 @@ pub struct Config {
         env = "FERRULE_ACCESS_LOGFILE"
     )]
     pub access_logfile: Option<String>,
+
+    /// gunicorn's worker class: sync and gthread are accepted (ferrule runs the application in --threads threads); asynchronous classes (gevent, eventlet, tornado, uvicorn's ASGI workers) are refused.
+    #[arg(short = 'k', long, value_name = "CLASS", env = "FERRULE_WORKER_CLASS", default_value = "gthread", value_parser = parse_worker_class)]
+    pub worker_class: String,
+
+    /// Load the configuration and the application, report what is wrong, and exit: 0 when both load, 1 when not (gunicorn's --check-config).
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Set an environment variable for the application: KEY=VALUE, repeatable (gunicorn's -e/--env; raw_env in a config file).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]

@@ -154,6 +154,18 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     for line in &notices.warnings {
         log_at!(Warning, "{line}");
     }
+    if config.check_config {
+        return match prepare_path(py, &config).and_then(|()| load_app(py, &config, &spec)) {
+            Ok(_) => {
+                log_at!(Info, "configuration and application {spec:?} load");
+                0
+            }
+            Err(err) => {
+                report_load_error(py, &spec, &err);
+                1
+            }
+        };
+    }
     if config.cgi {
         return runtime::cgi::run(py, &config, &spec);
     }

@@ -115,3 +115,27 @@ def test_env_flag(tmp_path):
         server.kill()
     result = run_ferrule("app", "-e", "NO_EQUALS_SIGN", cwd=tmp_path)
     assert result.returncode == 2 and "'NO_EQUALS_SIGN' is not KEY=VALUE" in result.stderr
+
+
+def test_worker_classes(tmp_path):
+    """gunicorn's sync and gthread classes are what ferrule does; an
+    asynchronous class is refused with the reason, from a flag or a file."""
+    (tmp_path / "app.py").write_text(APP)
+    for cls in ("sync", "gthread", "gunicorn.workers.gthread.ThreadWorker"):
+        result = run_ferrule("app", "-k", cls, "--check-config", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = run_ferrule("app", "-k", "gevent", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "ferrule runs WSGI applications in threads" in result.stderr
+    (tmp_path / "gunicorn.conf.py").write_text("worker_class = 'eventlet'\n")
+    result = run_ferrule("app", cwd=tmp_path)
+    assert result.returncode == 2 and "'eventlet'" in result.stderr
+
+
+def test_check_config(tmp_path):
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('broken at import')\n")
+    ok = run_ferrule("app", "--check-config", cwd=tmp_path)
+    assert ok.returncode == 0 and "load" in ok.stderr
+    bad = run_ferrule("broken", "--check-config", cwd=tmp_path)
+    assert bad.returncode == 1 and "broken at import" in bad.stderr
