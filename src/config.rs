@@ -291,6 +291,10 @@ pub struct Config {
     #[arg(long)]
     pub check_config: bool,
 
+    /// Print every setting's effective value and where it came from (the command line, FERRULE_CMD_ARGS, GUNICORN_CMD_ARGS, the config file, a FERRULE_* variable, or the default), and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Set an environment variable for the application: KEY=VALUE, repeatable (gunicorn's -e/--env; raw_env in a config file).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,

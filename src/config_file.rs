@@ -19,11 +19,33 @@ use crate::config::Config;
 /// its kind ("bool", "list" or "scalar") and its values as strings.
 type FileSetting = (String, String, Vec<String>);
 
-/// What reading the sources said, for the log once it is configured.
+/// What reading the sources said, for the log once it is configured, and
+/// the words each source gave, for `--print-config`.
 #[derive(Debug, Default)]
 pub struct Notices {
     pub info: Vec<String>,
     pub warnings: Vec<String>,
+    /// Each source's flags, lowest first: (its name, its words).
+    pub sources: Vec<(String, Vec<String>)>,
+}
+
+impl Notices {
+    /// Where the setting `arg` took its value from: the last source that
+    /// gives it, else its environment variable, else its default.
+    pub fn source_of(&self, arg: &Arg, from_env: bool) -> String {
+        if let Some((name, _)) = self
+            .sources
+            .iter()
+            .rev()
+            .find(|(_, words)| mentions(words, arg))
+        {
+            return name.clone();
+        }
+        match (from_env, arg.get_env()) {
+            (true, Some(var)) => var.to_string_lossy().into_owned(),
+            _ => "default".to_string(),
+        }
+    }
 }
 
 /// Config file names with no counterpart in ferrule, and why none is needed.
@@ -84,7 +106,7 @@ fn setting_for<'a>(args: &'a [Arg], name: &str) -> Option<&'a Arg> {
 }
 
 /// Whether `tokens` (command-line words) give the setting `arg`.
-fn mentions(tokens: &[String], arg: &Arg) -> bool {
+pub fn mentions(tokens: &[String], arg: &Arg) -> bool {
     let long = arg.get_long().unwrap_or_default();
     let mut names: Vec<String> = vec![format!("--{long}")];
     if let Some(aliases) = arg.get_all_aliases() {
@@ -110,16 +132,22 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
         .import("ferrule._config")
         .map_err(|e| format!("loading ferrule._config: {e}"))?;
     let mut later: Vec<String> = Vec::new();
+    let mut cmd_args = Vec::new();
     for var in ["GUNICORN_CMD_ARGS", "FERRULE_CMD_ARGS"] {
         if let Ok(text) = std::env::var(var) {
             let words: Vec<String> = helper
                 .call_method1("split_args", (text,))
                 .and_then(|w| w.extract())
                 .map_err(|e| format!("{var}: {e}"))?;
-            later.extend(words);
+            later.extend(words.iter().cloned());
+            cmd_args.push((var.to_string(), words));
         }
     }
     let Some(path) = config_path(&argv, &later) else {
+        notices.sources = cmd_args;
+        notices
+            .sources
+            .push(("command line".to_string(), argv.clone()));
         later.extend(argv);
         return Ok((later, notices));
     };
@@ -181,7 +209,41 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
             hooks.join(", ")
         ));
     }
+    notices.sources.push((path, from_file.clone()));
+    notices.sources.extend(cmd_args);
+    notices
+        .sources
+        .push(("command line".to_string(), argv.clone()));
     from_file.extend(later);
     from_file.extend(argv);
     Ok((from_file, notices))
+}
+
+/// `--print-config`: every setting's effective value and where it came
+/// from, one a line.
+pub fn print_config(argv: &[String], notices: &Notices) -> Result<(), clap::Error> {
+    let command = Config::command();
+    let matches = command
+        .clone()
+        .try_get_matches_from(std::iter::once("ferrule".to_string()).chain(argv.iter().cloned()))?;
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if arg.is_hide_set() || ["config", "print-config", "check-config"].contains(&long) {
+            continue;
+        }
+        let id = arg.get_id().as_str();
+        let value = matches
+            .get_raw(id)
+            .map(|values| {
+                values
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "(not set)".to_string());
+        let from_env = matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        let source = notices.source_of(arg, from_env);
+        println!("{} = {value}  ({source})", long.replace('-', "_"));
+    }
+    Ok(())
 }

@@ -108,7 +108,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let config = match parse_config(argv) {
+    let config = match parse_config(argv.clone()) {
         Ok(config) => config,
         Err(e) => {
             let _ = e.print();
@@ -118,6 +118,15 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     if config.print_settings_reference {
         print!("{}", config::settings_reference());
         return 0;
+    }
+    if config.print_config {
+        return match config_file::print_config(&argv, &notices) {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = e.print();
+                EXIT_USAGE
+            }
+        };
     }
     let Some(spec) = config.app.clone() else {
         let _ = Config::command()

@@ -139,3 +139,16 @@ def test_check_config(tmp_path):
     assert ok.returncode == 0 and "load" in ok.stderr
     bad = run_ferrule("broken", "--check-config", cwd=tmp_path)
     assert bad.returncode == 1 and "broken at import" in bad.stderr
+
+
+def test_print_config_says_where_each_value_came_from(tmp_path):
+    root = project(tmp_path)
+    result = run_ferrule("app", "--print-config", "-w", "3", cwd=root,
+                         env={"GUNICORN_CMD_ARGS": "--threads 5", "FERRULE_TIMEOUT": "45"})
+    assert result.returncode == 0, result.stderr
+    lines = set(result.stdout.splitlines())
+    assert "workers = 3  (command line)" in lines
+    assert "threads = 5  (GUNICORN_CMD_ARGS)" in lines
+    assert "keep_alive = 7  (gunicorn.conf.py)" in lines
+    assert "timeout = 45  (FERRULE_TIMEOUT)" in lines
+    assert "graceful_timeout = 30  (default)" in lines
