@@ -245,20 +245,21 @@ struct RequestBody {
 /// Receives the whole body through `decoder` before the application runs:
 /// up to --post-buffering bytes in memory, the rest in a temporary file.
 /// What follows the body (a pipelined request) stays in `rbuf`. `Err`
-/// holds the client error that answers it, or nothing when the connection
-/// failed or the file could not be written (logged).
+/// holds the error that answers the request: the client's (a body cut
+/// short, too slow, malformed or too large), or a 500 when the temporary
+/// file could not be written (logged).
 async fn receive_body<S: Socket>(
     stream: &mut S,
     rbuf: &mut Vec<u8>,
     decoder: &mut BodyDecoder,
     ctx: &ServerCtx,
-) -> Result<ReceivedBody, Option<ClientError>> {
+) -> Result<ReceivedBody, ClientError> {
     let mut whole = ReceivedBody::default();
     let memory_max = ctx.post_buffering as usize;
     loop {
         let mut used = 0;
         let finished = loop {
-            match decoder.decode(&rbuf[used..]).map_err(Some)? {
+            match decoder.decode(&rbuf[used..])? {
                 (n, Chunk::Data(range)) => {
                     let data = &rbuf[used + range.start..used + range.end];
                     if whole.spool.is_none() && whole.memory.len() + data.len() <= memory_max {
@@ -291,8 +292,8 @@ async fn receive_body<S: Socket>(
         }
         match timeout(ctx.socket_timeout, stream.read_buf(rbuf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(Some(body_cut_short())),
-            Err(_) => return Err(Some(body_too_slow())),
+            Ok(_) => return Err(body_cut_short()),
+            Err(_) => return Err(body_too_slow()),
         }
     }
 }
@@ -319,12 +320,12 @@ async fn read_at_least<S: Socket>(
 /// The body's temporary file could not be made or written (the disk is
 /// full, $TMPDIR is missing): the server's fault, logged as such, and the
 /// client told so with a 500.
-fn spool_failed(e: std::io::Error) -> Option<ClientError> {
+fn spool_failed(e: std::io::Error) -> ClientError {
     log_at!(Error, "receiving a request body into a temporary file: {e}");
-    Some(ClientError::new(
+    ClientError::new(
         ClientErrorKind::ServerError,
         "the request body could not be stored",
-    ))
+    )
 }
 
 fn body_cut_short() -> ClientError {
@@ -403,11 +404,10 @@ pub async fn handle_request<S: Socket>(
         continue_owed = false;
         match receive_body(stream, &mut bufs.rbuf, &mut body, ctx).await {
             Ok(whole) => received = Some(whole),
-            Err(Some(err)) => {
+            Err(err) => {
                 refuse(stream, framer, &err, conn, ctx).await;
                 return false;
             }
-            Err(None) => return false,
         }
     } else if let BodyFraming::Length(n) = head.framing {
         if continue_owed && bufs.rbuf.len() as u64 >= n {

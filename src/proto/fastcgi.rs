@@ -12,8 +12,6 @@
 //! one request at a time per connection (FCGI_MPXS_CONNS is 0): another
 //! request id that begins meanwhile gets END_REQUEST with CANT_MPX_CONN.
 
-use std::ops::Range;
-
 use crate::proto::app_head::AppHead;
 use crate::proto::cgi::{head_from_vars, VarSpans};
 use crate::proto::error::{ClientError, ClientErrorKind};
@@ -518,30 +516,31 @@ impl FastCgiEncoder {
     }
 }
 
-/// The STDOUT content of records in `buf` for `request_id`, and whether
-/// END_REQUEST came (for tests).
-pub fn read_stdout(mut buf: &[u8], request_id: u16) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    while let Ok(Some(h)) = Header::parse(buf) {
-        if buf.len() < h.record_len() {
-            break;
-        }
-        let content: Range<usize> = HEADER_LEN..HEADER_LEN + h.content_len;
-        if h.request_id == request_id {
-            match h.kind {
-                STDOUT => out.extend_from_slice(&buf[content]),
-                END_REQUEST => return (out, true),
-                _ => {}
-            }
-        }
-        buf = &buf[h.record_len()..];
-    }
-    (out, false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
+
+    /// The STDOUT content of records in `buf` for `request_id`, and whether
+    /// END_REQUEST came (for tests).
+    fn read_stdout(mut buf: &[u8], request_id: u16) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        while let Ok(Some(h)) = Header::parse(buf) {
+            if buf.len() < h.record_len() {
+                break;
+            }
+            let content: Range<usize> = HEADER_LEN..HEADER_LEN + h.content_len;
+            if h.request_id == request_id {
+                match h.kind {
+                    STDOUT => out.extend_from_slice(&buf[content]),
+                    END_REQUEST => return (out, true),
+                    _ => {}
+                }
+            }
+            buf = &buf[h.record_len()..];
+        }
+        (out, false)
+    }
     use crate::proto::request::BodyFraming;
 
     const CAP: Capacity = Capacity {

@@ -107,24 +107,24 @@ fn parse_vars(block: &[u8]) -> Result<Vec<VarSpans>, ClientError> {
     Ok(vars)
 }
 
-/// Encodes an SCGI request head (for tests of the parser).
-pub fn encode(vars: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in vars {
-        block.extend_from_slice(name);
-        block.push(0);
-        block.extend_from_slice(value);
-        block.push(0);
-    }
-    let mut out = format!("{}:", block.len()).into_bytes();
-    out.extend_from_slice(&block);
-    out.push(b',');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Encodes an SCGI request head (for tests of the parser).
+    fn encode(vars: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in vars {
+            block.extend_from_slice(name);
+            block.push(0);
+            block.extend_from_slice(value);
+            block.push(0);
+        }
+        let mut out = format!("{}:", block.len()).into_bytes();
+        out.extend_from_slice(&block);
+        out.push(b',');
+        out
+    }
     use crate::proto::request::BodyFraming;
 
     /// The example request of the specification.

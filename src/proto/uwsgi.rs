@@ -84,25 +84,25 @@ fn parse_vars(block: &[u8]) -> Result<Vec<VarSpans>, ClientError> {
     Ok(vars)
 }
 
-/// Encodes a uwsgi request (for tests and benchmarks of the parser).
-pub fn encode(modifier1: u8, vars: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in vars {
-        for part in [name, value] {
-            block.extend_from_slice(&(part.len() as u16).to_le_bytes());
-            block.extend_from_slice(part);
-        }
-    }
-    let mut out = vec![modifier1];
-    out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-    out.push(0);
-    out.extend_from_slice(&block);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Encodes a uwsgi request (for tests and benchmarks of the parser).
+    fn encode(modifier1: u8, vars: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in vars {
+            for part in [name, value] {
+                block.extend_from_slice(&(part.len() as u16).to_le_bytes());
+                block.extend_from_slice(part);
+            }
+        }
+        let mut out = vec![modifier1];
+        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+        out.push(0);
+        out.extend_from_slice(&block);
+        out
+    }
     use crate::proto::request::BodyFraming;
 
     fn request() -> Vec<u8> {
