@@ -229,7 +229,10 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
     p.ctx.lane.stop_waiting();
     if stop == Stop::Graceful {
         // Every connection holds a slot: all slots back means all are done.
-        // A second stop signal cuts the wait short.
+        // SIGINT or SIGQUIT cuts the wait short. Another SIGTERM does not:
+        // when TERM goes to the whole process group (systemd's default
+        // KillMode=control-group, `docker stop`, `timeout`), a worker gets
+        // its own and then the one the master forwards.
         let deadline = Instant::now() + p.graceful_timeout;
         while slots.available_permits() < p.max_connections {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -242,14 +245,14 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
             }
             match signals.wait(Some(left.min(Duration::from_millis(20)))) {
                 Some(libc::SIGUSR1) => reopen_logs(),
+                Some(libc::SIGTERM) | None => {}
                 Some(_) => {
                     log_at!(
                         Warning,
-                        "Handling signal again: not waiting for running requests"
+                        "Handling signal: SIGINT/SIGQUIT: not waiting for running requests"
                     );
                     break;
                 }
-                None => {}
             }
         }
     }

@@ -448,3 +448,29 @@ def test_slow_readers_of_finished_responses_do_not_stop_accepting(serve):
     finally:
         for sock in readers:
             sock.close()
+
+
+def test_term_to_the_whole_process_group_is_a_graceful_stop(serve):
+    """systemd's default KillMode=control-group, `docker stop` of a shell
+    entrypoint and `timeout` send SIGTERM to the master and every worker at
+    once. Each worker then gets TERM twice (its own and the master's): that
+    is still a graceful stop, and the request in flight is answered."""
+    server = serve("behaviours", "-w", "2", preexec_fn=os.setpgrp)
+    worker_pids(server, 2)
+    result = {}
+
+    def long_request():
+        try:
+            result["r"] = httpx.get(server.url + "/sleep?s=2&reached=group", timeout=20)
+        except httpx.HTTPError as exc:
+            result["e"] = exc
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    server.wait_for_log("app reached: group")
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    t.join(20)
+    assert "r" in result, f"the request in flight was cut: {result}; log:\n{server.log}"
+    assert result["r"].status_code == 200
+    assert "not waiting for running requests" not in server.log
