@@ -122,7 +122,7 @@ pub struct Config {
     #[arg(long, alias = "preload-app", env = "FERRULE_PRELOAD")]
     pub preload: bool,
 
-    /// A Python module whose functions on_starting(), post_fork(worker_id), worker_exit(worker_id) and on_exit() are called at those moments, if defined.
+    /// A Python module whose functions are server hooks with gunicorn's names and signatures (on_starting(server), post_fork(server, worker), pre_request(worker, req), post_request(worker, req, environ, resp), ...; see Hooks). A config file's functions of those names are hooks too; this module's win.
     #[arg(long, value_name = "MODULE", env = "FERRULE_HOOKS")]
     pub hooks: Option<String>,
 

@@ -157,7 +157,7 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
             crate::wsgi::call::format_exception(py, &e)
         )
     })?;
-    let (settings, hooks): (Vec<FileSetting>, Vec<String>) =
+    let (settings, hooks, unsupported): (Vec<FileSetting>, Vec<String>, Vec<(String, String)>) =
         loaded.extract().map_err(|e| format!("-c {path}: {e}"))?;
     notices
         .info
@@ -202,12 +202,14 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
         }
     }
     if !hooks.is_empty() {
-        notices.warnings.push(format!(
-            "{path}: the functions {} are gunicorn hooks, which ferrule does not call from a \
-             config file yet; put them in a module given to --hooks (its on_starting(), \
-             post_fork(worker_id), worker_exit(worker_id), on_exit())",
-            hooks.join(", ")
-        ));
+        notices
+            .info
+            .push(format!("{path}: hooks {}", hooks.join(", ")));
+    }
+    for (name, why) in unsupported {
+        notices
+            .warnings
+            .push(format!("{path}: '{name}' was ignored: {why}"));
     }
     notices.sources.push((path, from_file.clone()));
     notices.sources.extend(cmd_args);
@@ -219,31 +221,62 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
     Ok((from_file, notices))
 }
 
-/// `--print-config`: every setting's effective value and where it came
-/// from, one a line.
-pub fn print_config(argv: &[String], notices: &Notices) -> Result<(), clap::Error> {
+/// A setting's effective value: its config file name, its values as
+/// strings (none when unset), whether it takes several, and where the
+/// value came from.
+pub struct Effective {
+    pub name: String,
+    pub values: Vec<String>,
+    pub many: bool,
+    pub source: String,
+}
+
+/// Every setting's effective value, from the expanded `argv`.
+pub fn effective_settings(
+    argv: &[String],
+    notices: &Notices,
+) -> Result<Vec<Effective>, clap::Error> {
     let command = Config::command();
     let matches = command
         .clone()
         .try_get_matches_from(std::iter::once("ferrule".to_string()).chain(argv.iter().cloned()))?;
+    let mut settings = Vec::new();
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
         if arg.is_hide_set() || ["config", "print-config", "check-config"].contains(&long) {
             continue;
         }
         let id = arg.get_id().as_str();
-        let value = matches
+        let values = matches
             .get_raw(id)
             .map(|values| {
                 values
                     .map(|v| v.to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
-                    .join(",")
             })
-            .unwrap_or_else(|| "(not set)".to_string());
+            .unwrap_or_default();
         let from_env = matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
-        let source = notices.source_of(arg, from_env);
-        println!("{} = {value}  ({source})", long.replace('-', "_"));
+        settings.push(Effective {
+            name: long.replace('-', "_"),
+            values,
+            many: matches!(arg.get_action(), ArgAction::Append)
+                || arg.get_value_delimiter().is_some(),
+            source: notices.source_of(arg, from_env),
+        });
+    }
+    Ok(settings)
+}
+
+/// `--print-config`: every setting's effective value and where it came
+/// from, one a line.
+pub fn print_config(argv: &[String], notices: &Notices) -> Result<(), clap::Error> {
+    for setting in effective_settings(argv, notices)? {
+        let value = if setting.values.is_empty() {
+            "(not set)".to_string()
+        } else {
+            setting.values.join(",")
+        };
+        println!("{} = {value}  ({})", setting.name, setting.source);
     }
     Ok(())
 }

@@ -78,24 +78,41 @@ pub fn report_load_error(py: Python<'_>, spec: &str, err: &PyErr) {
     log_at!(Critical, "Failed to load application {spec:?}\n{text}");
 }
 
-/// Calls `hooks.<name>(*args)` if the hooks module defines it; an exception
-/// is logged with its traceback and does not stop the server.
+/// Tells `hooks` (a `ferrule._hooks.Hooks`) that the moment `name` has
+/// come; it calls the user's hook, if defined, and logs the hook's own
+/// failure. A failure here (ferrule's) is logged too; neither stops the
+/// server.
 pub fn call_hook<A>(py: Python<'_>, hooks: Option<&Py<PyAny>>, name: &str, args: A)
 where
     A: for<'py> pyo3::call::PyCallArgs<'py>,
 {
     let Some(hooks) = hooks else { return };
-    let hooks = hooks.bind(py);
-    let Ok(hook) = hooks.getattr(name) else {
-        return;
-    };
-    if let Err(err) = hook.call1(args) {
+    if let Err(err) = hooks.bind(py).call_method1(name, args) {
         log_at!(
             Error,
             "Hook {name} failed\n{}",
             wsgi::call::format_exception(py, &err)
         );
     }
+}
+
+/// Whether `hooks` defines the hook `name`.
+pub fn has_hook(py: Python<'_>, hooks: &Py<PyAny>, name: &str) -> bool {
+    hooks
+        .bind(py)
+        .call_method1("has", (name,))
+        .and_then(|b| b.extract())
+        .unwrap_or(false)
+}
+
+/// `ferrule._ferrule.log(level, message)`: the error log, for the
+/// `server.log` and `worker.log` hooks receive.
+#[pyfunction(name = "log")]
+fn log_from_python(level: &str, message: &str) -> PyResult<()> {
+    let level = <config::LogLevel as clap::ValueEnum>::from_str(level, true)
+        .map_err(|_| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+    log::log(level, message);
+    Ok(())
 }
 
 /// The command line: `ferrule [OPTIONS] APP`. Returns the exit status.
@@ -178,7 +195,14 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     if config.cgi {
         return runtime::cgi::run(py, &config, &spec);
     }
-    process::master::run(py, &config, &spec)
+    let settings = match config_file::effective_settings(&argv, &notices) {
+        Ok(settings) => settings,
+        Err(e) => {
+            let _ = e.print();
+            return EXIT_USAGE;
+        }
+    };
+    process::master::run(py, &config, &spec, &settings)
 }
 
 /// `ferrule.serve(app, ...)`: serves an application object until stopped.
@@ -214,6 +238,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(settings_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(log_from_python, m)?)?;
     m.add_class::<wsgi::streams::FileWrapper>()?;
     m.add_class::<wsgi::streams::ErrorStream>()?;
     m.add_class::<wsgi::input::Input>()?;

@@ -10,6 +10,12 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Reasons a worker gives for leaving, so the master can log them.
+/// How often a worker's event loop stamps its page. The master counts a
+/// loop as stalled only once it has missed its stamp by more than
+/// --timeout, so that a short --timeout (1 s) never mistakes the interval
+/// between two stamps for a stall.
+pub const LOOP_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub const EXIT_NONE: u32 = 0;
 pub const EXIT_MAX_REQUESTS: u32 = 1;
 pub const EXIT_RELOAD: u32 = 2;

@@ -10,23 +10,36 @@ import runpy
 import shlex
 
 
+# The file's functions named as gunicorn's hooks, for ferrule._hooks.
+file_hooks = {}
+
+
 def load(path):
     """Runs the config file at `path` (or imports ``python:module``) and
-    returns (settings, hooks): each module-level public name with a plain
-    value as (name, kind, values), kind "bool", "list" or "scalar" and the
-    values as strings; and the names of its functions (gunicorn's hooks).
+    returns (settings, hooks, unsupported): each module-level public name
+    with a plain value as (name, kind, values), kind "bool", "list" or
+    "scalar" and the values as strings; the names of its functions that are
+    gunicorn's hooks (kept in `file_hooks`); and (name, why) for functions
+    that are gunicorn settings ferrule does not use. Other functions (helpers,
+    imports such as ``cpu_count``) are not settings, as in gunicorn.
     ``raw_env`` ("KEY=VALUE" strings) is applied to os.environ here, before
     any worker is forked, as gunicorn does."""
+    from ferrule import _hooks
+
     if path.startswith("python:"):
         namespace = vars(importlib.import_module(path[len("python:"):]))
     else:
         namespace = runpy.run_path(path)
-    settings, hooks = [], []
+    settings, unsupported = [], []
+    file_hooks.clear()
     for name, value in namespace.items():
         if name.startswith("_") or inspect.ismodule(value) or inspect.isclass(value):
             continue
         if callable(value):
-            hooks.append(name)
+            if name in _hooks.SIGNATURES:
+                file_hooks[name] = value
+            elif name in _hooks.UNSUPPORTED:
+                unsupported.append((name, _hooks.UNSUPPORTED[name]))
             continue
         if name == "raw_env":
             for item in [value] if isinstance(value, str) else value:
@@ -41,7 +54,7 @@ def load(path):
             continue
         else:
             settings.append((name, "scalar", [str(value)]))
-    return settings, hooks
+    return settings, sorted(file_hooks), unsupported
 
 
 def split_args(text):

@@ -126,6 +126,9 @@ pub struct ServerCtx {
     pub file_turns: Semaphore,
     /// Where the connections run (see `lane`).
     pub lane: Arc<Lane>,
+    /// The hooks (`ferrule._hooks.Hooks`) when pre_request or post_request
+    /// is defined; None costs a request one branch.
+    pub request_hooks: Option<Py<PyAny>>,
 }
 
 impl ServerCtx {
@@ -499,6 +502,10 @@ async fn run_request<S: Socket>(
             conn,
             objects.input.bind(py).clone().into_any(),
         )?;
+        let hooked = ctx
+            .request_hooks
+            .as_ref()
+            .map(|hooks| pre_request(py, hooks, &environ));
         let (call, step) = AppCall::start(
             py,
             &ctx.app,
@@ -507,9 +514,9 @@ async fn run_request<S: Socket>(
             objects.exchange.clone(),
             RequestLabel(head),
         );
-        Ok::<_, PyErr>((objects, call, step))
+        Ok::<_, PyErr>((objects, call, step, hooked))
     });
-    let (objects, mut call, mut step) = match started {
+    let (objects, mut call, mut step, hooked) = match started {
         Ok(started) => started,
         Err(err) => {
             // Building Python objects failed (out of memory, most likely):
@@ -603,6 +610,20 @@ async fn run_request<S: Socket>(
     }
     if call.needs_close() {
         ctx.in_python(|py| call.close_now(py));
+    }
+    if let (Some(hooks), Some((req, environ))) = (&ctx.request_hooks, hooked) {
+        let (status, sent) = {
+            let st = exchange.lock();
+            (st.response.status(), st.response.body_bytes())
+        };
+        ctx.in_python(|py| {
+            crate::call_hook(
+                py,
+                Some(hooks),
+                "post_request",
+                (req, environ, status, sent),
+            )
+        });
     }
     drop(claim);
     ctx.count_request();
@@ -844,6 +865,27 @@ async fn send_file<S: Socket>(
         }
     }
     Ok(())
+}
+
+/// The pre_request hook: its `req` object and the environ, kept for
+/// post_request once the response is sent.
+fn pre_request(
+    py: Python<'_>,
+    hooks: &Py<PyAny>,
+    environ: &Bound<'_, PyDict>,
+) -> (Py<PyAny>, Py<PyAny>) {
+    let req = match hooks.bind(py).call_method1("pre_request", (environ,)) {
+        Ok(req) => req.unbind(),
+        Err(err) => {
+            log_at!(
+                Error,
+                "Hook pre_request failed\n{}",
+                crate::wsgi::call::format_exception(py, &err)
+            );
+            py.None()
+        }
+    };
+    (req, environ.clone().into_any().unbind())
 }
 
 fn access_log(head: &RequestHead, conn: &ConnInfo, status: u16, bytes: u64) {

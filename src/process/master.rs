@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use crate::config::Config;
+use crate::config_file::Effective;
 use crate::liveness::{self, BootFailure, Slot};
 use crate::net::listen::Listener;
 use crate::process::worker::{self, set_thread_name, Boot};
 use crate::runtime::server::{self, SignalSet};
 use crate::{
-    call_hook, load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR,
+    call_hook, has_hook, load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR,
     EXIT_WORKER_BOOT_ERROR,
 };
 
@@ -68,7 +69,11 @@ struct Arbiter<'a> {
     target: usize,
     next_id: usize,
     preloaded: Option<Py<PyAny>>,
+    /// The hooks (`ferrule._hooks.Hooks`), when any is defined.
     hooks: Option<Py<PyAny>>,
+    /// Whether a worker_abort hook is defined: a timed-out worker is then
+    /// sent SIGABRT after its stack dump, as gunicorn does.
+    abort_hook: bool,
     boot_failure: BootFailure,
     early_deaths: u32,
     /// Workers from before a HUP, retired once their successors are ready.
@@ -78,7 +83,7 @@ struct Arbiter<'a> {
 }
 
 /// Runs ferrule with a master and workers; returns the exit status.
-pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
+pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) -> i32 {
     set_thread_name(b"ferrule:master\0");
     // Blocked before anything is announced, so that a signal sent as soon as
     // the "Listening at" line appears is queued for the loop, not fatal.
@@ -124,18 +129,11 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
     }
     let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::socket_file).collect();
 
-    let hooks = match &config.hooks {
-        Some(module) => {
-            match crate::prepare_path(py, config).and_then(|()| py.import(module.as_str())) {
-                Ok(m) => Some(m.into_any().unbind()),
-                Err(err) => {
-                    report_load_error(py, module, &err);
-                    return EXIT_APP_LOAD_ERROR;
-                }
-            }
-        }
-        None => None,
+    let hooks = match load_hooks(py, config, settings) {
+        Ok(hooks) => hooks,
+        Err(status) => return status,
     };
+    call_hook(py, hooks.as_ref(), "nworkers_changed", (target, py.None()));
     call_hook(py, hooks.as_ref(), "on_starting", ());
 
     let preloaded = if config.preload && !config.reload {
@@ -171,6 +169,10 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
         }
     };
 
+    call_hook(py, hooks.as_ref(), "when_ready", ());
+    let abort_hook = hooks
+        .as_ref()
+        .is_some_and(|h| has_hook(py, h, "worker_abort"));
     let mut arbiter = Arbiter {
         config,
         spec,
@@ -180,6 +182,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
         next_id: 1,
         preloaded,
         hooks,
+        abort_hook,
         boot_failure,
         early_deaths: 0,
         reload_pending: None,
@@ -196,6 +199,42 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
     call_hook(py, arbiter.hooks.as_ref(), "on_exit", ());
     log_at!(Info, "Shutting down: Master");
     status
+}
+
+/// The hooks of the config file and of --hooks; Err is the exit status
+/// when the module cannot be imported or a hook has the wrong signature.
+fn load_hooks(
+    py: Python<'_>,
+    config: &Config,
+    settings: &[Effective],
+) -> Result<Option<Py<PyAny>>, i32> {
+    let settings: Vec<(&str, &[String], bool)> = settings
+        .iter()
+        .map(|s| (s.name.as_str(), s.values.as_slice(), s.many))
+        .collect();
+    let loaded = crate::prepare_path(py, config).and_then(|()| {
+        py.import("ferrule._hooks")?
+            .call_method1("load", (config.hooks.as_deref(), settings))
+    });
+    match loaded {
+        Ok(hooks) if hooks.is_none() => Ok(None),
+        Ok(hooks) => {
+            let names: Vec<String> = hooks
+                .call_method0("names")
+                .and_then(|n| n.extract())
+                .unwrap_or_default();
+            log_at!(Debug, "Hooks defined: {}", names.join(", "));
+            Ok(Some(hooks.unbind()))
+        }
+        Err(err) if err.get_type(py).name().is_ok_and(|n| n == "HookError") => {
+            log_at!(Critical, "{}", err.value(py));
+            Err(crate::EXIT_USAGE)
+        }
+        Err(err) => {
+            report_load_error(py, config.hooks.as_deref().unwrap_or("hooks"), &err);
+            Err(EXIT_APP_LOAD_ERROR)
+        }
+    }
 }
 
 fn signal_name(sig: libc::c_int) -> String {
@@ -238,15 +277,22 @@ impl Arbiter<'_> {
             let sig = py.detach(|| signals.wait(Some(TICK)));
             match sig {
                 Some(libc::SIGCHLD) | None => {}
-                Some(libc::SIGHUP) => self.reload(),
+                Some(libc::SIGHUP) => {
+                    self.reload();
+                    call_hook(py, self.hooks.as_ref(), "on_reload", ());
+                }
                 Some(libc::SIGTTIN) => {
                     self.target += 1;
                     log_at!(Info, "Handling signal: SIGTTIN: {} workers", self.target);
+                    let (new, old) = (self.target, self.target - 1);
+                    call_hook(py, self.hooks.as_ref(), "nworkers_changed", (new, old));
                 }
                 Some(libc::SIGTTOU) => {
                     if self.target > 1 {
                         self.target -= 1;
                         log_at!(Info, "Handling signal: SIGTTOU: {} workers", self.target);
+                        let (new, old) = (self.target, self.target + 1);
+                        call_hook(py, self.hooks.as_ref(), "nworkers_changed", (new, old));
                         if let Some(oldest) = self.workers.iter().position(|w| !w.replaced) {
                             self.retire(oldest, None);
                         }
@@ -267,7 +313,7 @@ impl Arbiter<'_> {
                     return 0;
                 }
             }
-            self.reap();
+            self.reap(py);
             self.check_workers();
         }
     }
@@ -292,6 +338,7 @@ impl Arbiter<'_> {
         let process = py.import("ferrule._process").map_err(|e| e.to_string())?;
         let _ = process.call_method0("flush_std_streams");
         let master_pid = std::process::id() as libc::pid_t;
+        call_hook(py, self.hooks.as_ref(), "pre_fork", (id,));
         // os.fork runs the interpreter's at-fork hooks (locks, random seeds,
         // os.register_at_fork callbacks), which a bare fork(2) would skip.
         let pid: libc::pid_t = py
@@ -319,6 +366,7 @@ impl Arbiter<'_> {
             unsafe { libc::_exit(status) };
         }
         log_at!(Info, "Booting worker {id} with pid: {pid}");
+        call_hook(py, self.hooks.as_ref(), "forked", (pid,));
         self.workers.push(Worker {
             id,
             pid,
@@ -362,7 +410,7 @@ impl Arbiter<'_> {
     }
 
     /// Reaps every exited worker and says why it went.
-    fn reap(&mut self) {
+    fn reap(&mut self, py: Python<'_>) {
         loop {
             let mut status = 0;
             // SAFETY: non-blocking wait for any child.
@@ -374,6 +422,7 @@ impl Arbiter<'_> {
                 continue;
             };
             let w = self.workers.remove(index);
+            call_hook(py, self.hooks.as_ref(), "child_exit", (pid,));
             let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
             let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
             let reason = w.reason.or(match w.slot.exit_reason() {
@@ -395,12 +444,16 @@ impl Arbiter<'_> {
                 (None, Some(0)) => log_at!(Info, "Worker {} (pid: {pid}) {how}", w.id),
                 (None, _) => log_at!(Error, "Worker {} (pid: {pid}) {how}; replaced: crash", w.id),
             }
-            if code == Some(EXIT_APP_LOAD_ERROR) {
+            // Exit statuses 3 and 4 mean "cannot boot" only from a worker
+            // that never became ready: an application calling os._exit(3)
+            // later is a crash like any other (gunicorn stops on it).
+            let booting = !w.slot.is_ready();
+            if booting && code == Some(EXIT_APP_LOAD_ERROR) {
                 log_at!(Critical, "Worker failed to load the application: stopping");
                 self.fatal = Some(EXIT_APP_LOAD_ERROR);
                 continue;
             }
-            if code == Some(EXIT_WORKER_BOOT_ERROR) {
+            if booting && code == Some(EXIT_WORKER_BOOT_ERROR) {
                 log_at!(Critical, "Worker failed to boot: stopping");
                 self.fatal = Some(EXIT_WORKER_BOOT_ERROR);
                 continue;
@@ -448,7 +501,8 @@ impl Arbiter<'_> {
                 let in_python = w.slot.longest_in_python_ms(now_ms);
                 let loop_stuck = w.slot.is_ready()
                     && in_python.is_none()
-                    && w.slot.loop_silence_ms(now_ms) > timeout_ms;
+                    && w.slot.loop_silence_ms(now_ms)
+                        > timeout_ms + liveness::LOOP_TICK.as_millis() as u64;
                 if in_python.is_some_and(|ms| ms > timeout_ms) || loop_stuck {
                     let what = match in_python {
                         Some(ms) if ms > timeout_ms => format!(
@@ -459,6 +513,9 @@ impl Arbiter<'_> {
                     };
                     log_at!(Critical, "WORKER TIMEOUT: worker {} (pid: {}): {what} (--timeout {}s); its Python stacks follow", w.id, w.pid, self.config.timeout.as_secs_f64());
                     send(w.pid, libc::SIGUSR2);
+                    if self.abort_hook {
+                        send(w.pid, libc::SIGABRT);
+                    }
                     w.replaced = true;
                     w.reason = Some("timeout");
                     w.kill_at = Some(now + TIMEOUT_KILL_GRACE);
@@ -522,7 +579,7 @@ impl Arbiter<'_> {
                     }
                 }
             }
-            self.reap();
+            self.reap(py);
         }
         for w in &self.workers {
             log_at!(

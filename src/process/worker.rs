@@ -61,7 +61,7 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
     if !follow_master(boot.master_pid) {
         return 0;
     }
-    crate::call_hook(py, boot.hooks.as_ref(), "post_fork", (boot.id,));
+    crate::call_hook(py, boot.hooks.as_ref(), "post_fork", ());
 
     let app = match boot.preloaded {
         Some(app) => app,
@@ -78,14 +78,16 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
     if boot.config.reload {
         start_reload_watcher(py, boot.slot.clone());
     }
+    crate::call_hook(py, boot.hooks.as_ref(), "post_worker_init", ());
     boot.slot.set_ready();
     let role = WorkerRole {
         slot: boot.slot.clone(),
         max_requests: draw_max_requests(boot.config),
         multiprocess: boot.multiprocess,
+        hooks: boot.hooks.as_ref().map(|h| h.clone_ref(py)),
     };
     let result = server::run(py, boot.config, app, boot.listeners, Some(role));
-    crate::call_hook(py, boot.hooks.as_ref(), "worker_exit", (boot.id,));
+    crate::call_hook(py, boot.hooks.as_ref(), "worker_exit", ());
     match result {
         Ok(_) => 0,
         Err(e) => {
@@ -96,9 +98,11 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
 }
 
 /// Signals meant for the master are ignored. The worker's own stop signals
-/// stay blocked from the fork on, so one that arrives while the application
-/// is loading waits for `server::run` instead of killing the worker; every
-/// other signal the master blocked is unblocked.
+/// (and SIGABRT, which the master sends a timed-out worker for its
+/// worker_abort hook) stay blocked from the fork on, so one that arrives
+/// while the application is loading waits for `server::run` instead of
+/// killing the worker; every other signal the master blocked is unblocked.
+/// abort(3) unblocks SIGABRT itself, so a real abort still ends the worker.
 fn reset_signals() {
     // SAFETY: signal dispositions and masks of this (single-threaded) child.
     unsafe {
@@ -108,7 +112,13 @@ fn reset_signals() {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let mut own: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut own);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGUSR1] {
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGABRT,
+        ] {
             libc::sigaddset(&mut own, sig);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &own, std::ptr::null_mut());

@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use crate::config::Config;
 use crate::driver::lane::{self, Lane};
 use crate::driver::ServerCtx;
+use crate::has_hook;
 use crate::liveness::Slot;
 use crate::log;
 use crate::log_at;
@@ -50,6 +51,8 @@ pub struct WorkerRole {
     pub max_requests: u64,
     /// True when more than one worker serves (wsgi.multiprocess).
     pub multiprocess: bool,
+    /// The hooks (`ferrule._hooks.Hooks`), when any is defined.
+    pub hooks: Option<Py<PyAny>>,
 }
 
 /// How the server was told to stop.
@@ -99,6 +102,12 @@ pub fn run(
     let environ_base =
         base_environ(py, &environ_settings).map_err(|e| format!("building the environ: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let hooks = worker.as_ref().and_then(|w| w.hooks.as_ref());
+    // Looked up once: with neither defined, a request pays one branch.
+    let request_hooks = hooks
+        .filter(|h| has_hook(py, h, "pre_request") || has_hook(py, h, "post_request"))
+        .map(|h| h.clone_ref(py));
+    let signal_hooks = hooks.map(|h| h.clone_ref(py));
     let ctx = Arc::new(ServerCtx {
         app,
         environ_base: environ_base.unbind(),
@@ -120,6 +129,7 @@ pub fn run(
         thread_freed: Notify::new(),
         file_turns: Semaphore::new(1),
         lane: Lane::new(usize::from(config.threads)),
+        request_hooks,
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
@@ -139,6 +149,7 @@ pub fn run(
             max_connections,
             graceful_timeout,
             standalone,
+            hooks: signal_hooks,
         })
     })
 }
@@ -155,13 +166,21 @@ struct ServeParams {
     max_connections: usize,
     graceful_timeout: Duration,
     standalone: bool,
+    /// For worker_int (SIGINT, SIGQUIT) and worker_abort (SIGABRT).
+    hooks: Option<Py<PyAny>>,
 }
 
 fn serve(p: ServeParams) -> Result<Stop, String> {
     // Blocked before the runtime's threads exist, so they inherit the mask
     // and only this thread receives the signals, even while every worker
     // thread is busy in the application.
-    let signals = SignalSet::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGUSR1]);
+    let signals = SignalSet::block(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGABRT,
+    ]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(p.threads)
         .thread_name("ferrule-worker")
@@ -201,7 +220,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         }
         if let Some(slot) = p.ctx.liveness.clone() {
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(1));
+                let mut every = tokio::time::interval(crate::liveness::LOOP_TICK);
                 loop {
                     every.tick().await;
                     slot.tick();
@@ -213,8 +232,12 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
     let stop = loop {
         match signals.wait(None) {
             Some(libc::SIGUSR1) => reopen_logs(),
+            Some(libc::SIGABRT) => run_hook(&p.hooks, "worker_abort"),
             Some(libc::SIGTERM) => break Stop::Graceful,
-            Some(_) => break Stop::Fast,
+            Some(_) => {
+                run_hook(&p.hooks, "worker_int");
+                break Stop::Fast;
+            }
             None => {}
         }
     };
@@ -245,8 +268,10 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
             }
             match signals.wait(Some(left.min(Duration::from_millis(20)))) {
                 Some(libc::SIGUSR1) => reopen_logs(),
+                Some(libc::SIGABRT) => run_hook(&p.hooks, "worker_abort"),
                 Some(libc::SIGTERM) | None => {}
                 Some(_) => {
+                    run_hook(&p.hooks, "worker_int");
                     log_at!(
                         Warning,
                         "Handling signal: SIGINT/SIGQUIT: not waiting for running requests"
@@ -266,6 +291,13 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
     }
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(stop)
+}
+
+/// Calls a worker hook from the signal-handling thread.
+fn run_hook(hooks: &Option<Py<PyAny>>, name: &str) {
+    if let Some(hooks) = hooks {
+        Python::attach(|py| crate::call_hook(py, Some(hooks), name, ()));
+    }
 }
 
 fn signal_name(stop: Stop) -> &'static str {

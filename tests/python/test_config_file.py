@@ -54,7 +54,8 @@ def test_gunicorn_conf_in_the_working_directory_is_read(tmp_path):
         assert "Loaded configuration from gunicorn.conf.py" in log
         assert "worker_tmp_dir is not needed" in log
         assert "[WARNING] gunicorn.conf.py: 'made_up_setting' is not a ferrule setting" in log
-        assert "post_fork are gunicorn hooks" in log
+        assert "gunicorn.conf.py: hooks post_fork" in log
+        assert "multiprocessing" not in log  # an import is not a setting
     finally:
         server.kill()
 

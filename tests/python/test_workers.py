@@ -113,7 +113,15 @@ def test_hung_request_times_out_with_stack_dump(serve, path, frame):
     worker_pids(server, 2)
 
 
-@pytest.mark.parametrize("path, how", [("/segfault", "was killed by SIGSEGV"), ("/exit", "exited with code 7")])
+@pytest.mark.parametrize("path, how", [
+    ("/segfault", "was killed by SIGSEGV"),
+    ("/exit", "exited with code 7"),
+    # 3 and 4 are the boot-failure statuses, but only from a worker that
+    # never became ready: an application exiting with them later is a crash
+    # (gunicorn halts on it).
+    ("/exit?code=3", "exited with code 3"),
+    ("/exit?code=4", "exited with code 4"),
+])
 def test_crashing_worker_is_replaced(serve, path, how):
     server = serve("behaviours", "-w", "1")
     first = worker_pids(server, 1)[0]

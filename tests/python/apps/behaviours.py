@@ -461,7 +461,7 @@ def r_segfault(environ, start_response):
 
 
 def r_exit(environ, start_response):
-    os._exit(7)
+    os._exit(int(q(environ, "code", "7")))
 
 
 HOG = []
