@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Arg, CommandFactory, Parser, ValueEnum};
 
+use crate::access_log::AccessFormat;
 use crate::net::allow::AllowedPeer;
 use crate::net::listen::{Bind, BindAddress, Protocol};
 use crate::proto::request::HeadLimits;
@@ -274,7 +275,7 @@ pub struct Config {
     )]
     pub error_logfile: String,
 
-    /// Access log file in the combined log format; '-' is stderr. Off unless set.
+    /// Access log file; '-' is stdout (as in gunicorn). Off unless set.
     #[arg(
         long,
         alias = "accesslog",
@@ -282,6 +283,10 @@ pub struct Config {
         env = "FERRULE_ACCESS_LOGFILE"
     )]
     pub access_logfile: Option<String>,
+
+    /// The access log's line, with gunicorn's atoms written %(atom)s: h remote address, l '-', u user (Basic authorization), t [time], r request line, m method, U path, q query, H protocol, s status, B bytes, b bytes or '-', f referer, a user agent, T/M/D request time in s/ms/µs, L in decimal seconds, p the pid in angle brackets, {name}i request header, {name}o response header, {name}e WSGI environ variable; %% for %. Values a client sends are escaped. The default is gunicorn's, the combined log format.
+    #[arg(long, alias = "access-log-format", value_name = "FORMAT", env = "FERRULE_ACCESS_LOGFORMAT", default_value = crate::access_log::DEFAULT_FORMAT, value_parser = AccessFormat::parse)]
+    pub access_logformat: AccessFormat,
 
     /// gunicorn's worker class: sync and gthread are accepted (ferrule runs the application in --threads threads); asynchronous classes (gevent, eventlet, tornado, uvicorn's ASGI workers) are refused.
     #[arg(short = 'k', long, value_name = "CLASS", env = "FERRULE_WORKER_CLASS", default_value = "gthread", value_parser = parse_worker_class)]

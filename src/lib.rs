@@ -15,6 +15,7 @@
 //!   declared once), `log` (the one logger), `liveness` (the page a worker
 //!   shares with its master).
 
+pub mod access_log;
 pub mod config;
 pub mod config_file;
 pub mod driver;
@@ -162,6 +163,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         eprintln!("error: {e}");
         return EXIT_USAGE;
     }
+    log::set_access_format(config.access_logformat.clone());
     // -e KEY=VALUE: through os.environ, which the application reads (and
     // which sets the process environment the workers inherit).
     if let Err(e) = py.import("os").and_then(|os| {
@@ -217,6 +219,7 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
         config.access_logfile.as_deref(),
     )
     .map_err(PyValueError::new_err)?;
+    log::set_access_format(config.access_logformat.clone());
     let listeners = runtime::server::open_listeners(&config).map_err(PyOSError::new_err)?;
     runtime::server::raise_descriptor_limit(config.worker_connections);
     runtime::server::run(py, &config, app, listeners, None)

@@ -1,23 +1,27 @@
 //! The one logger: error log lines in gunicorn's shape
-//! (`[2026-11-22 01:50:00 +0000] [1234] [INFO] message`) and an access log in
-//! the combined log format.
+//! (`[2026-11-22 01:50:00 +0000] [1234] [INFO] message`) and the access log,
+//! whose lines `access_log` formats. `-` is stderr for the error log and
+//! stdout for the access log, as in gunicorn.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::access_log::AccessFormat;
 use crate::config::LogLevel;
 
 enum Sink {
     Stderr,
+    Stdout,
     File(File),
 }
 
 impl Sink {
-    fn open(target: &str) -> io::Result<Sink> {
+    fn open(target: &str, dash: Sink) -> io::Result<Sink> {
         if target == "-" {
-            return Ok(Sink::Stderr);
+            return Ok(dash);
         }
         OpenOptions::new()
             .create(true)
@@ -30,6 +34,10 @@ impl Sink {
     fn write_all(&mut self, bytes: &[u8]) {
         let _ = match self {
             Sink::Stderr => io::stderr().lock().write_all(bytes),
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
             Sink::File(f) => f.write_all(bytes),
         };
     }
@@ -41,6 +49,10 @@ pub struct Logger {
     access: Mutex<Option<Sink>>,
     /// Where the sinks point, for reopening them (SIGUSR1, logrotate).
     targets: Mutex<(String, Option<String>)>,
+    /// Whether there is an access log: read on every request, so no lock.
+    access_on: AtomicBool,
+    /// The access log's line (`--access-logformat`), set once at start.
+    access_format: OnceLock<AccessFormat>,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -51,6 +63,8 @@ fn logger() -> &'static Logger {
         error: Mutex::new(Sink::Stderr),
         access: Mutex::new(None),
         targets: Mutex::new(("-".to_string(), None)),
+        access_on: AtomicBool::new(false),
+        access_format: OnceLock::new(),
     })
 }
 
@@ -60,14 +74,15 @@ pub fn configure(
     error_logfile: &str,
     access_logfile: Option<&str>,
 ) -> Result<(), String> {
-    let error =
-        Sink::open(error_logfile).map_err(|e| format!("--error-logfile {error_logfile}: {e}"))?;
+    let error = Sink::open(error_logfile, Sink::Stderr)
+        .map_err(|e| format!("--error-logfile {error_logfile}: {e}"))?;
     let access = access_logfile
-        .map(|f| Sink::open(f).map_err(|e| format!("--access-logfile {f}: {e}")))
+        .map(|f| Sink::open(f, Sink::Stdout).map_err(|e| format!("--access-logfile {f}: {e}")))
         .transpose()?;
     let log = logger();
     *log.level.write().unwrap_or_else(|e| e.into_inner()) = level;
     *log.error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    log.access_on.store(access.is_some(), Ordering::Relaxed);
     *log.access.lock().unwrap_or_else(|e| e.into_inner()) = access;
     *log.targets.lock().unwrap_or_else(|e| e.into_inner()) = (
         error_logfile.to_string(),
@@ -142,66 +157,31 @@ pub fn write_raw(text: &[u8]) {
 }
 
 pub fn access_log_enabled() -> bool {
-    logger()
+    logger().access_on.load(Ordering::Relaxed)
+}
+
+/// Sets the access log's format (`--access-logformat`), once.
+pub fn set_access_format(format: AccessFormat) {
+    let _ = logger().access_format.set(format);
+}
+
+/// The access log's format: as set, else gunicorn's default.
+pub fn access_format() -> &'static AccessFormat {
+    logger().access_format.get_or_init(|| {
+        AccessFormat::parse(crate::access_log::DEFAULT_FORMAT).expect("the default format parses")
+    })
+}
+
+/// Writes one access-log line (with its newline).
+pub fn write_access(line: &str) {
+    if let Some(sink) = logger()
         .access
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .is_some()
-}
-
-/// One access-log record in the combined log format:
-/// `host - - [time] "request line" status bytes "referer" "user-agent"`.
-pub struct AccessRecord<'a> {
-    pub remote: &'a str,
-    pub request_line: &'a [u8],
-    pub status: u16,
-    pub bytes: u64,
-    pub referer: Option<&'a [u8]>,
-    pub user_agent: Option<&'a [u8]>,
-}
-
-pub fn access(record: &AccessRecord<'_>) {
-    let mut guard = logger().access.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(sink) = guard.as_mut() else { return };
-    let quoted = |b: Option<&[u8]>| match b {
-        Some(b) => escape(b),
-        None => "-".to_string(),
-    };
-    let bytes = if record.bytes == 0 {
-        "-".to_string()
-    } else {
-        record.bytes.to_string()
-    };
-    let line = format!(
-        "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-        if record.remote.is_empty() {
-            "-"
-        } else {
-            record.remote
-        },
-        clf_now(),
-        escape(record.request_line),
-        record.status,
-        bytes,
-        quoted(record.referer),
-        quoted(record.user_agent),
-    );
-    sink.write_all(line.as_bytes());
-}
-
-/// Escapes quotes, backslashes and non-printable bytes so a client cannot
-/// forge log lines.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
-        }
+        .as_mut()
+    {
+        sink.write_all(line.as_bytes());
     }
-    out
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
@@ -235,14 +215,14 @@ fn civil_now() -> (String, String) {
     )
 }
 
-/// `22/Nov/2026:01:50:00 +0000`
-fn clf_now() -> String {
+/// `[22/Nov/2026:01:50:00 +0000]`, the access log's `t`.
+pub fn access_time() -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (y, m, d, s) = now_parts();
     format!(
-        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+        "[{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000]",
         MONTHS[(m - 1) as usize],
         s / 3600,
         s / 60 % 60,
@@ -268,10 +248,5 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_779), (2026, 11, 22));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(escape(b"GET /\"x\\\n"), "GET /\\\"x\\\\\\x0a");
     }
 }

@@ -164,13 +164,15 @@ class Request:
 class Response:
     """``resp`` in post_request: the status sent and the body bytes."""
 
-    def __init__(self, status_code, sent):
+    def __init__(self, status_code, status_line, sent):
         self.status_code = status_code
-        try:
-            reason = http.HTTPStatus(status_code).phrase
-        except ValueError:
-            reason = ""
-        self.status = f"{status_code} {reason}".rstrip()
+        if status_line is None:
+            # The server's own response (a 500 for a failed application).
+            try:
+                status_line = f"{status_code} {http.HTTPStatus(status_code).phrase}"
+            except ValueError:
+                status_line = str(status_code)
+        self.status = status_line
         self.sent = sent
         self.response_length = sent
 
@@ -306,8 +308,8 @@ class Hooks:
         self._call("pre_request", self.worker, req)
         return req
 
-    def post_request(self, req, environ, status_code, sent):
-        self._call("post_request", self.worker, req, environ, Response(status_code, sent))
+    def post_request(self, req, environ, status_code, status_line, sent):
+        self._call("post_request", self.worker, req, environ, Response(status_code, status_line, sent))
 
 
 def load(module_spec, settings):

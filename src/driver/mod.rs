@@ -20,12 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch, Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::access_log::AccessRecord;
 use crate::driver::lane::{deadline_after, timeout, timeout_at, Lane};
 use crate::exchange::out_queue::{OutQueue, KEPT_BUFFER, MAX_SLICES};
 use crate::exchange::spool::Spool;
 use crate::exchange::{Exchange, ExchangeState, ReceivedBody, READ_CHUNK};
 use crate::liveness::{self, Slot};
-use crate::log::{self, AccessRecord};
+use crate::log;
 use crate::log_at;
 use crate::net::socket::Socket;
 use crate::proto::body::{BodyDecoder, Chunk};
@@ -183,12 +184,15 @@ impl ServerCtx {
 
 /// Answers a request the server refuses itself with the error response of
 /// its protocol (`framer`), logged at info, then closes.
+/// `head` is the request's, when it was read whole; the access log has a
+/// line for every refusal.
 pub async fn refuse<S: Socket>(
     stream: &mut S,
     mut framer: ResponseFramer,
     err: &ClientError,
     conn: &ConnInfo,
     ctx: &ServerCtx,
+    head: Option<&RequestHead>,
 ) {
     let (code, phrase) = err.status();
     log_at!(
@@ -198,6 +202,16 @@ pub async fn refuse<S: Socket>(
         code,
         err.reason
     );
+    if log::access_log_enabled() {
+        let done = AccessDone {
+            status: code,
+            bytes: 0,
+            head_fields: b"",
+            environ: &[],
+            elapsed: std::time::Duration::ZERO,
+        };
+        access_log(head, conn, &done);
+    }
     let mut out = Vec::new();
     framer.error(&mut out, code, phrase);
     if timeout(ctx.socket_timeout, stream.write_all(&out))
@@ -356,12 +370,13 @@ pub async fn handle_request<S: Socket>(
     ctx: &Arc<ServerCtx>,
     first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
+    let started = log::access_log_enabled().then(std::time::Instant::now);
     let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)
     {
         Ok(body) => body,
         Err(err) => {
             first_request.take();
-            refuse(stream, framer, &err, conn, ctx).await;
+            refuse(stream, framer, &err, conn, ctx, Some(head)).await;
             return false;
         }
     };
@@ -387,7 +402,7 @@ pub async fn handle_request<S: Socket>(
                 if let Err(err) =
                     read_at_least(stream, &mut bufs.rbuf, n as usize, ctx.socket_timeout).await
                 {
-                    refuse(stream, framer, &err, conn, ctx).await;
+                    refuse(stream, framer, &err, conn, ctx, Some(head)).await;
                     return false;
                 }
             }
@@ -408,7 +423,7 @@ pub async fn handle_request<S: Socket>(
         match receive_body(stream, &mut bufs.rbuf, &mut body, ctx).await {
             Ok(whole) => received = Some(whole),
             Err(err) => {
-                refuse(stream, framer, &err, conn, ctx).await;
+                refuse(stream, framer, &err, conn, ctx, Some(head)).await;
                 return false;
             }
         }
@@ -434,7 +449,7 @@ pub async fn handle_request<S: Socket>(
         continue_owed,
         received,
     };
-    run_request(stream, head, body, framer, claim, bufs, conn, ctx).await
+    run_request(stream, head, body, framer, claim, bufs, conn, ctx, started).await
 }
 
 /// A request's claim on one of the worker's application threads, counted
@@ -473,6 +488,7 @@ async fn run_request<S: Socket>(
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
+    started: Option<std::time::Instant>,
 ) -> bool {
     let mut claim = Some(claim);
     let fd = stream.as_raw_fd();
@@ -492,7 +508,7 @@ async fn run_request<S: Socket>(
     // From here until the response needs no more Python, nothing is
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
-    let started = ctx.in_python(|py| {
+    let call_started = ctx.in_python(|py| {
         let objects = RequestObjects::for_request(py, spare, (fd, fd), ctx.socket_timeout, state)?;
         let environ = environ::build(
             py,
@@ -506,6 +522,10 @@ async fn run_request<S: Socket>(
             .request_hooks
             .as_ref()
             .map(|hooks| pre_request(py, hooks, &environ));
+        // The access log's `{name}e` atoms read the environ afterwards.
+        let logged_environ = (started.is_some()
+            && !log::access_format().environ_names().is_empty())
+        .then(|| environ.clone().unbind());
         let (call, step) = AppCall::start(
             py,
             &ctx.app,
@@ -514,9 +534,9 @@ async fn run_request<S: Socket>(
             objects.exchange.clone(),
             RequestLabel(head),
         );
-        Ok::<_, PyErr>((objects, call, step, hooked))
+        Ok::<_, PyErr>((objects, call, step, hooked, logged_environ))
     });
-    let (objects, mut call, mut step, hooked) = match started {
+    let (objects, mut call, mut step, hooked, logged_environ) = match call_started {
         Ok(started) => started,
         Err(err) => {
             // Building Python objects failed (out of memory, most likely):
@@ -612,16 +632,19 @@ async fn run_request<S: Socket>(
         ctx.in_python(|py| call.close_now(py));
     }
     if let (Some(hooks), Some((req, environ))) = (&ctx.request_hooks, hooked) {
-        let (status, sent) = {
+        let (status, status_line, sent) = {
             let st = exchange.lock();
-            (st.response.status(), st.response.body_bytes())
+            let line = st
+                .sent_head()
+                .map(|(line, _)| String::from_utf8_lossy(line).into_owned());
+            (st.response.status(), line, st.response.body_bytes())
         };
         ctx.in_python(|py| {
             crate::call_hook(
                 py,
                 Some(hooks),
                 "post_request",
-                (req, environ, status, sent),
+                (req, environ, status, status_line, sent),
             )
         });
     }
@@ -638,8 +661,19 @@ async fn run_request<S: Socket>(
         )
     };
     keep &= sent_ok;
-    if log::access_log_enabled() {
-        access_log(head, conn, status, bytes);
+    if let Some(started) = started {
+        let environ = logged_environ
+            .map(|environ| ctx.in_python(|py| environ_values(environ.bind(py))))
+            .unwrap_or_default();
+        let st = exchange.lock();
+        let done = AccessDone {
+            status,
+            bytes,
+            head_fields: st.sent_head().map_or(&b""[..], |(_, fields)| fields),
+            environ: &environ,
+            elapsed: started.elapsed(),
+        };
+        access_log(Some(head), conn, &done);
     }
     if keep {
         keep = drain_body(stream, exchange, ctx.socket_timeout).await;
@@ -888,21 +922,60 @@ fn pre_request(
     (req, environ.clone().into_any().unbind())
 }
 
-fn access_log(head: &RequestHead, conn: &ConnInfo, status: u16, bytes: u64) {
-    let mut line = Vec::with_capacity(head.target().len() + 24);
-    line.extend_from_slice(head.method());
-    line.push(b' ');
-    line.extend_from_slice(head.target());
-    line.push(b' ');
-    line.extend_from_slice(head.protocol().as_bytes());
+/// How a request ended, for its access-log line.
+struct AccessDone<'a> {
+    status: u16,
+    bytes: u64,
+    /// The response's header fields as sent (empty for a server's own).
+    head_fields: &'a [u8],
+    /// The values of the format's `{name}e` atoms.
+    environ: &'a [Option<String>],
+    elapsed: std::time::Duration,
+}
+
+/// The values the access format's `{name}e` atoms name, from the environ.
+fn environ_values(environ: &Bound<'_, PyDict>) -> Vec<Option<String>> {
+    log::access_format()
+        .environ_names()
+        .iter()
+        .map(|name| {
+            environ
+                .get_item(name)
+                .ok()
+                .flatten()
+                .and_then(|v| v.str().ok().map(|s| s.to_string()))
+        })
+        .collect()
+}
+
+/// Writes a request's access-log line; `head` is None for a request
+/// refused before its head was read whole.
+fn access_log(head: Option<&RequestHead>, conn: &ConnInfo, done: &AccessDone<'_>) {
+    let format = log::access_format();
     // Behind a gateway, the client is the one it names.
-    let gateway_remote = head.cgi_var(b"REMOTE_ADDR").map(String::from_utf8_lossy);
-    log::access(&AccessRecord {
+    let gateway_remote = head
+        .and_then(|h| h.cgi_var(b"REMOTE_ADDR"))
+        .map(String::from_utf8_lossy);
+    let lookup = |name: &[u8], cgi: &[u8]| head.and_then(|h| h.header(name, cgi));
+    let time = if format.wants_time() {
+        log::access_time()
+    } else {
+        String::new()
+    };
+    let record = AccessRecord {
         remote: gateway_remote.as_deref().unwrap_or(&conn.remote_addr),
-        request_line: &line,
-        status,
-        bytes,
-        referer: head.header(b"referer", b"HTTP_REFERER"),
-        user_agent: head.header(b"user-agent", b"HTTP_USER_AGENT"),
-    });
+        method: head.map_or(&b""[..], RequestHead::method),
+        target: head.map_or(&b""[..], RequestHead::target),
+        protocol: head.map_or("-", RequestHead::protocol),
+        status: done.status,
+        bytes: done.bytes,
+        elapsed: done.elapsed,
+        request_header: &lookup,
+        response_fields: done.head_fields,
+        environ: done.environ,
+        time: &time,
+    };
+    let mut line = String::with_capacity(256);
+    format.render(&record, &mut line);
+    log::write_access(&line);
 }

@@ -82,8 +82,12 @@ pub struct ExchangeState {
     pub body_error: Option<ClientError>,
     /// What `start_response` was given, until the head is sent.
     pub app_head: Option<AppHead>,
-    /// An empty buffer for the next `AppHead`, reused once a head is sent.
+    /// The buffer for the next `AppHead`; once the application's head is
+    /// sent, its bytes (status line, then fields) until the buffer is reused.
     pub head_spare: Vec<u8>,
+    /// Where the status line ends in `head_spare` once a head is sent; 0
+    /// before.
+    pub sent_status_len: usize,
     pub response: ResponseFramer,
     /// Framed bytes waiting to be sent by the connection.
     pub out: OutQueue,
@@ -142,11 +146,12 @@ impl ExchangeState {
     pub fn new(
         rbuf: Vec<u8>,
         out: OutQueue,
-        head_spare: Vec<u8>,
+        mut head_spare: Vec<u8>,
         body: BodyDecoder,
         continue_owed: bool,
         response: ResponseFramer,
     ) -> Self {
+        head_spare.clear();
         ExchangeState {
             open: true,
             rbuf,
@@ -158,6 +163,7 @@ impl ExchangeState {
             body_error: None,
             app_head: None,
             head_spare,
+            sent_status_len: 0,
             response,
             out,
             write_failed: false,
@@ -334,6 +340,12 @@ impl ExchangeState {
         self.response.finish(self.out.buf());
     }
 
+    /// The status line and header fields of the application's head, once
+    /// sent.
+    pub fn sent_head(&self) -> Option<(&[u8], &[u8])> {
+        (self.sent_status_len > 0).then(|| self.head_spare.split_at(self.sent_status_len))
+    }
+
     /// Sends the head from `start_response` now, for a body of `known_length`.
     pub fn start_head(&mut self, known_length: Option<u64>) -> Result<(), &'static str> {
         if !self.response.head_sent() {
@@ -342,7 +354,8 @@ impl ExchangeState {
                 .take()
                 .ok_or("the application returned a body before calling start_response()")?;
             self.response.start(self.out.buf(), &head, known_length);
-            self.head_spare = head.into_buffer();
+            self.sent_status_len = head.status_len;
+            self.head_spare = head.into_bytes();
         }
         Ok(())
     }

@@ -26,9 +26,9 @@ impl AppHead {
         &self.bytes[self.status_len..]
     }
 
-    /// The emptied buffer, for the next head.
-    pub fn into_buffer(mut self) -> Vec<u8> {
-        self.bytes.clear();
+    /// The head's bytes, kept as sent (for the access log's `{name}o` and
+    /// post_request's status) until the buffer is reused for the next head.
+    pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }
 }

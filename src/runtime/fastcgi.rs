@@ -122,7 +122,7 @@ async fn next_request<S: Socket>(
                         Some(id) => {
                             let framer =
                                 ResponseFramer::FastCgi(FastCgiEncoder::new(id, false, false));
-                            driver::refuse(stream, framer, &err, conn, ctx).await;
+                            driver::refuse(stream, framer, &err, conn, ctx, None).await;
                         }
                         // The records themselves are broken: nothing can
                         // be said in them.

@@ -51,7 +51,15 @@ pub async fn serve<S: Socket>(
         HeadOutcome::Head(head) => head,
         HeadOutcome::Closed => return,
         HeadOutcome::Refused(err) => {
-            driver::refuse(&mut stream, framer(protocol, false), &err, &conn, &ctx).await;
+            driver::refuse(
+                &mut stream,
+                framer(protocol, false),
+                &err,
+                &conn,
+                &ctx,
+                None,
+            )
+            .await;
             return;
         }
     };

@@ -37,7 +37,7 @@ pub async fn serve<S: Socket>(
             HeadOutcome::Refused(err) => {
                 // The head is unreadable: answered as HTTP/1.1, closing.
                 let framer = ResponseFramer::Direct(ResponseEncoder::new(1, false, false));
-                driver::refuse(&mut stream, framer, &err, &conn, &ctx).await;
+                driver::refuse(&mut stream, framer, &err, &conn, &ctx, None).await;
                 return;
             }
         };

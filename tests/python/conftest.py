@@ -46,10 +46,15 @@ class Server:
             preexec_fn=preexec_fn,
         )
         self.lines = []
+        self.out_lines = []
         self.urls = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        # Read too, so that a full pipe never blocks the server (the access
+        # log's "-" is stdout).
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
         if expect_ready:
             self.wait_for(lambda: len(self.urls) >= listeners, what="the 'Listening at:' line")
 
@@ -64,6 +69,20 @@ class Server:
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
+
+    def _read_stdout(self):
+        for raw in self.proc.stdout:
+            with self._cond:
+                self.out_lines.append(raw.decode("utf-8", "replace"))
+                self._cond.notify_all()
+
+    @property
+    def stdout(self):
+        with self._cond:
+            return "".join(self.out_lines)
+
+    def wait_for_stdout(self, text, timeout=20):
+        self.wait_for(lambda: text in "".join(self.out_lines), timeout, what=f"{text!r} on stdout")
 
     def wait_for(self, predicate, timeout=20, what="a condition"):
         deadline = time.monotonic() + timeout

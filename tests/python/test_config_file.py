@@ -49,7 +49,7 @@ def test_gunicorn_conf_in_the_working_directory_is_read(tmp_path):
         resp = httpx.get(server.url + "/")
         # raw_env reached os.environ; threads = 3 makes wsgi.multithread true.
         assert resp.text.startswith("set by the file True ")
-        server.wait_for_log('"GET / HTTP/1.1" 200')  # accesslog = "-"
+        server.wait_for_stdout('"GET / HTTP/1.1" 200')  # accesslog = "-"
         log = server.log
         assert "Loaded configuration from gunicorn.conf.py" in log
         assert "worker_tmp_dir is not needed" in log

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import FERRULE, ROOT
+from conftest import APPS, FERRULE, ROOT, Server
 
 ACCESS = re.compile(
     r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
@@ -26,10 +26,76 @@ def test_access_log_combined_format(serve, tmp_path):
     assert ' 500 ' in lines[1] and '"quote\\"d"' in lines[1]
 
 
-def test_access_log_to_stderr(serve):
+def test_access_log_dash_is_stdout_as_in_gunicorn(serve):
     server = serve("behaviours", "--access-logfile", "-")
     httpx.get(server.url + "/list3")
-    server.wait_for_log('"GET /list3 HTTP/1.1" 200 13')
+    server.wait_for_stdout('"GET /list3 HTTP/1.1" 200 13')
+    assert "GET /list3" not in server.log
+
+
+def test_access_log_format_with_gunicorn_atoms(serve, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = ('%(h)s|%(l)s|%(u)s|%(r)s|%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%(f)s|%(a)s|'
+           '%(T)s|%(M)s|%(D)s|%(L)s|%(p)s|%({x-request-id}i)s|%({content-type}o)s|%({x-none}o)s|'
+           '%({SCRIPT_NAME}e)s|%({wsgi.url_scheme}e)s|%({NOT_THERE}e)s|%(t)s|100%%')
+    server = serve("behaviours", "--access-logfile", str(log), "--access-logformat", fmt,
+                   "--script-name", "/mount")
+    worker = None
+    httpx.get(server.url + "/mount/sleep?s=0.05", auth=("alice", "pw"),
+              headers={"Referer": "http://r/", "User-Agent": "ua", "X-Request-Id": "id-7"})
+    httpx.get(server.url + "/mount/list3?x=%22", headers={b"X-Request-Id": b'forged" 200 1 "x\t\xe9'})
+    server.stop()
+    first, second = log.read_text().splitlines()
+    f = first.split("|")
+    assert f[:13] == ["127.0.0.1", "-", "alice", "GET /mount/sleep?s=0.05 HTTP/1.1", "GET", "/mount/sleep",
+                      "s=0.05", "HTTP/1.1", "200", f[9], f[9], "http://r/", "ua"], first
+    assert int(f[9]) > 0
+    seconds, millis, micros, decimal = int(f[13]), int(f[14]), int(f[15]), float(f[16])
+    assert seconds == 0 and 50 <= millis < 5000 and millis == micros // 1000
+    assert abs(decimal - micros / 1e6) < 1e-6
+    assert re.fullmatch(r"<\d+>", f[17])
+    assert f[18:24] == ["id-7", "text/plain", "-", "/mount", "http", "-"]
+    assert re.fullmatch(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\]", f[24])
+    assert f[25] == "100%"
+    # A header cannot forge fields or lines.
+    s = second.split("|")
+    assert s[2] == "-" and s[6] == "x=%22"
+    assert s[18] == 'forged\\" 200 1 \\"x\\x09\\xe9'
+
+
+def test_access_log_format_from_a_gunicorn_conf(tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text(
+        'accesslog = "-"\naccess_log_format = \'%(h)s %(r)s %(s)s %({x-forwarded-for}i)s\'\n')
+    server = Server("behaviours", "--chdir", str(APPS), cwd=tmp_path)
+    try:
+        httpx.get(server.url + "/list3", headers={"X-Forwarded-For": "203.0.113.9"})
+        server.wait_for_stdout("127.0.0.1 GET /list3 HTTP/1.1 200 203.0.113.9\n")
+    finally:
+        server.kill()
+
+
+def test_refused_requests_are_in_the_access_log(serve, tmp_path):
+    log = tmp_path / "access.log"
+    server = serve("behaviours", "--access-logfile", str(log), "--limit-request-body", "10")
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400 before a head exists
+        sock.recv(1000)
+    with server.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world")
+        sock.recv(1000)
+    server.stop()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("127.0.0.1 - - [") and lines[0].endswith('"-" 400 - "-" "-"'), lines[0]
+    assert '"POST /echo HTTP/1.1" 413 - "-" "-"' in lines[1], lines[1]
+
+
+def test_a_bad_access_log_format_names_the_atom():
+    result = subprocess.run([FERRULE, "behaviours", "--access-logformat", "%(h)s %(Z)s"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--access-logformat" in result.stderr and "unknown atom %(Z)s" in result.stderr
+    assert "{header}i" in result.stderr
 
 
 def test_client_errors_are_info_and_app_errors_are_error(serve):
