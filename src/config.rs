@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Arg, CommandFactory, Parser, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{
+    Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
+};
 
 use crate::access_log::AccessFormat;
 use crate::net::allow::AllowedPeer;
@@ -18,6 +21,7 @@ use crate::proto::request::HeadLimits;
 pub enum LogLevel {
     Debug,
     Info,
+    #[value(alias = "warn")]
     Warning,
     Error,
     Critical,
@@ -52,12 +56,36 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_octal(s: &str) -> Result<u32, String> {
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|&m| m <= 0o777)
-        .ok_or_else(|| format!("'{s}' is not an octal mode between 0 and 0777"))
+/// A file mode the way gunicorn reads one (its auto_int): `0o22` or `022`
+/// octal, `0x12` hexadecimal, `18` decimal; a config file's Python
+/// integer (`umask = 0o022`) arrives as its decimal digits.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let lower = s.to_ascii_lowercase();
+    let parsed = if let Some(hex) = lower.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16)
+    } else if let Some(octal) = lower.strip_prefix("0o") {
+        u32::from_str_radix(octal, 8)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        u32::from_str_radix(&lower[1..], 8)
+    } else {
+        lower.parse()
+    };
+    parsed.ok().filter(|&m| m <= 0o777).ok_or_else(|| {
+        format!("'{s}' is not a mode between 0 and 0o777 (0o22 or 022 octal, 0x12, or 18 decimal)")
+    })
+}
+
+/// A size limit of at most 1 MiB where 0, gunicorn's "unlimited", means
+/// that largest value: nothing is unbounded.
+fn parse_size_limit(s: &str) -> Result<u32, String> {
+    const LARGEST: u32 = 1_048_576;
+    match s.parse::<u32>() {
+        Ok(0) => Ok(LARGEST),
+        Ok(n) if (16..=LARGEST).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not between 16 and {LARGEST} (0 means {LARGEST}, the largest)"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -75,6 +103,10 @@ pub struct Config {
     /// The WSGI application to serve.
     #[arg(value_name = "APP")]
     pub app: Option<String>,
+
+    /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
+    #[arg(long, value_name = "APP", hide = true)]
+    pub wsgi_app: Option<String>,
 
     /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi://, scgi:// or fastcgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
     #[arg(
@@ -94,6 +126,7 @@ pub struct Config {
     #[arg(
         long,
         visible_alias = "uwsgi-allow-from",
+        alias = "uwsgi-allow-ips",
         value_name = "ADDRESSES",
         env = "FERRULE_GATEWAY_ALLOW_FROM",
         value_delimiter = ',',
@@ -203,8 +236,8 @@ pub struct Config {
     )]
     pub pythonpath: Vec<PathBuf>,
 
-    /// Process umask (octal), applied at start. A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
-    #[arg(long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_octal)]
+    /// Process umask, applied at start: 0o22 or 022 octal, 0x12 hexadecimal, 18 decimal (gunicorn's rules). A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
+    #[arg(long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
     pub umask: Option<u32>,
 
     /// SCRIPT_NAME: the URL prefix the application is mounted at (removed from PATH_INFO).
@@ -216,16 +249,16 @@ pub struct Config {
     )]
     pub script_name: String,
 
-    /// Longest request line in bytes; longer ones get 414.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    /// Longest request line in bytes; longer ones get 414. 0 (gunicorn's "unlimited") means the largest, 1048576.
+    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = parse_size_limit)]
     pub limit_request_line: u32,
 
     /// Most header fields in a request; more get 431.
     #[arg(long, value_name = "N", env = "FERRULE_LIMIT_REQUEST_FIELDS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=32768))]
     pub limit_request_fields: u32,
 
-    /// Longest header field (name and value) in bytes; longer ones get 431.
-    #[arg(long, alias = "limit-request-field_size", value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_FIELD_SIZE", default_value_t = 8190, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    /// Longest header field (name and value) in bytes; longer ones get 431. 0 (gunicorn's "unlimited") means the largest, 1048576.
+    #[arg(long, alias = "limit-request-field_size", value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_FIELD_SIZE", default_value_t = 8190, value_parser = parse_size_limit)]
     pub limit_request_field_size: u32,
 
     /// Largest request head (request line and all fields) in bytes; larger ones get 431.
@@ -317,6 +350,50 @@ pub struct Config {
     pub print_settings_reference: bool,
 }
 
+/// The command line as parsed: the declaration above, with every on/off
+/// setting made a switch that also takes a value, as gunicorn users and
+/// environment variables write them: `--preload`, `--preload=false` (and
+/// `--preload true`, which `config_file::expand` joins into
+/// `--preload=true`), `FERRULE_PRELOAD=1`, `true`/`false`, `yes`/`no`,
+/// `on`/`off`, `1`/`0`.
+pub fn command() -> Command {
+    Config::command().mut_args(|arg| {
+        if is_switch_setting(&arg) {
+            arg.action(ArgAction::Set)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .default_value("false")
+                .value_name(SWITCH_VALUE)
+                .value_parser(BoolishValueParser::new())
+        } else {
+            arg
+        }
+    })
+}
+
+/// An on/off setting: a flag with an environment variable (the commands
+/// --check-config and --print-config have none).
+fn is_switch_setting(arg: &Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue) && arg.get_env().is_some()
+}
+
+/// Whether `arg` is an on/off setting of `command()`.
+pub fn is_switch(arg: &Arg) -> bool {
+    arg.get_value_names()
+        .is_some_and(|names| names.len() == 1 && names[0] == SWITCH_VALUE)
+}
+
+/// The value name that marks an on/off setting.
+const SWITCH_VALUE: &str = "BOOL";
+
+/// Parses the words of a command line (without the program name).
+pub fn parse(argv: impl IntoIterator<Item = String>) -> Result<Config, clap::Error> {
+    let matches: ArgMatches =
+        command().try_get_matches_from(std::iter::once("ferrule".to_string()).chain(argv))?;
+    Config::from_arg_matches(&matches)
+}
+
 impl Config {
     /// Worker processes: --workers, else WEB_CONCURRENCY, else 1.
     pub fn worker_count(&self) -> Result<usize, String> {
@@ -367,7 +444,7 @@ impl Config {
 /// The settings reference as a Markdown table, generated from the
 /// declaration above so the README cannot drift from the code.
 pub fn settings_reference() -> String {
-    let cmd = Config::command();
+    let cmd = command();
     let mut out = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
     for arg in cmd
         .get_arguments()
@@ -385,6 +462,11 @@ fn reference_row(arg: &Arg) -> String {
         .and_then(|v| v.first())
         .map(|v| format!(" {v}"))
         .unwrap_or_default();
+    let value = if is_switch(arg) {
+        "[=BOOL]".to_string()
+    } else {
+        value
+    };
     let flag = match arg.get_short() {
         Some(s) => format!("`-{s}`, `--{long}{value}`"),
         None => format!("`--{long}{value}`"),
@@ -406,11 +488,14 @@ fn reference_row(arg: &Arg) -> String {
     if !help.is_empty() && !help.ends_with('.') {
         help.push('.');
     }
-    let values: Vec<String> = arg
-        .get_possible_values()
-        .iter()
-        .map(|v| format!("`{}`", v.get_name()))
-        .collect();
+    let values: Vec<String> = if is_switch(arg) {
+        Vec::new()
+    } else {
+        arg.get_possible_values()
+            .iter()
+            .map(|v| format!("`{}`", v.get_name()))
+            .collect()
+    };
     if !values.is_empty() {
         help.push_str(&format!(" One of {}.", values.join(", ")));
     }
@@ -423,19 +508,21 @@ mod tests {
 
     #[test]
     fn declaration_is_consistent() {
-        Config::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
     fn defaults_and_flags() {
-        let c = Config::try_parse_from([
-            "ferrule",
-            "app:application",
-            "--threads",
-            "4",
-            "-b",
-            "unix:/tmp/x.sock",
-        ])
+        let c = parse(
+            [
+                "app:application",
+                "--threads",
+                "4",
+                "-b",
+                "unix:/tmp/x.sock",
+            ]
+            .map(String::from),
+        )
         .unwrap();
         assert_eq!(c.threads, 4);
         assert_eq!(c.limit_request_fields, 100);
@@ -444,12 +531,26 @@ mod tests {
     }
 
     #[test]
+    fn switches_take_a_value_or_none() {
+        let words = |w: &[&str]| parse(w.iter().map(|s| s.to_string()));
+        assert!(words(&["app", "--preload"]).unwrap().preload);
+        assert!(!words(&["app"]).unwrap().preload);
+        assert!(!words(&["app", "--preload=false"]).unwrap().preload);
+        assert!(words(&["app", "--preload-app=yes"]).unwrap().preload);
+        // The APP after a bare switch stays the APP.
+        let c = words(&["--reload", "app"]).unwrap();
+        assert!(c.reload && c.app.as_deref() == Some("app"));
+        let err = words(&["app", "--preload=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--preload"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
-        let err = Config::try_parse_from(["ferrule", "app", "--threads", "0"])
+        let err = parse(["app", "--threads", "0"].map(String::from))
             .unwrap_err()
             .to_string();
         assert!(err.contains("--threads"), "{err}");
-        let err = Config::try_parse_from(["ferrule", "app", "--log-level", "loud"])
+        let err = parse(["app", "--log-level", "loud"].map(String::from))
             .unwrap_err()
             .to_string();
         assert!(

@@ -10,10 +10,10 @@
 //! silently: a warning names it, or, for a setting with no meaning here, an
 //! info line says why.
 
-use clap::{Arg, ArgAction, CommandFactory};
+use clap::{Arg, ArgAction};
 use pyo3::prelude::*;
 
-use crate::config::Config;
+use crate::config::{self, is_switch};
 
 /// A config file's setting as `ferrule._config.load` gives it: its name,
 /// its kind ("bool", "list" or "scalar") and its values as strings.
@@ -55,16 +55,13 @@ const NOT_NEEDED: &[(&str, &str)] = &[
         "workers report liveness through shared memory, not a file",
     ),
     (
-        "worker_class",
-        "ferrule runs WSGI applications in threads (gthread's model)",
+        "proc_name",
+        "processes are titled 'ferrule: worker [APP]' (with setproctitle installed), else named ferrule:worker",
     ),
-    ("proc_name", "workers are named ferrule:worker"),
-    ("wsgi_app", "the application is given as APP"),
     (
         "sendfile",
         "files are sent with sendfile(2) where the protocol allows",
     ),
-    ("reuse_port", "see --reuse-port"),
 ];
 
 /// The config file `-c`/`--config` names in `argv`, if it does.
@@ -122,11 +119,46 @@ pub fn mentions(tokens: &[String], arg: &Arg) -> bool {
     })
 }
 
+/// `--preload true` as `--preload=true`: an on/off setting takes its value
+/// only after `=` (so `--reload app` keeps `app` as the APP), but gunicorn
+/// users also write the value as the next word.
+fn join_switch_values(words: Vec<String>, switches: &[Arg]) -> Vec<String> {
+    const BOOLISH: &[&str] = &[
+        "true", "false", "yes", "no", "on", "off", "1", "0", "y", "n", "t", "f",
+    ];
+    let mut out = Vec::with_capacity(words.len());
+    let mut words = words.into_iter().peekable();
+    while let Some(word) = words.next() {
+        let names_switch = word.strip_prefix("--").is_some_and(|name| {
+            switches.iter().any(|a| {
+                a.get_long() == Some(name)
+                    || a.get_all_aliases().is_some_and(|al| al.contains(&name))
+            })
+        });
+        let value_follows = words
+            .peek()
+            .is_some_and(|next| BOOLISH.contains(&next.to_ascii_lowercase().as_str()));
+        if names_switch && value_follows {
+            let value = words.next().unwrap_or_default();
+            out.push(format!("{word}={value}"));
+        } else {
+            out.push(word);
+        }
+    }
+    out
+}
+
 /// The argument vector with every source in place: the config file's
 /// settings as flags, then the *_CMD_ARGS words, then `argv`. A setting
 /// that takes several values (`bind`) is taken whole from the last source
 /// that gives it, not added up.
 pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices), String> {
+    let switches: Vec<Arg> = config::command()
+        .get_arguments()
+        .filter(|a| is_switch(a))
+        .cloned()
+        .collect();
+    let argv = join_switch_values(argv, &switches);
     let mut notices = Notices::default();
     let helper = py
         .import("ferrule._config")
@@ -139,6 +171,7 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
                 .call_method1("split_args", (text,))
                 .and_then(|w| w.extract())
                 .map_err(|e| format!("{var}: {e}"))?;
+            let words = join_switch_values(words, &switches);
             later.extend(words.iter().cloned());
             cmd_args.push((var.to_string(), words));
         }
@@ -162,7 +195,7 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
     notices
         .info
         .push(format!("Loaded configuration from {path}"));
-    let command = Config::command();
+    let command = config::command();
     let args: Vec<Arg> = command.get_arguments().cloned().collect();
     let mut from_file = Vec::new();
     for (name, kind, values) in settings {
@@ -173,8 +206,8 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
                     .push(format!("{path}: {name} is not needed: {why}")),
                 None => notices.warnings.push(format!(
                     "{path}: '{name}' is not a ferrule setting and was ignored \
-                     (`ferrule --help` lists the settings; a gunicorn setting \
-                     ferrule lacks is listed in docs/migrating.md once it exists)"
+                     (`ferrule --help` lists the settings; docs/migrating.md \
+                     says what to use instead of each gunicorn setting)"
                 )),
             }
             continue;
@@ -187,11 +220,10 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
         if multiple && (mentions(&later, arg) || mentions(&argv, arg)) {
             continue;
         }
-        match (kind.as_str(), arg.get_action()) {
-            ("bool", ArgAction::SetTrue) => {
-                if values.first().map(String::as_str) == Some("true") {
-                    from_file.push(long);
-                }
+        match kind.as_str() {
+            "bool" if is_switch(arg) => {
+                let value = values.first().map_or("true", String::as_str);
+                from_file.push(format!("{long}={value}"));
             }
             _ => {
                 for value in values {
@@ -236,7 +268,7 @@ pub fn effective_settings(
     argv: &[String],
     notices: &Notices,
 ) -> Result<Vec<Effective>, clap::Error> {
-    let command = Config::command();
+    let command = config::command();
     let matches = command
         .clone()
         .try_get_matches_from(std::iter::once("ferrule".to_string()).chain(argv.iter().cloned()))?;

@@ -29,7 +29,6 @@ pub mod runtime;
 pub mod wsgi;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
@@ -44,7 +43,7 @@ pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 pub const EXIT_USAGE: i32 = 2;
 
 fn parse_config(argv: Vec<String>) -> Result<Config, clap::Error> {
-    Config::try_parse_from(std::iter::once("ferrule".to_string()).chain(argv))
+    config::parse(argv)
 }
 
 /// Loads the application the way `ferrule APP` names it, through
@@ -146,8 +145,8 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             }
         };
     }
-    let Some(spec) = config.app.clone() else {
-        let _ = Config::command()
+    let Some(spec) = config.app.clone().or_else(|| config.wsgi_app.clone()) else {
+        let _ = config::command()
             .error(
                 ErrorKind::MissingRequiredArgument,
                 "the APP argument is required (e.g. `ferrule myproject.wsgi`)",

@@ -29,7 +29,8 @@ def load(path):
     if path.startswith("python:"):
         namespace = vars(importlib.import_module(path[len("python:"):]))
     else:
-        namespace = runpy.run_path(path)
+        # gunicorn also accepts file:PATH.
+        namespace = runpy.run_path(path[len("file:"):] if path.startswith("file:") else path)
     settings, unsupported = [], []
     file_hooks.clear()
     for name, value in namespace.items():

@@ -28,7 +28,8 @@ class Server:
 
     def __init__(self, app, *args, env=None, cwd=APPS, bind=None, expect_ready=True, listeners=1,
                  preexec_fn=None):
-        self.args = [FERRULE, app, *args]
+        # app None: the APP comes from a config file (wsgi_app).
+        self.args = [FERRULE, *([app] if app else []), *args]
         if bind is None:
             bind = ["127.0.0.1:0"]
         for b in bind:

@@ -153,3 +153,66 @@ def test_print_config_says_where_each_value_came_from(tmp_path):
     assert "keep_alive = 7  (gunicorn.conf.py)" in lines
     assert "timeout = 45  (FERRULE_TIMEOUT)" in lines
     assert "graceful_timeout = 30  (default)" in lines
+
+
+def test_on_off_settings_take_a_value_or_none(tmp_path):
+    """--preload, --preload true, --preload=false, FERRULE_PRELOAD=1,
+    GUNICORN_CMD_ARGS="--preload true", preload_app = True: all as written."""
+    (tmp_path / "app.py").write_text(APP)
+
+    def preload(*args, env=None, conf=None):
+        if conf is not None:
+            (tmp_path / "gunicorn.conf.py").write_text(conf)
+        result = run_ferrule(*args, "--print-config", cwd=tmp_path, env=env)
+        (tmp_path / "gunicorn.conf.py").unlink(missing_ok=True)
+        assert result.returncode == 0, result.stderr
+        line = [l for l in result.stdout.splitlines() if l.startswith("preload = ")]
+        return line[0].split("  (")[0].split(" = ")[1]
+
+    assert preload("app") == "false"
+    assert preload("--preload", "app") == "true"
+    assert preload("app", "--preload", "true") == "true"
+    assert preload("app", "--preload", "False") == "False"
+    assert preload("app", "--preload=no") == "no"
+    assert preload("app", env={"FERRULE_PRELOAD": "1"}) == "1"
+    assert preload("app", env={"GUNICORN_CMD_ARGS": "--preload true --workers 2"}) == "true"
+    assert preload("app", conf="preload_app = True\n") == "true"
+    assert preload("app", conf="preload_app = False\n") == "false"
+    # The server really preloads: the app is imported once, in the master.
+    server = Server("app", "--preload", "true", "-w", "2", cwd=tmp_path)
+    try:
+        worker_pids(server, 2)
+        assert "Booting worker" in server.log
+    finally:
+        server.kill()
+    bad = run_ferrule("app", "--preload=maybe", cwd=tmp_path)
+    assert bad.returncode == 2 and "--preload" in bad.stderr
+
+
+def test_gunicorn_values_that_read_differently(tmp_path):
+    """umask as a Python int (0o007 arrives as 7), limit_request_line = 0
+    (gunicorn's unlimited), -c file:PATH, wsgi_app instead of APP,
+    --log-level warn."""
+    (tmp_path / "app.py").write_text(APP)
+    sock = tmp_path / "app.sock"
+    (tmp_path / "conf.py").write_text(textwrap.dedent(f'''
+        bind = "unix:{sock}"
+        umask = 0o007
+        limit_request_line = 0
+        limit_request_field_size = 0
+        wsgi_app = "app"
+    '''))
+    server = Server(None, "-c", "file:conf.py", bind=[], cwd=tmp_path)
+    try:
+        assert (sock.stat().st_mode & 0o777) == 0o770
+        transport = httpx.HTTPTransport(uds=str(sock))
+        long_path = "/" + "x" * 20000
+        with httpx.Client(transport=transport) as client:
+            assert client.get("http://t" + long_path).status_code == 200
+    finally:
+        server.kill()
+    result = run_ferrule("app", "--umask", "0x1ff", "--log-level", "WARN", "--print-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "log_level = WARN  (command line)" in result.stdout
+    result = run_ferrule("app", "--umask", "0o1000", cwd=tmp_path)
+    assert result.returncode == 2 and "0o22 or 022 octal" in result.stderr
