@@ -218,8 +218,6 @@ class Hooks:
         self._calls = {}
         for name, func in functions.items():
             self._calls[name] = (func, _arity(name, func))
-        if "pre_exec" in self._calls:
-            self.log.info("Hook pre_exec is never called: ferrule does not re-execute itself on USR2")
 
     def has(self, name):
         return name in self._calls
@@ -280,6 +278,10 @@ class Hooks:
 
     def on_exit(self):
         self._call("on_exit", self.server)
+
+    def pre_exec(self):
+        """In the child that becomes the new master on USR2, before exec."""
+        self._call("pre_exec", self.server)
 
     # In a worker.
     def post_fork(self):

@@ -39,6 +39,18 @@ impl Protocol {
         }
     }
 
+    /// The protocol a name (its scheme) stands for.
+    pub fn named(name: &str) -> Option<Protocol> {
+        [
+            Protocol::Http,
+            Protocol::Uwsgi,
+            Protocol::Scgi,
+            Protocol::Fastcgi,
+        ]
+        .into_iter()
+        .find(|p| p.scheme() == name)
+    }
+
     /// Whether its peer is a gateway that vouches for the client's address,
     /// scheme and headers, and so must be an allowed one.
     pub fn is_gateway(self) -> bool {
@@ -305,15 +317,26 @@ impl fmt::Display for Listener {
 }
 
 /// Descriptors handed over by systemd socket activation (sd_listen_fds):
-/// LISTEN_FDS descriptors from 3, when LISTEN_PID names this process. The
-/// variables are removed so that child processes do not take them as theirs.
-pub fn systemd_fds() -> Option<Vec<RawFd>> {
+/// LISTEN_FDS descriptors from 3, when LISTEN_PID names this process, each
+/// with its protocol when its name in LISTEN_FDNAMES is one (systemd's
+/// FileDescriptorName=uwsgi; a USR2 upgrade names them so). The variables
+/// are removed so that child processes do not take them as theirs.
+pub fn systemd_fds() -> Option<Vec<(RawFd, Option<Protocol>)>> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
     }
-    (pid == std::process::id() && count > 0).then(|| (3..3 + count).collect())
+    if pid != std::process::id() || count <= 0 {
+        return None;
+    }
+    let mut names = names.split(':');
+    Some(
+        (3..3 + count)
+            .map(|fd| (fd, names.next().and_then(Protocol::named)))
+            .collect(),
+    )
 }
 
 /// The way listeners are opened (`open_all`).
@@ -337,7 +360,12 @@ pub fn open_all(
     let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
         .unwrap_or_default()
         .into_iter()
-        .map(|fd| (options.default_protocol, BindAddress::Fd(fd)))
+        .map(|(fd, protocol)| {
+            (
+                protocol.unwrap_or(options.default_protocol),
+                BindAddress::Fd(fd),
+            )
+        })
         .collect();
     let binds = if activated.is_empty() {
         binds

@@ -11,6 +11,8 @@
 //! | HUP | reload: start new workers, then gracefully retire the old ones |
 //! | TTIN / TTOU | one worker more / less |
 //! | USR1 | reopen log files, in the master and every worker |
+//! | USR2 | start a new master with the listeners (`upgrade.rs`) |
+//! | WINCH | after USR2 only: gracefully stop this master's workers |
 //! | CHLD | reap; replace workers that died |
 //!
 //! Every loop tick (at most `TICK` apart) reads each worker's liveness page
@@ -26,6 +28,7 @@ use crate::config::Config;
 use crate::config_file::Effective;
 use crate::liveness::{self, BootFailure, Slot};
 use crate::net::listen::Listener;
+use crate::process::upgrade;
 use crate::process::worker::{self, set_thread_name, Boot};
 use crate::runtime::server::{self, SignalSet};
 use crate::{
@@ -80,11 +83,19 @@ struct Arbiter<'a> {
     reload_pending: Option<(Vec<libc::pid_t>, Instant)>,
     /// Set when the server must stop with this status.
     fatal: Option<i32>,
+    /// The directory ferrule was started in, where a USR2 upgrade starts
+    /// the new master.
+    start_dir: PathBuf,
+    /// The pid file as it is named now (FILE.oldbin after USR2).
+    pid_file: Option<PathBuf>,
+    /// The master started by USR2, while it runs.
+    new_master: Option<libc::pid_t>,
 }
 
 /// Runs ferrule with a master and workers; returns the exit status.
 pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) -> i32 {
     set_thread_name(b"ferrule:master\0");
+    let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     // Blocked before anything is announced, so that a signal sent as soon as
     // the "Listening at" line appears is queued for the loop, not fatal.
     let signals = SignalSet::block(&[
@@ -95,6 +106,8 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) 
         libc::SIGTTIN,
         libc::SIGTTOU,
         libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
         libc::SIGCHLD,
     ]);
 
@@ -187,13 +200,19 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) 
         early_deaths: 0,
         reload_pending: None,
         fatal: None,
+        start_dir,
+        pid_file: config.pid.clone(),
+        new_master: None,
     };
     let status = arbiter.run_loop(py, &signals);
     drop(signals);
-    for path in socket_files {
-        let _ = std::fs::remove_file(path);
+    // After USR2 the socket files are the new master's.
+    if arbiter.new_master.is_none() {
+        for path in socket_files {
+            let _ = std::fs::remove_file(path);
+        }
     }
-    if let Some(path) = &config.pid {
+    if let Some(path) = &arbiter.pid_file {
         let _ = std::fs::remove_file(path);
     }
     call_hook(py, arbiter.hooks.as_ref(), "on_exit", ());
@@ -298,6 +317,8 @@ impl Arbiter<'_> {
                         }
                     }
                 }
+                Some(libc::SIGUSR2) => self.upgrade(py),
+                Some(libc::SIGWINCH) => self.stop_workers_for_upgrade(),
                 Some(libc::SIGUSR1) => {
                     if let Err(e) = log::reopen() {
                         log_at!(Error, "reopening log files: {e}");
@@ -409,6 +430,81 @@ impl Arbiter<'_> {
         self.reload_pending = Some((all_old, Instant::now()));
     }
 
+    /// USR2: starts a new master on the listeners, from the program and
+    /// code on disk now. This one keeps serving until WINCH and TERM.
+    fn upgrade(&mut self, py: Python<'_>) {
+        if let Some(pid) = self.new_master {
+            log_at!(
+                Warning,
+                "Handling signal: SIGUSR2: a new master (pid {pid}) is already running; ignored"
+            );
+            return;
+        }
+        if let Some(path) = self.pid_file.take() {
+            self.pid_file = Some(upgrade::set_pid_file_aside(&path).unwrap_or(path));
+        }
+        match upgrade::start_new_master(py, &self.listeners, &self.start_dir, self.hooks.as_ref()) {
+            Ok(pid) => {
+                log_at!(
+                    Info,
+                    "Handling signal: SIGUSR2: started a new master (pid {pid}) with the listeners; \
+                     send this master WINCH, then TERM, once it serves"
+                );
+                self.new_master = Some(pid);
+            }
+            Err(e) => {
+                log_at!(
+                    Error,
+                    "Handling signal: SIGUSR2: cannot start a new master: {e}"
+                );
+                self.restore_pid_file();
+            }
+        }
+    }
+
+    /// WINCH: once a new master runs, this one's workers finish their
+    /// requests and are not replaced. Without one it is ignored: terminals
+    /// send WINCH when resized (gunicorn acts on it only when daemonized).
+    fn stop_workers_for_upgrade(&mut self) {
+        if self.new_master.is_none() {
+            log_at!(Debug, "SIGWINCH ignored: no new master was started (USR2)");
+            return;
+        }
+        log_at!(
+            Info,
+            "Handling signal: SIGWINCH: stopping the workers gracefully"
+        );
+        self.target = 0;
+        self.reload_pending = None;
+        for index in 0..self.workers.len() {
+            if !self.workers[index].replaced {
+                self.retire(index, Some("upgrade (WINCH)"));
+            }
+        }
+    }
+
+    /// The master USR2 started has exited: this one serves on, with its
+    /// full complement of workers and its pid file name.
+    fn new_master_exited(&mut self, status: libc::c_int) {
+        let pid = self.new_master.take().unwrap_or_default();
+        log_at!(
+            Error,
+            "The new master (pid {pid}) exited (status {status:#x}); this master serves on"
+        );
+        self.restore_pid_file();
+        if self.target == 0 {
+            self.target = self.config.worker_count().unwrap_or(1);
+        }
+    }
+
+    fn restore_pid_file(&mut self) {
+        if let (Some(aside), Some(path)) = (&self.pid_file, &self.config.pid) {
+            if aside != path && std::fs::rename(aside, path).is_ok() {
+                self.pid_file = Some(path.clone());
+            }
+        }
+    }
+
     /// Reaps every exited worker and says why it went.
     fn reap(&mut self, py: Python<'_>) {
         loop {
@@ -417,6 +513,10 @@ impl Arbiter<'_> {
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return;
+            }
+            if Some(pid) == self.new_master {
+                self.new_master_exited(status);
+                continue;
             }
             let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
                 continue;

@@ -482,3 +482,73 @@ def test_term_to_the_whole_process_group_is_a_graceful_stop(serve):
     assert "r" in result, f"the request in flight was cut: {result}; log:\n{server.log}"
     assert result["r"].status_code == 200
     assert "not waiting for running requests" not in server.log
+
+
+def test_usr2_upgrade_under_load_drops_nothing(tmp_path):
+    """gunicorn's binary upgrade: USR2 starts a new master, from the code on
+    disk now, on the same listeners (a TCP port and a uwsgi unix socket);
+    WINCH stops the old master's workers, TERM stops it; wrk sees no error
+    and the new code answers."""
+    module = tmp_path / "versioned.py"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'version one']\n")
+    pid_file = tmp_path / "app.pid"
+    gateway = tmp_path / "uwsgi.sock"
+    log = tmp_path / "hooks.log"
+    (tmp_path / "gunicorn.conf.py").write_text(textwrap.dedent(f'''
+        def pre_exec(server):
+            with open({str(log)!r}, "a") as f:
+                f.write(f"pre_exec {{server.pid}}\\n")
+    '''))
+    server = Server("versioned", "-w", "2", "--pid", str(pid_file), cwd=tmp_path,
+                    bind=["127.0.0.1:0", f"uwsgi://unix:{gateway}"], listeners=2, preexec_fn=os.setpgrp)
+    old_master = server.proc.pid
+    new_master = None
+    try:
+        old_workers = worker_pids(server, 2)
+        assert httpx.get(server.url).text == "version one"
+        module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'version two']\n")
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=wrk(server.url + "/", seconds=5)))
+        t.start()
+        under_load(server, old_workers)
+        server.send_signal(signal.SIGUSR2)
+        wait_until(lambda: [p for p in children(old_master) if p not in old_workers], what="the new master")
+        [new_master] = [p for p in children(old_master) if p not in old_workers]
+        server.wait_for_log(f"Listening at: {server.url} (pid {new_master})")
+        wait_until(lambda: len(children(new_master)) == 2, what="the new master's workers")
+        assert pid_file.read_text().strip() == str(new_master)
+        assert (tmp_path / "app.pid.oldbin").read_text().strip() == str(old_master)
+        assert log.read_text() == f"pre_exec {old_master}\n"
+        assert f"uwsgi://unix:{gateway} (pid {new_master})" in server.log
+        server.send_signal(signal.SIGWINCH)
+        wait_until(lambda: not set(old_workers) & set(children(old_master)), what="old workers stopped")
+        server.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        t.join()
+        requests, errors, out = result["r"]
+        assert errors == 0, out
+        assert requests > 100, out
+        assert httpx.get(server.url).text == "version two"
+        assert gateway.exists(), "the old master removed the new master's socket file"
+        os.kill(new_master, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{new_master}").exists()
+                   or "Z" in Path(f"/proc/{new_master}/stat").read_text().rsplit(")", 1)[1].split()[0],
+                   what="the new master to stop")
+    finally:
+        try:
+            os.killpg(old_master, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.kill()
+
+
+def test_winch_without_an_upgrade_changes_nothing(serve):
+    """A terminal sends WINCH when resized: without a USR2 upgrade it is
+    ignored (gunicorn ignores it unless daemonized)."""
+    server = serve("behaviours", "-w", "2")
+    pids = worker_pids(server, 2)
+    server.send_signal(signal.SIGWINCH)
+    server.send_signal(signal.SIGUSR1)  # a signal handled after it
+    server.wait_for_log("reopening log files")
+    assert worker_pids(server, 2) == pids
+    assert httpx.get(server.url + "/list3").text == "one two three"
