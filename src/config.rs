@@ -341,6 +341,10 @@ pub struct Config {
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
 
+    /// A uWSGI ini file (FILE, or FILE:SECTION; the [uwsgi] section by default): its module, socket, http-socket, processes, threads, harakiri, env and the other options Python deployments use become these settings (docs/migrating.md has the table). Lowest precedence of the sources: below the config file.
+    #[arg(long, value_name = "FILE[:SECTION]")]
+    pub ini: Option<String>,
+
     /// Run the application once as a CGI script (RFC 3875; PEP 3333's run_with_cgi): the request from the environment and stdin, the response on stdout, errors on stderr, exit status 0 even for a 500. For servers that can only run scripts (Apache mod_cgi, lighttpd mod_cgi).
     #[arg(long, env = "FERRULE_CGI")]
     pub cgi: bool,

@@ -64,18 +64,30 @@ const NOT_NEEDED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The value `argv` gives the flag `long` (`--ini FILE`, `--ini=FILE`).
+fn named_value(argv: &[String], long: &str) -> Option<String> {
+    let mut args = argv.iter();
+    let inline = format!("{long}=");
+    while let Some(arg) = args.next() {
+        if arg == long {
+            return args.next().cloned();
+        }
+        if let Some(value) = arg.strip_prefix(&inline) {
+            return Some(value.to_string());
+        }
+    }
+    None
+}
+
 /// The config file `-c`/`--config` names in `argv`, if it does.
 fn named_config(argv: &[String]) -> Option<String> {
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
-        if arg == "-c" || arg == "--config" {
+        if arg == "-c" {
             return args.next().cloned();
         }
-        if let Some(path) = arg.strip_prefix("--config=") {
-            return Some(path.to_string());
-        }
     }
-    None
+    named_value(argv, "--config")
 }
 
 /// The config file to read: the one the command line names, else the one
@@ -153,11 +165,9 @@ fn join_switch_values(words: Vec<String>, switches: &[Arg]) -> Vec<String> {
 /// that takes several values (`bind`) is taken whole from the last source
 /// that gives it, not added up.
 pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices), String> {
-    let switches: Vec<Arg> = config::command()
-        .get_arguments()
-        .filter(|a| is_switch(a))
-        .cloned()
-        .collect();
+    let command = config::command();
+    let args: Vec<Arg> = command.get_arguments().cloned().collect();
+    let switches: Vec<Arg> = args.iter().filter(|a| is_switch(a)).cloned().collect();
     let argv = join_switch_values(argv, &switches);
     let mut notices = Notices::default();
     let helper = py
@@ -176,15 +186,101 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
             cmd_args.push((var.to_string(), words));
         }
     }
-    let Some(path) = config_path(&argv, &later) else {
-        notices.sources = cmd_args;
-        notices
-            .sources
-            .push(("command line".to_string(), argv.clone()));
-        later.extend(argv);
-        return Ok((later, notices));
-    };
-    let loaded = helper.call_method1("load", (path.clone(),)).map_err(|e| {
+    // Sources, lowest first: the uWSGI ini file, the config file, the
+    // *_CMD_ARGS, the command line.
+    let mut sources: Vec<(String, Vec<String>)> = Vec::new();
+    if let Some(spec) = named_value(&argv, "--ini").or_else(|| named_value(&later, "--ini")) {
+        sources.push(read_ini(py, &spec, &mut notices)?);
+    }
+    if let Some(path) = config_path(&argv, &later) {
+        sources.push(read_config_file(py, &helper, &path, &args, &mut notices)?);
+    }
+    sources.extend(cmd_args);
+    sources.push(("command line".to_string(), argv));
+    // A setting that takes several values (`bind`) is taken whole from the
+    // last source that gives it, not added up across the files.
+    for i in 0..sources.len() {
+        let after: Vec<String> = sources[i + 1..]
+            .iter()
+            .flat_map(|(_, words)| words.iter().cloned())
+            .collect();
+        let (name, words) = &mut sources[i];
+        if name != "command line" && !name.ends_with("_CMD_ARGS") {
+            *words = drop_overridden(std::mem::take(words), &after, &args);
+        }
+    }
+    let words = sources
+        .iter()
+        .flat_map(|(_, words)| words.iter().cloned())
+        .collect();
+    notices.sources = sources;
+    Ok((words, notices))
+}
+
+/// `words` (a file's flags, each `--long VALUE` or `--long=VALUE`) without
+/// the settings of several values that `after` gives.
+fn drop_overridden(words: Vec<String>, after: &[String], args: &[Arg]) -> Vec<String> {
+    let mut kept = Vec::with_capacity(words.len());
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let (flag, inline) = match word.split_once('=') {
+            Some((flag, _)) => (flag.to_string(), true),
+            None => (word.clone(), false),
+        };
+        let overridden = args.iter().any(|a| {
+            matches!(a.get_action(), ArgAction::Append)
+                && a.get_long().is_some_and(|l| flag == format!("--{l}"))
+                && mentions(after, a)
+        });
+        if overridden {
+            if !inline {
+                words.next();
+            }
+            continue;
+        }
+        kept.push(word);
+    }
+    kept
+}
+
+/// The uWSGI ini file `spec` (FILE or FILE:SECTION) as a source.
+fn read_ini(
+    py: Python<'_>,
+    spec: &str,
+    notices: &mut Notices,
+) -> Result<(String, Vec<String>), String> {
+    let loaded = py
+        .import("ferrule._uwsgi_ini")
+        .and_then(|m| m.call_method1("load", (spec,)))
+        .map_err(|e| {
+            if e.get_type(py).name().is_ok_and(|n| n == "IniError") {
+                e.value(py).to_string()
+            } else {
+                format!(
+                    "--ini {spec}: reading the file failed\n{}",
+                    crate::wsgi::call::format_exception(py, &e)
+                )
+            }
+        })?;
+    let (words, info, warnings): (Vec<String>, Vec<String>, Vec<String>) =
+        loaded.extract().map_err(|e| format!("--ini {spec}: {e}"))?;
+    notices
+        .info
+        .push(format!("Loaded uWSGI options from {spec}"));
+    notices.info.extend(info);
+    notices.warnings.extend(warnings);
+    Ok((spec.to_string(), words))
+}
+
+/// The Python config file at `path` as a source.
+fn read_config_file(
+    py: Python<'_>,
+    helper: &Bound<'_, PyModule>,
+    path: &str,
+    args: &[Arg],
+    notices: &mut Notices,
+) -> Result<(String, Vec<String>), String> {
+    let loaded = helper.call_method1("load", (path,)).map_err(|e| {
         format!(
             "-c {path}: the config file failed\n{}",
             crate::wsgi::call::format_exception(py, &e)
@@ -195,11 +291,9 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
     notices
         .info
         .push(format!("Loaded configuration from {path}"));
-    let command = config::command();
-    let args: Vec<Arg> = command.get_arguments().cloned().collect();
     let mut from_file = Vec::new();
     for (name, kind, values) in settings {
-        let Some(arg) = setting_for(&args, &name) else {
+        let Some(arg) = setting_for(args, &name) else {
             match NOT_NEEDED.iter().find(|(n, _)| *n == name) {
                 Some((_, why)) => notices
                     .info
@@ -212,14 +306,10 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
             }
             continue;
         };
-        if arg.get_id() == "config" {
+        if ["config", "ini"].contains(&arg.get_id().as_str()) {
             continue;
         }
         let long = format!("--{}", arg.get_long().unwrap_or_default());
-        let multiple = matches!(arg.get_action(), ArgAction::Append);
-        if multiple && (mentions(&later, arg) || mentions(&argv, arg)) {
-            continue;
-        }
         match kind.as_str() {
             "bool" if is_switch(arg) => {
                 let value = values.first().map_or("true", String::as_str);
@@ -243,14 +333,7 @@ pub fn expand(py: Python<'_>, argv: Vec<String>) -> Result<(Vec<String>, Notices
             .warnings
             .push(format!("{path}: '{name}' was ignored: {why}"));
     }
-    notices.sources.push((path, from_file.clone()));
-    notices.sources.extend(cmd_args);
-    notices
-        .sources
-        .push(("command line".to_string(), argv.clone()));
-    from_file.extend(later);
-    from_file.extend(argv);
-    Ok((from_file, notices))
+    Ok((path.to_string(), from_file))
 }
 
 /// A setting's effective value: its config file name, its values as
@@ -275,7 +358,7 @@ pub fn effective_settings(
     let mut settings = Vec::new();
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        if arg.is_hide_set() || ["config", "print-config", "check-config"].contains(&long) {
+        if arg.is_hide_set() || ["config", "ini", "print-config", "check-config"].contains(&long) {
             continue;
         }
         let id = arg.get_id().as_str();
