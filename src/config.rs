@@ -14,6 +14,7 @@ use clap::{
 
 use crate::access_log::AccessFormat;
 use crate::net::allow::AllowedPeer;
+use crate::proto::forwarded::SchemeHeader;
 use crate::net::listen::{Bind, BindAddress, Protocol};
 use crate::proto::request::HeadLimits;
 
@@ -47,6 +48,13 @@ fn parse_worker_class(s: &str) -> Result<String, String> {
              and ASGI workers are not supported"
         )),
     }
+}
+
+fn parse_secure_scheme_header(s: &str) -> Result<Option<SchemeHeader>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    crate::proto::forwarded::SecureSchemeHeaders::parse_entry(s).map(Some)
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -134,7 +142,7 @@ pub struct Config {
     )]
     pub gateway_allow_from: Vec<AllowedPeer>,
 
-    /// Peers whose X-Forwarded-Proto, X-Forwarded-Protocol, X-Forwarded-Ssl or Forwarded (proto=) header may set wsgi.url_scheme to https (gunicorn's forwarded_allow_ips and secure_scheme_headers): IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
+    /// Peers whose proxy headers are believed (gunicorn's forwarded_allow_ips): --secure-scheme-headers and Forwarded proto= set wsgi.url_scheme to https, and with --forwarded-for and --forwarded-prefix the client's address and SCRIPT_NAME are taken too. IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
     #[arg(
         long,
         value_name = "ADDRESSES",
@@ -143,6 +151,18 @@ pub struct Config {
         default_value = "127.0.0.1,::1"
     )]
     pub forwarded_allow_ips: Vec<AllowedPeer>,
+
+    /// Header fields from a --forwarded-allow-ips peer that set wsgi.url_scheme to https, as HEADER=VALUE, comma-separated (gunicorn's secure_scheme_headers; a config file's dict is taken as it is). 'none' for none. Forwarded: proto=https is always understood.
+    #[arg(long, value_name = "HEADER=VALUE", env = "FERRULE_SECURE_SCHEME_HEADERS", value_delimiter = ',', default_value = "X-Forwarded-Protocol=ssl,X-Forwarded-Proto=https,X-Forwarded-Ssl=on", value_parser = parse_secure_scheme_header)]
+    pub secure_scheme_headers: Vec<Option<SchemeHeader>>,
+
+    /// Take REMOTE_ADDR and REMOTE_PORT from a --forwarded-allow-ips peer's Forwarded for= (else X-Forwarded-For): the nearest address that is not itself a trusted proxy, read from the right so a client cannot put its own in front. Off by default (gunicorn has no such setting). HTTP listeners; behind a gateway, REMOTE_ADDR is the gateway's word.
+    #[arg(long, env = "FERRULE_FORWARDED_FOR")]
+    pub forwarded_for: bool,
+
+    /// Take SCRIPT_NAME from a --forwarded-allow-ips peer's X-Forwarded-Prefix (the path prefix the proxy took off; a plain absolute path, else ignored), before --script-name. Off by default.
+    #[arg(long, env = "FERRULE_FORWARDED_PREFIX")]
+    pub forwarded_prefix: bool,
 
     /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring, FastCGI params), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
     #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]

@@ -47,7 +47,11 @@ def load(path):
                 key, _, val = str(item).partition("=")
                 os.environ[key] = val
             continue
-        if isinstance(value, bool):
+        if isinstance(value, dict):
+            # secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}; {} for none.
+            pairs = [f"{k}={v}" for k, v in value.items()]
+            settings.append((name, "list", pairs or ["none"]))
+        elif isinstance(value, bool):
             settings.append((name, "bool", ["true" if value else "false"]))
         elif isinstance(value, (list, tuple, set)):
             settings.append((name, "list", [str(v) for v in value]))

@@ -210,7 +210,7 @@ pub async fn refuse<S: Socket>(
             environ: &[],
             elapsed: std::time::Duration::ZERO,
         };
-        access_log(head, conn, &done);
+        access_log(head, conn, &ctx.environ_settings, &done);
     }
     let mut out = Vec::new();
     framer.error(&mut out, code, phrase);
@@ -673,7 +673,7 @@ async fn run_request<S: Socket>(
             environ: &environ,
             elapsed: started.elapsed(),
         };
-        access_log(Some(head), conn, &done);
+        access_log(Some(head), conn, &ctx.environ_settings, &done);
     }
     if keep {
         keep = drain_body(stream, exchange, ctx.socket_timeout).await;
@@ -950,12 +950,19 @@ fn environ_values(environ: &Bound<'_, PyDict>) -> Vec<Option<String>> {
 
 /// Writes a request's access-log line; `head` is None for a request
 /// refused before its head was read whole.
-fn access_log(head: Option<&RequestHead>, conn: &ConnInfo, done: &AccessDone<'_>) {
+fn access_log(
+    head: Option<&RequestHead>,
+    conn: &ConnInfo,
+    settings: &EnvironSettings,
+    done: &AccessDone<'_>,
+) {
     let format = log::access_format();
-    // Behind a gateway, the client is the one it names.
-    let gateway_remote = head
-        .and_then(|h| h.cgi_var(b"REMOTE_ADDR"))
-        .map(String::from_utf8_lossy);
+    // Behind a gateway, the client is the one it names; behind a trusted
+    // proxy with --forwarded-for, the one the proxy names.
+    let gateway_remote = head.and_then(|h| match h.cgi_var(b"REMOTE_ADDR") {
+        Some(addr) => Some(String::from_utf8_lossy(addr).into_owned()),
+        None => environ::forwarded_client(settings, h, conn).map(|(addr, _)| addr),
+    });
     let lookup = |name: &[u8], cgi: &[u8]| head.and_then(|h| h.header(name, cgi));
     let time = if format.wants_time() {
         log::access_time()

@@ -63,7 +63,7 @@ pub fn head_from_vars(buf: Vec<u8>, vars: Vec<VarSpans>) -> Result<RequestHead, 
         host,
         path,
         query,
-        scheme_fields: false,
+        proxy_fields: false,
         cgi: vars,
     })
 }

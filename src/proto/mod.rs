@@ -14,6 +14,7 @@ pub mod cgi;
 pub mod chars;
 pub mod error;
 pub mod fastcgi;
+pub mod forwarded;
 pub mod http1;
 pub mod request;
 pub mod response;

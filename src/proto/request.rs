@@ -66,10 +66,10 @@ pub struct RequestHead {
     pub path: Range<usize>,
     /// The query part of the target, without the '?'.
     pub query: Option<Range<usize>>,
-    /// The request carries a field by which a proxy tells the client's
-    /// scheme (X-Forwarded-Proto, X-Forwarded-Protocol, X-Forwarded-Ssl,
-    /// Forwarded); the environ builder reads them from trusted peers only.
-    pub scheme_fields: bool,
+    /// The request carries a field by which a proxy tells of the client
+    /// (X-Forwarded-*, Forwarded: `forwarded::is_marked_name`); the environ
+    /// builder reads them from trusted peers only.
+    pub proxy_fields: bool,
     /// The CGI variables a gateway sent (uwsgi, FastCGI, SCGI, CGI), in the
     /// order received; empty for HTTP. When there are any, the environ is
     /// built from them (`wsgi::environ`), not from the fields above.
@@ -141,28 +141,6 @@ impl RequestHead {
         }
     }
 
-    /// Whether a proxy's scheme fields (`scheme_fields`) say the client
-    /// used https: gunicorn's secure_scheme_headers (X-Forwarded-Proto:
-    /// https, X-Forwarded-Protocol: ssl, X-Forwarded-Ssl: on) or RFC 7239's
-    /// `Forwarded: proto=https` in its first element (the edge proxy's).
-    pub fn proxy_says_https(&self) -> bool {
-        self.scheme_fields
-            && self.fields().any(|(name, value)| {
-                let value = value.trim_ascii();
-                if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-                    value.eq_ignore_ascii_case(b"https")
-                } else if name.eq_ignore_ascii_case(b"x-forwarded-protocol") {
-                    value.eq_ignore_ascii_case(b"ssl")
-                } else if name.eq_ignore_ascii_case(b"x-forwarded-ssl") {
-                    value.eq_ignore_ascii_case(b"on")
-                } else if name.eq_ignore_ascii_case(b"forwarded") {
-                    forwarded_proto(value).is_some_and(|p| p.eq_ignore_ascii_case(b"https"))
-                } else {
-                    false
-                }
-            })
-    }
-
     /// The first value of a header field, by case-insensitive name.
     pub fn field(&self, name: &[u8]) -> Option<&[u8]> {
         self.fields()
@@ -202,44 +180,5 @@ pub fn split_host_port(value: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     match memchr::memchr(b':', value) {
         None => Some((value, None)),
         Some(colon) => Some((&value[..colon], Some(&value[colon + 1..]))),
-    }
-}
-
-/// The `proto` parameter of the first element of a Forwarded field value
-/// (RFC 7239 §4: elements separated by ',', pairs by ';', values tokens or
-/// quoted strings).
-fn forwarded_proto(value: &[u8]) -> Option<&[u8]> {
-    let first = value.split(|&b| b == b',').next()?;
-    first.split(|&b| b == b';').find_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let (name, val) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-        if !name.eq_ignore_ascii_case(b"proto") {
-            return None;
-        }
-        Some(
-            val.strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(val),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::forwarded_proto;
-
-    #[test]
-    fn forwarded_proto_of_the_first_element() {
-        assert_eq!(
-            forwarded_proto(b"for=1.2.3.4;proto=https"),
-            Some(&b"https"[..])
-        );
-        assert_eq!(
-            forwarded_proto(b"proto=\"https\";by=x, proto=http"),
-            Some(&b"https"[..])
-        );
-        assert_eq!(forwarded_proto(b"for=1.2.3.4, proto=https"), None);
-        assert_eq!(forwarded_proto(b"PROTO = http"), Some(&b"http"[..]));
-        assert_eq!(forwarded_proto(b""), None);
     }
 }

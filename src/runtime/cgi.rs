@@ -20,11 +20,12 @@ use crate::exchange::{blocking_io, Exchange, ExchangeState};
 use crate::log_at;
 use crate::proto::body::BodyDecoder;
 use crate::proto::cgi::head_from_vars;
+use crate::proto::forwarded::SecureSchemeHeaders;
 use crate::proto::http1::response::{HeadStyle, ResponseEncoder};
 use crate::proto::request::RequestLabel;
 use crate::proto::response::ResponseFramer;
 use crate::wsgi::call::{AppCall, Step};
-use crate::wsgi::environ::{self, base_environ, ConnInfo, EnvironSettings};
+use crate::wsgi::environ::{self, base_environ, ConnInfo, EnvironSettings, ProxyHeaders};
 use crate::wsgi::objects::RequestObjects;
 use crate::{load_app, prepare_path, report_load_error, EXIT_USAGE};
 
@@ -82,6 +83,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
         multithread: false,
         multiprocess: true,
         run_once: true,
+        proxy: ProxyHeaders::new(SecureSchemeHeaders::default()),
     };
     // What the environment does not say (REMOTE_ADDR, SERVER_NAME...)
     // stays empty or generic: there is no connection to ask.

@@ -33,9 +33,10 @@ use crate::log_at;
 use crate::net::allow::{self, AllowedPeer};
 use crate::net::listen::{self, ListenSocket, Listener, Protocol};
 use crate::net::socket::Socket;
+use crate::proto::forwarded::SecureSchemeHeaders;
 use crate::proto::http1::response::push_decimal;
 use crate::runtime::{fastcgi, gateway, http1};
-use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings};
+use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings, ProxyHeaders};
 
 /// Longest an accept loop waits for a new connection's word on whether it
 /// claims a thread. The word comes at the connection's first, non-waiting
@@ -82,6 +83,23 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
     listen::open_all(&config.bind_addresses()?, &options)
 }
 
+/// What a trusted proxy's header fields may change, as configured.
+fn proxy_headers(config: &Config) -> ProxyHeaders {
+    let mut proxy = ProxyHeaders::new(SecureSchemeHeaders(
+        config
+            .secure_scheme_headers
+            .iter()
+            .flatten()
+            .cloned()
+            .collect(),
+    ));
+    let trusted: Arc<[AllowedPeer]> = config.forwarded_allow_ips.clone().into();
+    proxy.trusted = Arc::new(move |ip| allow::allowed(&trusted, ip));
+    proxy.forwarded_for = config.forwarded_for;
+    proxy.forwarded_prefix = config.forwarded_prefix;
+    proxy
+}
+
 /// Serves on `listeners` until a stop signal; the caller holds the GIL,
 /// which is released for the server's lifetime. Without a worker role this
 /// is the whole server (`ferrule.serve()`), which also logs its listeners
@@ -98,6 +116,7 @@ pub fn run(
         multithread: config.threads > 1,
         multiprocess: worker.as_ref().is_some_and(|w| w.multiprocess),
         run_once: false,
+        proxy: proxy_headers(config),
     };
     let environ_base =
         base_environ(py, &environ_settings).map_err(|e| format!("building the environ: {e}"))?;

@@ -7,12 +7,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
 
+use crate::proto::forwarded::{self, SecureSchemeHeaders};
 use crate::proto::request::split_host_port;
 use crate::proto::request::RequestHead;
 use crate::wsgi::streams::{ErrorStream, FileWrapper};
@@ -157,6 +159,54 @@ pub struct EnvironSettings {
     pub multiprocess: bool,
     /// A CGI script's one request (`--cgi`).
     pub run_once: bool,
+    /// What a trusted proxy's header fields may change.
+    pub proxy: ProxyHeaders,
+}
+
+/// What the header fields of a trusted proxy (`ConnInfo::trusted_proxy`)
+/// may change in the environ; a peer that is not trusted changes nothing.
+pub struct ProxyHeaders {
+    /// Fields that set wsgi.url_scheme to https (`--secure-scheme-headers`).
+    pub secure_scheme_headers: SecureSchemeHeaders,
+    /// A configured name is one the parser does not mark: every request
+    /// from a trusted peer is looked at.
+    pub look_always: bool,
+    /// REMOTE_ADDR and REMOTE_PORT from Forwarded for= or X-Forwarded-For
+    /// (`--forwarded-for`).
+    pub forwarded_for: bool,
+    /// SCRIPT_NAME from X-Forwarded-Prefix (`--forwarded-prefix`).
+    pub forwarded_prefix: bool,
+    /// Whether an address is a trusted proxy's, for walking a chain of
+    /// them (`--forwarded-allow-ips`).
+    pub trusted: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+impl ProxyHeaders {
+    /// The scheme fields only, gunicorn's defaults (ferrule.serve(), CGI).
+    pub fn new(secure_scheme_headers: SecureSchemeHeaders) -> ProxyHeaders {
+        ProxyHeaders {
+            look_always: !secure_scheme_headers.all_marked(),
+            secure_scheme_headers,
+            forwarded_for: false,
+            forwarded_prefix: false,
+            trusted: Arc::new(|_| false),
+        }
+    }
+}
+
+/// The client's address as a trusted proxy gives it, with --forwarded-for:
+/// REMOTE_ADDR and REMOTE_PORT ("0" when the proxy gives no port).
+pub fn forwarded_client(
+    settings: &EnvironSettings,
+    head: &RequestHead,
+    conn: &ConnInfo,
+) -> Option<(String, String)> {
+    let proxy = &settings.proxy;
+    if !(proxy.forwarded_for && conn.trusted_proxy && head.proxy_fields) {
+        return None;
+    }
+    let (ip, port) = forwarded::client_address(head, |ip| (proxy.trusted)(ip))?;
+    Some((ip.to_string(), port.unwrap_or(0).to_string()))
 }
 
 /// A native string from bytes, each byte one code point (latin-1).
@@ -441,12 +491,29 @@ pub fn build<'py>(
     };
     env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr)?;
     env.set_item(intern!(py, "REMOTE_PORT"), remote_port)?;
+    let proxy = &settings.proxy;
+    if conn.trusted_proxy && head.proxy_fields {
+        if let Some((addr, port)) = forwarded_client(settings, head, conn) {
+            env.set_item(intern!(py, "REMOTE_ADDR"), addr)?;
+            env.set_item(intern!(py, "REMOTE_PORT"), port)?;
+        }
+        if proxy.forwarded_prefix {
+            if let Some(prefix) = forwarded::prefix(head) {
+                let mut script_name = prefix.to_vec();
+                script_name.extend_from_slice(settings.script_name.as_bytes());
+                env.set_item(intern!(py, "SCRIPT_NAME"), latin1(py, &script_name))?;
+            }
+        }
+    }
     if conn.url_scheme != "http" {
         env.set_item(
             intern!(py, "wsgi.url_scheme"),
             PyString::intern(py, conn.url_scheme),
         )?;
-    } else if head.scheme_fields && conn.trusted_proxy && head.proxy_says_https() {
+    } else if conn.trusted_proxy
+        && (head.proxy_fields || proxy.look_always)
+        && forwarded::says_https(head, &proxy.secure_scheme_headers)
+    {
         // A trusted proxy in front terminated TLS (gunicorn's
         // forwarded_allow_ips and secure_scheme_headers); a Host without a
         // port then means 443.

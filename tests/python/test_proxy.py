@@ -4,6 +4,7 @@ peers only (gunicorn's forwarded_allow_ips and secure_scheme_headers), and
 a unix socket's default mode lets an nginx running as another user connect.
 nginx is a real process with its own configuration file."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ import tempfile
 
 import httpx
 import pytest
+
+from pathlib import Path
 
 from conftest import Server, exchange
 from gateways import FRONTENDS, free_port, wait_for_port
@@ -71,17 +74,16 @@ def test_unix_socket_file_mode(serve, tmp_path):
     assert stat.S_IMODE(os.stat(narrowed).st_mode) == 0o770
 
 
-@pytest.fixture
-def nginx_proxy(tmp_path):
-    """nginx in front of a Django project over a unix socket and over TCP,
-    its workers running as nobody when the tests run as root. The socket
-    lives in a directory anyone may enter (pytest's own are root's only),
-    so only the socket file's mode decides."""
+@contextlib.contextmanager
+def nginx_in_front(tmp_path, app, *args, env=None):
+    """nginx in front of `app` over a unix socket and over TCP, its workers
+    running as nobody when the tests run as root. The socket lives in a
+    directory anyone may enter (pytest's own are root's only), so only the
+    socket file's mode decides."""
     run_dir = tempfile.mkdtemp(prefix="ferrule-proxy-")
     os.chmod(run_dir, 0o755)
     sock = os.path.join(run_dir, "app.sock")
-    env = {"DJSITE_DB": str(tmp_path / "db.sqlite3")}
-    server = Server("djsite.wsgi", bind=[f"unix:{sock}", "127.0.0.1:0"], listeners=2, env=env)
+    server = Server(app, *args, bind=[f"unix:{sock}", "127.0.0.1:0"], listeners=2, env=env)
     tcp_port = int(server.urls[1].rsplit(":", 1)[1])
     prefix = tmp_path / "nginx"
     for sub in ("body", "proxy"):
@@ -95,12 +97,19 @@ def nginx_proxy(tmp_path):
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc, lambda: (prefix / "error.log").read_text())
-        yield f"http://127.0.0.1:{port}", prefix
+        yield f"http://127.0.0.1:{port}", prefix, server
     finally:
         proc.terminate()
         proc.wait(10)
         server.kill()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def nginx_proxy(tmp_path):
+    """nginx in front of a Django project."""
+    with nginx_in_front(tmp_path, "djsite.wsgi", env={"DJSITE_DB": str(tmp_path / "db.sqlite3")}) as (url, prefix, _):
+        yield url, prefix
 
 
 def test_django_behind_nginx_sees_https(nginx_proxy):
@@ -122,3 +131,59 @@ def test_readme_block_is_the_tested_configuration():
     conf = (FRONTENDS / "nginx-proxy.conf").read_text().replace("{{", "{").replace("}}", "}")
     conf = conf.replace("{upstream_unix}", "/run/myapp/app.sock")
     assert block.strip() in conf
+
+
+def test_forwarded_for_sets_the_client_address(serve, tmp_path):
+    access = tmp_path / "access.log"
+    server = serve("echo", "--forwarded-for", "--access-logfile", str(access))
+    env = environ_for(server, b"X-Forwarded-For: 6.6.6.6, 203.0.113.7")
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.7", "0")
+    env = environ_for(server, b'Forwarded: for="[2001:db8::1]:4711";proto=https')
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("2001:db8::1", "4711")
+    assert env["wsgi.url_scheme"] == "https"
+    # An entry that is not an address: the peer stays the client.
+    assert environ_for(server, b"X-Forwarded-For: unknown")["REMOTE_ADDR"] == "127.0.0.1"
+    assert environ_for(server)["REMOTE_ADDR"] == "127.0.0.1"
+    server.stop()
+    assert access.read_text().startswith("203.0.113.7 - - [")
+    # Off by default, and never from an untrusted peer.
+    assert environ_for(serve("echo"), b"X-Forwarded-For: 203.0.113.7")["REMOTE_ADDR"] == "127.0.0.1"
+    untrusted = serve("echo", "--forwarded-for", "--forwarded-allow-ips", "10.0.0.0/8")
+    assert environ_for(untrusted, b"X-Forwarded-For: 203.0.113.7")["REMOTE_ADDR"] == "127.0.0.1"
+
+
+def test_forwarded_prefix_sets_script_name(serve):
+    server = serve("echo", "--forwarded-prefix")
+    env = environ_for(server, b"X-Forwarded-Prefix: /shop/")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/shop", "/env")
+    assert environ_for(server, b"X-Forwarded-Prefix: /a/../b")["SCRIPT_NAME"] == ""
+    assert environ_for(serve("echo"), b"X-Forwarded-Prefix: /shop")["SCRIPT_NAME"] == ""
+
+
+@pytest.mark.parametrize("conf, header, scheme", [
+    ('secure_scheme_headers = {"X-SCHEME": "https"}', b"X-Scheme: https", "https"),
+    ('secure_scheme_headers = {"X-SCHEME": "https"}', b"X-Forwarded-Proto: https", "http"),
+    ("secure_scheme_headers = {}", b"X-Forwarded-Proto: https", "http"),
+])
+def test_secure_scheme_headers_from_a_gunicorn_conf(tmp_path, conf, header, scheme):
+    (tmp_path / "gunicorn.conf.py").write_text(conf + "\n")
+    server = Server("echo", "--chdir", str(Path(__file__).parent / "apps"), cwd=tmp_path)
+    try:
+        assert environ_for(server, header)["wsgi.url_scheme"] == scheme
+    finally:
+        server.kill()
+
+
+def test_client_address_through_real_nginx(tmp_path):
+    """A client on 127.0.0.2 sends a forged X-Forwarded-For to nginx, which
+    appends the address it saw; ferrule, trusting only nginx (127.0.0.1),
+    takes the nearest untrusted address: the real client's."""
+    with nginx_in_front(tmp_path, "echo", "--forwarded-for", "--forwarded-allow-ips", "127.0.0.1") as (url, prefix, _):
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=transport) as client:
+            resp = client.get(url + "/env", headers={"X-Forwarded-For": "203.0.113.66"})
+        assert resp.status_code == 200, (prefix / "error.log").read_text()[-2000:]
+        env = resp.json()
+        assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.66, 127.0.0.2"
+        assert env["REMOTE_ADDR"] == "127.0.0.2"
+        assert env["wsgi.url_scheme"] == "https"

@@ -14,6 +14,7 @@ use memchr::memchr_iter;
 
 use crate::proto::chars::is_reg_name_char;
 use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::forwarded;
 use crate::proto::request::{split_host_port, BodyFraming, HeadLimits, RequestHead};
 
 /// Header field slots kept on the stack; a larger `max_fields` uses the heap.
@@ -175,7 +176,7 @@ fn parse_complete_head(
         host: None,
         path: 0..0,
         query: None,
-        scheme_fields: false,
+        proxy_fields: false,
         cgi: Vec::new(),
     };
 
@@ -218,12 +219,8 @@ fn parse_complete_head(
                     parsed.keep_alive = true;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-protocol")
-            || name.eq_ignore_ascii_case(b"x-forwarded-ssl")
-            || name.eq_ignore_ascii_case(b"forwarded")
-        {
-            parsed.scheme_fields = true;
+        } else if forwarded::is_marked_name(name) {
+            parsed.proxy_fields = true;
         } else if name.eq_ignore_ascii_case(b"expect") {
             if value.eq_ignore_ascii_case(b"100-continue") {
                 parsed.expect_continue = minor_version == 1;
