@@ -12,7 +12,7 @@ seconds=${1:-20}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(http1_head chunked uwsgi scgi fastcgi)
+    targets=(http1_head chunked uwsgi scgi fastcgi proxy_protocol)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -14,8 +14,8 @@ use clap::{
 
 use crate::access_log::AccessFormat;
 use crate::net::allow::AllowedPeer;
-use crate::proto::forwarded::SchemeHeader;
 use crate::net::listen::{Bind, BindAddress, Protocol};
+use crate::proto::forwarded::SchemeHeader;
 use crate::proto::request::HeadLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -163,6 +163,21 @@ pub struct Config {
     /// Take SCRIPT_NAME from a --forwarded-allow-ips peer's X-Forwarded-Prefix (the path prefix the proxy took off; a plain absolute path, else ignored), before --script-name. Off by default.
     #[arg(long, env = "FERRULE_FORWARDED_PREFIX")]
     pub forwarded_prefix: bool,
+
+    /// HTTP listeners take the PROXY protocol (HAProxy's, versions 1 and 2; AWS NLB, HAProxy send-proxy): a connection from a --proxy-allow-from peer must start with a PROXY header, whose client address becomes REMOTE_ADDR; a missing or malformed one closes the connection with a log line. Other peers are served as they are.
+    #[arg(long, env = "FERRULE_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// The load balancers whose PROXY header is taken (--proxy-protocol): IP addresses and networks, comma-separated, or '*' for any (gunicorn's proxy_allow_ips).
+    #[arg(
+        long,
+        alias = "proxy-allow-ips",
+        value_name = "ADDRESSES",
+        env = "FERRULE_PROXY_ALLOW_FROM",
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1"
+    )]
+    pub proxy_allow_from: Vec<AllowedPeer>,
 
     /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring, FastCGI params), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
     #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::driver::{self, ConnBuffers, ServerCtx};
+use crate::log_at;
 use crate::net::socket::Socket;
+use crate::proto::error::{ClientError, ClientErrorKind};
 use crate::proto::http1::head::HeadParser;
 use crate::proto::http1::response::ResponseEncoder;
+use crate::proto::proxy_protocol::{self, ProxyHeader};
 use crate::proto::response::ResponseFramer;
 use crate::runtime::head::{read_head, HeadOutcome};
 use crate::wsgi::environ::ConnInfo;
@@ -20,18 +23,49 @@ use crate::wsgi::environ::ConnInfo;
 /// to its next request, so the accept loop knows it may accept again.
 pub async fn serve<S: Socket>(
     mut stream: S,
-    conn: ConnInfo,
+    mut conn: ConnInfo,
     ctx: Arc<ServerCtx>,
     first_head: oneshot::Sender<()>,
 ) {
     let mut bufs = ConnBuffers::new();
     let mut first_head = Some(first_head);
     let mut parser = HeadParser::new();
+    // A load balancer's PROXY header comes before the first request only.
+    let mut proxy_pending = conn.proxy_header_required;
     loop {
         let limits = &ctx.head_limits;
-        let parse = |buf: &[u8]| parser.parse(buf, limits);
+        let mut proxied = None;
+        let mut proxy_refused = None;
+        let parse = |buf: &[u8]| {
+            let mut skip = 0;
+            if proxy_pending {
+                match proxy_protocol::parse(buf) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some((header, used))) => (proxied, skip) = (Some(header), used),
+                    Err(reason) => {
+                        proxy_refused = Some(reason);
+                        return Err(ClientError::new(ClientErrorKind::BadRequest, reason));
+                    }
+                }
+            }
+            let parsed = parser.parse(&buf[skip..], limits)?;
+            Ok(parsed.map(|(head, used)| (head, skip + used)))
+        };
         let read = read_head(&mut stream, &mut bufs.rbuf, &ctx, &mut first_head, parse);
-        let head = match read.await {
+        let outcome = read.await;
+        if let Some(reason) = proxy_refused {
+            log_at!(
+                Info,
+                "{}: closed: {reason} (--proxy-protocol; --proxy-allow-from peers must send one)",
+                driver::display_remote(&conn)
+            );
+            return;
+        }
+        if let Some(header) = proxied.take() {
+            proxy_pending = false;
+            take_proxy_header(&mut conn, header, &ctx);
+        }
+        let head = match outcome {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
             HeadOutcome::Refused(err) => {
@@ -66,4 +100,22 @@ pub async fn serve<S: Socket>(
         // Dropping the sender tells the accept loop too.
         first_head = None;
     }
+}
+
+/// The client a PROXY header names becomes the connection's peer: its
+/// address is REMOTE_ADDR, the address it reached is the server's, and its
+/// proxy headers are taken if it is itself in --forwarded-allow-ips.
+fn take_proxy_header(conn: &mut ConnInfo, header: ProxyHeader, ctx: &ServerCtx) {
+    let ProxyHeader::Client {
+        source,
+        destination,
+    } = header
+    else {
+        return;
+    };
+    conn.remote_addr = source.ip().to_string();
+    conn.remote_port = source.port().to_string();
+    conn.server_name = destination.ip().to_string().into();
+    conn.server_port = destination.port().to_string().into();
+    conn.trusted_proxy = (ctx.environ_settings.proxy.trusted)(source.ip());
 }

@@ -156,12 +156,16 @@ pub fn run(
     let standalone = worker.is_none();
     let allow_from: Arc<[AllowedPeer]> = config.gateway_allow_from.clone().into();
     let forwarded_allow: Arc<[AllowedPeer]> = config.forwarded_allow_ips.clone().into();
+    let proxy_from: Option<Arc<[AllowedPeer]>> = config
+        .proxy_protocol
+        .then(|| config.proxy_allow_from.clone().into());
 
     py.detach(move || {
         serve(ServeParams {
             listeners,
             allow_from,
             forwarded_allow,
+            proxy_from,
             ctx,
             stop_tx,
             threads,
@@ -179,6 +183,8 @@ struct ServeParams {
     allow_from: Arc<[AllowedPeer]>,
     /// Peers whose scheme headers are taken (`--forwarded-allow-ips`).
     forwarded_allow: Arc<[AllowedPeer]>,
+    /// Peers that must send a PROXY header (`--proxy-protocol`).
+    proxy_from: Option<Arc<[AllowedPeer]>>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
@@ -233,6 +239,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 listener,
                 &p.allow_from,
                 &p.forwarded_allow,
+                &p.proxy_from,
                 p.ctx.clone(),
                 slots.clone(),
             )?;
@@ -402,6 +409,7 @@ fn spawn_accept_loop(
     listener: Listener,
     allow_from: &Arc<[AllowedPeer]>,
     forwarded_allow: &Arc<[AllowedPeer]>,
+    proxy_from: &Option<Arc<[AllowedPeer]>>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
@@ -416,6 +424,9 @@ fn spawn_accept_loop(
                 server_port: local.port().to_string().into(),
                 allow_from: protocol.is_gateway().then(|| allow_from.clone()),
                 forwarded_allow: forwarded_allow.clone(),
+                proxy_from: (protocol == Protocol::Http)
+                    .then(|| proxy_from.clone())
+                    .flatten(),
                 refused_peers: Mutex::default(),
             };
             tokio::spawn(accept_loop(acceptor, protocol, ctx, slots));
@@ -446,6 +457,9 @@ struct TcpAcceptor {
     allow_from: Option<Arc<[AllowedPeer]>>,
     /// Peers whose scheme headers are taken (`--forwarded-allow-ips`).
     forwarded_allow: Arc<[AllowedPeer]>,
+    /// With --proxy-protocol on an HTTP listener: the load balancers that
+    /// must send a PROXY header first (`--proxy-allow-from`).
+    proxy_from: Option<Arc<[AllowedPeer]>>,
     /// Peers refused and logged already.
     refused_peers: Mutex<HashSet<IpAddr>>,
 }
@@ -514,6 +528,10 @@ impl Acceptor for TcpAcceptor {
             server_port: self.server_port.clone(),
             url_scheme: "http",
             trusted_proxy: allow::allowed(&self.forwarded_allow, peer.ip()),
+            proxy_header_required: self
+                .proxy_from
+                .as_ref()
+                .is_some_and(|from| allow::allowed(from, peer.ip())),
             strings: Default::default(),
         };
         Ok((stream, conn))

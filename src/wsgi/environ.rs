@@ -33,6 +33,9 @@ pub struct ConnInfo {
     /// The peer is a proxy whose word on the client's scheme is taken
     /// (`--forwarded-allow-ips`; unix sockets always).
     pub trusted_proxy: bool,
+    /// The peer is a load balancer that must start the connection with a
+    /// PROXY header (`--proxy-protocol`, `--proxy-allow-from`).
+    pub proxy_header_required: bool,
     /// Python strings made for this connection's requests, reused by the
     /// next ones.
     pub strings: Mutex<ConnStrings>,
@@ -50,6 +53,7 @@ impl ConnInfo {
             server_port: "80".into(),
             url_scheme: "http",
             trusted_proxy,
+            proxy_header_required: false,
             strings: Default::default(),
         }
     }

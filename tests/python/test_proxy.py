@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import pytest
 
 from pathlib import Path
 
-from conftest import Server, exchange
+from conftest import Reader, Server, exchange, send_in_pieces
 from gateways import FRONTENDS, free_port, wait_for_port
 
 SCHEME_HEADERS = [
@@ -187,3 +188,96 @@ def test_client_address_through_real_nginx(tmp_path):
         assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.66, 127.0.0.2"
         assert env["REMOTE_ADDR"] == "127.0.0.2"
         assert env["wsgi.url_scheme"] == "https"
+
+
+# --- the PROXY protocol ------------------------------------------------------
+
+V2_SIGNATURE = b"\r\n\r\n\0\r\nQUIT\n"
+
+
+def proxy_v2(src, dst, sport, dport, command=1):
+    block = socket.inet_aton(src) + socket.inet_aton(dst) + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+    return V2_SIGNATURE + bytes([0x20 | command, 0x11]) + len(block).to_bytes(2, "big") + block
+
+
+GET_ENV = b"GET /env HTTP/1.1\r\nHost: example.org\r\nX-Forwarded-Proto: https\r\n\r\n"
+
+
+def env_over(sock):
+    sock.sendall(GET_ENV)
+    resp = Reader(sock).read_response()
+    assert resp.status == 200, resp
+    return json.loads(resp.body)
+
+
+@pytest.mark.parametrize("header", [
+    b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 8080\r\n",
+    proxy_v2("203.0.113.9", "198.51.100.1", 51000, 8080),
+], ids=["v1", "v2"])
+@pytest.mark.parametrize("mode", ["whole", "bytes", "random"])
+def test_proxy_header_sets_the_client(serve, header, mode):
+    server = serve("echo", "--proxy-protocol")
+    with server.connect() as sock:
+        send_in_pieces(sock, header + GET_ENV, mode)
+        env = json.loads(Reader(sock).read_response().body)
+        assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.9", "51000")
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.org", "80")
+        # The client is not a trusted proxy: its X-Forwarded-Proto is not taken.
+        assert env["wsgi.url_scheme"] == "http"
+        # The next request on the connection has no header of its own.
+        assert env_over(sock)["REMOTE_ADDR"] == "203.0.113.9"
+
+
+def test_proxy_local_and_unknown_keep_the_peer(serve):
+    server = serve("echo", "--proxy-protocol")
+    for header in (proxy_v2("0.0.0.0", "0.0.0.0", 0, 0, command=0), b"PROXY UNKNOWN\r\n"):
+        with server.connect() as sock:
+            sock.sendall(header)
+            assert env_over(sock)["REMOTE_ADDR"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("data, reason", [
+    (GET_ENV, "the connection does not start with a PROXY header"),
+    (b"PROXY TCP4 203.0.113.9 198.51.100.1 51000\r\n" + GET_ENV, "needs source, destination and two ports"),
+    (b"PROXY " + b"x" * 120, "longer than 107 bytes"),
+])
+def test_a_missing_or_malformed_proxy_header_closes(serve, data, reason):
+    server = serve("echo", "--proxy-protocol")
+    with server.connect() as sock:
+        sock.sendall(data)
+        assert Reader(sock).closed(), "no response, a closed connection"
+    server.wait_for_log(f"127.0.0.1:")
+    server.wait_for_log(reason)
+    assert "Traceback" not in server.log
+
+
+def test_proxy_header_only_from_allowed_peers(serve):
+    server = serve("echo", "--proxy-protocol", "--proxy-allow-from", "10.0.0.0/8")
+    with server.connect() as sock:
+        assert env_over(sock)["REMOTE_ADDR"] == "127.0.0.1"  # served as it is
+    with server.connect() as sock:
+        sock.sendall(b"PROXY TCP4 203.0.113.9 198.51.100.1 51000 8080\r\n" + GET_ENV)
+        assert Reader(sock).read_response().status == 400
+
+
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+def test_behind_real_haproxy(serve, tmp_path, send_proxy):
+    """HAProxy in front, sending PROXY v1 or v2 to ferrule; the client
+    connects to HAProxy from 127.0.0.2."""
+    server = serve("echo", "--proxy-protocol")
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text((FRONTENDS / "haproxy.cfg").read_text().format(
+        port=port, upstream=f"127.0.0.1:{server.port}", send_proxy=send_proxy))
+    proc = subprocess.Popen(["haproxy", "-f", str(conf), "-db"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, lambda: "")
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=transport) as client:
+            env = client.get(f"http://127.0.0.1:{port}/env").json()
+        assert env["REMOTE_ADDR"] == "127.0.0.2"
+        assert env["SERVER_PORT"] == str(port)  # from the Host HAProxy passes on
+    finally:
+        proc.terminate()
+        proc.wait(10)
