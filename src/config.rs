@@ -100,6 +100,7 @@ fn parse_size_limit(s: &str) -> Result<u32, String> {
 #[command(
     name = "ferrule",
     version,
+    disable_version_flag = true,
     // A setting given again (in a config file, then GUNICORN_CMD_ARGS, then
     // on the command line) takes its last value.
     args_override_self = true,
@@ -227,7 +228,13 @@ pub struct Config {
     pub max_worker_memory: u64,
 
     /// Write the master's pid to this file (removed on exit).
-    #[arg(long, alias = "pidfile", value_name = "FILE", env = "FERRULE_PID")]
+    #[arg(
+        short = 'p',
+        long,
+        alias = "pidfile",
+        value_name = "FILE",
+        env = "FERRULE_PID"
+    )]
     pub pid: Option<PathBuf>,
 
     /// Set SO_REUSEPORT on TCP listeners.
@@ -235,11 +242,11 @@ pub struct Config {
     pub reuse_port: bool,
 
     /// Run workers as this user (name or uid) when started as root.
-    #[arg(long, value_name = "USER", env = "FERRULE_USER")]
+    #[arg(short = 'u', long, value_name = "USER", env = "FERRULE_USER")]
     pub user: Option<String>,
 
     /// Run workers as this group (name or gid) when started as root.
-    #[arg(long, value_name = "GROUP", env = "FERRULE_GROUP")]
+    #[arg(short = 'g', long, value_name = "GROUP", env = "FERRULE_GROUP")]
     pub group: Option<String>,
 
     /// Development: restart workers when a Python source file they loaded changes (inotify).
@@ -272,7 +279,7 @@ pub struct Config {
     pub pythonpath: Vec<PathBuf>,
 
     /// Process umask, applied at start: 0o22 or 022 octal, 0x12 hexadecimal, 18 decimal (gunicorn's rules). A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
-    #[arg(long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
+    #[arg(short = 'm', long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
     pub umask: Option<u32>,
 
     /// SCRIPT_NAME: the URL prefix the application is mounted at (removed from PATH_INFO).
@@ -383,6 +390,36 @@ pub struct Config {
     /// Run the application once as a CGI script (RFC 3875; PEP 3333's run_with_cgi): the request from the environment and stdin, the response on stdout, errors on stderr, exit status 0 even for a 500. For servers that can only run scripts (Apache mod_cgi, lighttpd mod_cgi).
     #[arg(long, env = "FERRULE_CGI")]
     pub cgi: bool,
+
+    /// The name in process titles (gunicorn's proc_name): 'ferrule: master [NAME]' and 'ferrule: worker [NAME]' with setproctitle installed. Default: the APP.
+    #[arg(
+        short = 'n',
+        long,
+        alias = "proc-name",
+        value_name = "NAME",
+        env = "FERRULE_NAME"
+    )]
+    pub name: Option<String>,
+
+    /// Send the application's stdout and stderr (print(), C extensions' output) to the error log file, reopened with it on USR1; with the error log on stderr, stdout goes to stderr.
+    #[arg(long, env = "FERRULE_CAPTURE_OUTPUT")]
+    pub capture_output: bool,
+
+    /// Send wsgi.file_wrapper responses by reading the file instead of sendfile(2), gunicorn's --no-sendfile (for filesystems where sendfile misbehaves). A config file's `sendfile = False` is the same.
+    #[arg(long, env = "FERRULE_NO_SENDFILE")]
+    pub no_sendfile: bool,
+
+    /// gunicorn's --worker-tmp-dir: accepted and not needed (workers report liveness through shared memory, not a file).
+    #[arg(long, value_name = "DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// gunicorn's -D/--daemon: refused with what to do instead (run ferrule under systemd, supervisord or docker, which keep it in the foreground).
+    #[arg(short = 'D', long, env = "FERRULE_DAEMON")]
+    pub daemon: bool,
+
+    /// Print version.
+    #[arg(short = 'v', long, visible_short_alias = 'V', action = clap::ArgAction::Version)]
+    version: Option<bool>,
 
     /// Print the settings reference (Markdown) and exit.
     #[arg(long, hide = true)]

@@ -51,16 +51,12 @@ impl Notices {
 /// Config file names with no counterpart in ferrule, and why none is needed.
 const NOT_NEEDED: &[(&str, &str)] = &[
     (
-        "worker_tmp_dir",
-        "workers report liveness through shared memory, not a file",
+        "reload_engine",
+        "--reload watches the loaded sources with inotify",
     ),
     (
-        "proc_name",
-        "processes are titled 'ferrule: worker [APP]' (with setproctitle installed), else named ferrule:worker",
-    ),
-    (
-        "sendfile",
-        "files are sent with sendfile(2) where the protocol allows",
+        "enable_stdio_inheritance",
+        "ferrule does not daemonize, so workers keep the standard streams",
     ),
 ];
 
@@ -293,6 +289,13 @@ fn read_config_file(
         .push(format!("Loaded configuration from {path}"));
     let mut from_file = Vec::new();
     for (name, kind, values) in settings {
+        // gunicorn's `sendfile = False` is ferrule's --no-sendfile.
+        if name == "sendfile" && kind == "bool" {
+            if values.first().map(String::as_str) == Some("false") {
+                from_file.push("--no-sendfile=true".to_string());
+            }
+            continue;
+        }
         let Some(arg) = setting_for(args, &name) else {
             match NOT_NEEDED.iter().find(|(n, _)| *n == name) {
                 Some((_, why)) => notices
@@ -358,7 +361,9 @@ pub fn effective_settings(
     let mut settings = Vec::new();
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        if arg.is_hide_set() || ["config", "ini", "print-config", "check-config"].contains(&long) {
+        if arg.is_hide_set()
+            || ["config", "ini", "print-config", "check-config", "version"].contains(&long)
+        {
             continue;
         }
         let id = arg.get_id().as_str();

@@ -158,6 +158,8 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         config.log_level,
         &config.error_logfile,
         config.access_logfile.as_deref(),
+        // A CGI script's stdout is its response.
+        config.capture_output && !config.cgi,
     ) {
         eprintln!("error: {e}");
         return EXIT_USAGE;
@@ -177,6 +179,23 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     for line in &notices.info {
         log_at!(Info, "{line}");
+    }
+    if config.daemon {
+        log_at!(
+            Critical,
+            "--daemon: ferrule does not detach itself; run it in the foreground under \
+             systemd (Type=simple; README: systemd), supervisord or docker, or with nohup"
+        );
+        return EXIT_USAGE;
+    }
+    if config.worker_tmp_dir.is_some() {
+        log_at!(
+            Info,
+            "--worker-tmp-dir is not needed: workers report liveness through shared memory, not a file"
+        );
+    }
+    if config.no_sendfile {
+        wsgi::call::disable_sendfile();
     }
     for line in &notices.warnings {
         log_at!(Warning, "{line}");
@@ -203,7 +222,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
-    process::master::run(py, &config, &spec, &settings)
+    process::master::run(py, &config, &spec, &settings, None)
 }
 
 /// `ferrule.serve(app, ...)`: serves an application object until stopped.
@@ -216,14 +235,54 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
         config.log_level,
         &config.error_logfile,
         config.access_logfile.as_deref(),
+        config.capture_output,
     )
     .map_err(PyValueError::new_err)?;
+    if config.no_sendfile {
+        wsgi::call::disable_sendfile();
+    }
     log::set_access_format(config.access_logformat.clone());
+    // Several workers: a master forks them with the application already
+    // imported (as --preload), and serves until stopped.
+    if config.worker_count().map_err(PyValueError::new_err)? > 1 {
+        return match process::master::run(py, &config, "ferrule.serve()", &[], Some(app)) {
+            0 => Ok(()),
+            status => Err(PyOSError::new_err(format!(
+                "the server stopped with status {status}; the error log says why"
+            ))),
+        };
+    }
     let listeners = runtime::server::open_listeners(&config).map_err(PyOSError::new_err)?;
     runtime::server::raise_descriptor_limit(config.worker_connections);
     runtime::server::run(py, &config, app, listeners, None)
         .map(drop)
         .map_err(PyOSError::new_err)
+}
+
+/// The settings as `ferrule.serve()` keywords: (keyword, value name or
+/// "" for an on/off setting, meaning), for its error messages and
+/// `help(ferrule.serve)`.
+#[pyfunction]
+fn settings_keywords() -> Vec<(String, String, String)> {
+    config::command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_long().is_some() && a.get_env().is_some())
+        .map(|a| {
+            let value = if config::is_switch(a) {
+                String::new()
+            } else {
+                a.get_value_names()
+                    .and_then(|v| v.first())
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            };
+            (
+                a.get_long().unwrap_or_default().replace('-', "_"),
+                value,
+                a.get_help().map(|h| h.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The settings reference table (Markdown), as the README shows it.
@@ -240,6 +299,7 @@ fn _ferrule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(serve, m)?)?;
     m.add_function(wrap_pyfunction!(settings_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(settings_keywords, m)?)?;
     m.add_function(wrap_pyfunction!(log_from_python, m)?)?;
     m.add_class::<wsgi::streams::FileWrapper>()?;
     m.add_class::<wsgi::streams::ErrorStream>()?;

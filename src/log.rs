@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,8 +48,9 @@ pub struct Logger {
     level: RwLock<LogLevel>,
     error: Mutex<Sink>,
     access: Mutex<Option<Sink>>,
-    /// Where the sinks point, for reopening them (SIGUSR1, logrotate).
-    targets: Mutex<(String, Option<String>)>,
+    /// Where the sinks point, for reopening them (SIGUSR1, logrotate), and
+    /// whether stdout and stderr go to the error log (`--capture-output`).
+    targets: Mutex<(String, Option<String>, bool)>,
     /// Whether there is an access log: read on every request, so no lock.
     access_on: AtomicBool,
     /// The access log's line (`--access-logformat`), set once at start.
@@ -62,7 +64,7 @@ fn logger() -> &'static Logger {
         level: RwLock::new(LogLevel::Info),
         error: Mutex::new(Sink::Stderr),
         access: Mutex::new(None),
-        targets: Mutex::new(("-".to_string(), None)),
+        targets: Mutex::new(("-".to_string(), None, false)),
         access_on: AtomicBool::new(false),
         access_format: OnceLock::new(),
     })
@@ -73,9 +75,13 @@ pub fn configure(
     level: LogLevel,
     error_logfile: &str,
     access_logfile: Option<&str>,
+    capture_output: bool,
 ) -> Result<(), String> {
     let error = Sink::open(error_logfile, Sink::Stderr)
         .map_err(|e| format!("--error-logfile {error_logfile}: {e}"))?;
+    if capture_output {
+        capture_standard_streams(&error);
+    }
     let access = access_logfile
         .map(|f| Sink::open(f, Sink::Stdout).map_err(|e| format!("--access-logfile {f}: {e}")))
         .transpose()?;
@@ -87,25 +93,44 @@ pub fn configure(
     *log.targets.lock().unwrap_or_else(|e| e.into_inner()) = (
         error_logfile.to_string(),
         access_logfile.map(str::to_string),
+        capture_output,
     );
     Ok(())
+}
+
+/// `--capture-output`: the process's stdout and stderr (and so those of
+/// the workers it forks, and the application's print() and C output) become
+/// the error log file; with the error log on stderr, stdout joins it.
+fn capture_standard_streams(error: &Sink) {
+    let target = match error {
+        Sink::File(file) => file.as_raw_fd(),
+        _ => libc::STDERR_FILENO,
+    };
+    let _ = io::stdout().flush();
+    // SAFETY: dup2 onto the standard descriptors, which stay open.
+    unsafe {
+        libc::dup2(target, libc::STDOUT_FILENO);
+        if target != libc::STDERR_FILENO {
+            libc::dup2(target, libc::STDERR_FILENO);
+        }
+    }
 }
 
 /// Reopens the log files at their configured paths, so a rotated file is
 /// replaced by a fresh one (SIGUSR1).
 pub fn reopen() -> Result<(), String> {
-    let (error, access) = logger()
+    let (error, access, capture) = logger()
         .targets
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let level = *logger().level.read().unwrap_or_else(|e| e.into_inner());
-    configure(level, &error, access.as_deref())
+    configure(level, &error, access.as_deref(), capture)
 }
 
 /// The error log's path, or None for stderr.
 pub fn error_log_path() -> Option<String> {
-    let (error, _) = logger()
+    let (error, _, _) = logger()
         .targets
         .lock()
         .unwrap_or_else(|e| e.into_inner())

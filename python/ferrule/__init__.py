@@ -6,6 +6,8 @@ Run it from the command line (``ferrule myproject.wsgi``) or from Python::
     ferrule.serve(app, bind="127.0.0.1:8000", threads=4)
 """
 
+import re
+
 from ferrule import _ferrule
 from ferrule._ferrule import ClientDisconnected, FileWrapper, __version__
 
@@ -39,16 +41,51 @@ def serve(app, bind="127.0.0.1:8000", **settings):
     """Serve the WSGI callable ``app`` until SIGINT or SIGTERM.
 
     Accepts every setting of the command line as a keyword argument, e.g.
-    ``serve(app, bind=["127.0.0.1:8000", "unix:/run/app.sock"], threads=8)``.
-    Raises ValueError for a bad setting and OSError when a listener cannot be
-    opened.
+    ``serve(app, bind=["127.0.0.1:8000", "unix:/run/app.sock"], threads=8)``;
+    with ``workers`` above 1, a master forks that many worker processes,
+    each serving ``app`` as already imported. Raises TypeError for a keyword
+    that is no setting, ValueError for a bad value (both naming the
+    keyword) and OSError when a listener cannot be opened.
     """
     if not callable(app):
         raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
+    known = {name for name, _, _ in _ferrule.settings_keywords()}
+    for name in settings:
+        if name not in known:
+            raise TypeError(
+                f"serve() got an unexpected keyword argument {name!r}; "
+                "help(ferrule.serve) lists the settings"
+            )
     argv = settings_to_argv({"bind": bind, **settings})
     try:
         _ferrule.serve(app, argv)
+    except ValueError as exc:
+        raise ValueError(_as_keywords(str(exc))) from None
     except KeyboardInterrupt:
         # SIGINT already stopped the server gracefully; Python only noticed
         # the signal afterwards.
         pass
+
+
+def _as_keywords(message):
+    """A command-line parser's message in serve()'s words: `--threads <N>`
+    is the keyword `threads`."""
+    message = message.replace("For more information, try '--help'.", "").strip()
+    message = re.sub(
+        r"'--([a-z0-9-]+)(?:[ =][^']*)?'",
+        lambda m: f"keyword {m.group(1).replace('-', '_')!r}",
+        message,
+    )
+    return message.removeprefix("error: ")
+
+
+def _settings_doc():
+    lines = ["", "Settings (keyword arguments; the command line's flags):", ""]
+    for name, value, meaning in _ferrule.settings_keywords():
+        shown = f"{name}={value}" if value else f"{name}=True"
+        lines.append(f"    {shown}")
+        lines.append(f"        {meaning}")
+    return "\n".join(lines)
+
+
+serve.__doc__ += _settings_doc()

@@ -31,6 +31,11 @@ def prepare_worker(error_log_path, title):
     # every thread's stack, without needing the GIL.
     faulthandler.enable(file=target, all_threads=True)
     faulthandler.register(signal.SIGUSR2, file=target, all_threads=True, chain=False)
+    set_title(title)
+
+
+def set_title(title):
+    """The process title ps and top show, with setproctitle installed."""
     try:
         import setproctitle
     except ImportError:

@@ -93,7 +93,34 @@ struct Arbiter<'a> {
 }
 
 /// Runs ferrule with a master and workers; returns the exit status.
-pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) -> i32 {
+/// `app` is the application object `ferrule.serve()` was given, served
+/// as if preloaded; None to import `spec`.
+pub fn run(
+    py: Python<'_>,
+    config: &Config,
+    spec: &str,
+    settings: &[Effective],
+    app: Option<Py<PyAny>>,
+) -> i32 {
+    log_at!(Info, "Starting ferrule {}", env!("CARGO_PKG_VERSION"));
+    if crate::log::enabled(crate::config::LogLevel::Debug) {
+        let lines: Vec<String> = settings
+            .iter()
+            .map(|s| format!("  {}: {}", s.name, s.values.join(",")))
+            .collect();
+        log_at!(Debug, "Current configuration:\n{}", lines.join("\n"));
+    }
+    let title = format!(
+        "ferrule: master [{}]",
+        config.name.as_deref().unwrap_or(spec)
+    );
+    if let Err(e) = py
+        .import("ferrule._process")
+        .and_then(|m| m.call_method1("set_title", (title,)))
+    {
+        log_at!(Debug, "process title: {e}");
+    }
+    // After the title, which setproctitle also writes to the short name.
     set_thread_name(b"ferrule:master\0");
     let start_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     // Blocked before anything is announced, so that a signal sent as soon as
@@ -140,6 +167,12 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) 
             std::process::id()
         );
     }
+    log_at!(
+        Info,
+        "Using worker: gthread ({} threads per worker, {target} worker{})",
+        config.threads,
+        if target == 1 { "" } else { "s" }
+    );
     let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::socket_file).collect();
 
     let hooks = match load_hooks(py, config, settings) {
@@ -149,7 +182,9 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str, settings: &[Effective]) 
     call_hook(py, hooks.as_ref(), "nworkers_changed", (target, py.None()));
     call_hook(py, hooks.as_ref(), "on_starting", ());
 
-    let preloaded = if config.preload && !config.reload {
+    let preloaded = if app.is_some() {
+        app
+    } else if config.preload && !config.reload {
         match load_app(py, config, spec) {
             Ok(app) => {
                 if let Err(e) = py

@@ -39,8 +39,10 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
     if !follow_master(boot.master_pid) {
         return 0;
     }
-    set_thread_name(b"ferrule:worker\0");
-    let title = format!("ferrule: worker [{}]", boot.spec);
+    let title = format!(
+        "ferrule: worker [{}]",
+        boot.config.name.as_deref().unwrap_or(boot.spec)
+    );
     if let Err(e) = py
         .import("ferrule._process")
         .and_then(|m| m.call_method1("prepare_worker", (log::error_log_path(), title)))
@@ -51,6 +53,8 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
             boot.id
         );
     }
+    // After the title, which setproctitle also writes to the short name.
+    set_thread_name(b"ferrule:worker\0");
     // After the log files are open and before any application code runs.
     if let Err(e) = drop_privileges(boot.config) {
         log_at!(Critical, "Worker {} cannot switch user: {e}", boot.id);

@@ -8,6 +8,7 @@
 //! step, so a slow client holds memory for one chunk, never a thread.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -17,6 +18,14 @@ use crate::exchange::Exchange;
 use crate::log_at;
 use crate::proto::request::RequestLabel;
 use crate::wsgi::streams::FileWrapper;
+
+/// `--no-sendfile`: file_wrapper responses are read and sent as chunks.
+/// Set once at start, before any request.
+static SENDFILE_OFF: AtomicBool = AtomicBool::new(false);
+
+pub fn disable_sendfile() {
+    SENDFILE_OFF.store(true, Ordering::Relaxed);
+}
 
 /// What the connection does next.
 #[derive(Debug)]
@@ -135,7 +144,8 @@ impl<'a> AppCall<'a> {
     /// where the protocol sends bodies as they are. Anything else (a pipe,
     /// BytesIO, a socket, a FastCGI response) is iterated instead.
     fn sendfile_step(&mut self, py: Python<'_>, wrapper: &FileWrapper) -> Option<Step> {
-        if !self.exchange.lock().response.allows_sendfile() {
+        if SENDFILE_OFF.load(Ordering::Relaxed) || !self.exchange.lock().response.allows_sendfile()
+        {
             return None;
         }
         let (fd, offset, len) = regular_file_span(wrapper.filelike.bind(py))?;

@@ -27,9 +27,10 @@ class Server:
     """A running ferrule process."""
 
     def __init__(self, app, *args, env=None, cwd=APPS, bind=None, expect_ready=True, listeners=1,
-                 preexec_fn=None):
-        # app None: the APP comes from a config file (wsgi_app).
-        self.args = [FERRULE, *([app] if app else []), *args]
+                 preexec_fn=None, wrapper=()):
+        # app None: the APP comes from a config file (wsgi_app). `wrapper`
+        # runs ferrule under another program (strace).
+        self.args = [*wrapper, FERRULE, *([app] if app else []), *args]
         if bind is None:
             bind = ["127.0.0.1:0"]
         for b in bind:
@@ -190,6 +191,16 @@ def children(pid):
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry.name))
     return sorted(found)
+
+
+def listening_line(proc):
+    """The first "Listening at:" line of a process started with
+    stderr=PIPE (the lines before it, such as the start banner, skipped)."""
+    for raw in proc.stderr:
+        line = raw.decode()
+        if "Listening at: " in line:
+            return line
+    raise AssertionError("the process ended before its 'Listening at:' line")
 
 
 def wait_until(predicate, timeout=20, what="condition"):

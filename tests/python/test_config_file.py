@@ -3,11 +3,13 @@ python:MODULE or from ./gunicorn.conf.py, GUNICORN_CMD_ARGS and
 FERRULE_CMD_ARGS, in gunicorn's order of precedence; gunicorn's names for
 settings; nothing ignored without a word in the log."""
 
+import os
+import signal
 import textwrap
 
 import httpx
 
-from conftest import Server, run_ferrule, worker_pids
+from conftest import APPS, Server, children, run_ferrule, wait_until, worker_pids
 
 APP = textwrap.dedent('''
     import os, threading
@@ -52,7 +54,7 @@ def test_gunicorn_conf_in_the_working_directory_is_read(tmp_path):
         server.wait_for_stdout('"GET / HTTP/1.1" 200')  # accesslog = "-"
         log = server.log
         assert "Loaded configuration from gunicorn.conf.py" in log
-        assert "worker_tmp_dir is not needed" in log
+        assert "--worker-tmp-dir is not needed" in log
         assert "[WARNING] gunicorn.conf.py: 'made_up_setting' is not a ferrule setting" in log
         assert "gunicorn.conf.py: hooks post_fork" in log
         assert "multiprocessing" not in log  # an import is not a setting
@@ -216,3 +218,79 @@ def test_gunicorn_values_that_read_differently(tmp_path):
     assert "log_level = WARN  (command line)" in result.stdout
     result = run_ferrule("app", "--umask", "0o1000", cwd=tmp_path)
     assert result.returncode == 2 and "0o22 or 022 octal" in result.stderr
+
+
+def test_gunicorn_command_line_flags(tmp_path):
+    """The short flags and the gunicorn-only ones: -p, -m, -v, -D (refused
+    with the way to run ferrule instead), --worker-tmp-dir (not needed),
+    the start banner, and --log-level debug's configuration."""
+    (tmp_path / "app.py").write_text(APP)
+    pid = tmp_path / "app.pid"
+    sock = tmp_path / "app.sock"
+    server = Server("app", "-p", str(pid), "-m", "007", "-w", "2", "--threads", "3", "--worker-tmp-dir",
+                    "/dev/shm", "--log-level", "debug", bind=[f"unix:{sock}"], cwd=tmp_path)
+    try:
+        worker_pids(server, 2)
+        assert pid.read_text().strip() == str(server.proc.pid)
+        assert sock.stat().st_mode & 0o777 == 0o770
+        log = server.log
+        assert log.index("Starting ferrule ") < log.index("Listening at: ")
+        assert "Using worker: gthread (3 threads per worker, 2 workers)" in log
+        assert "--worker-tmp-dir is not needed" in log
+        assert "Current configuration:\n" in log and "\n  workers: 2\n" in log
+    finally:
+        server.kill()
+    version = run_ferrule("-v", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("ferrule ")
+    daemon = run_ferrule("app", "-D", cwd=tmp_path)
+    assert daemon.returncode == 2 and "ferrule does not detach itself" in daemon.stderr
+    (tmp_path / "gunicorn.conf.py").write_text("daemon = True\n")
+    assert run_ferrule("app", cwd=tmp_path).returncode == 2
+
+
+def test_capture_output_sends_print_to_the_error_log(tmp_path):
+    (tmp_path / "app.py").write_text(textwrap.dedent('''
+        import sys
+
+        def application(environ, start_response):
+            print("printed by the application", flush=True)
+            sys.stderr.write("written to stderr\\n")
+            start_response("200 OK", [])
+            return [b"ok"]
+    '''))
+    error_log = tmp_path / "error.log"
+    server = Server("app", "--capture-output", "--error-logfile", str(error_log), cwd=tmp_path,
+                    expect_ready=False)
+    try:
+        wait_until(lambda: error_log.exists() and "Listening at: " in error_log.read_text(), what="start")
+        url = error_log.read_text().split("Listening at: ")[1].split()[0]
+        assert httpx.get(url).text == "ok"
+        wait_until(lambda: "written to stderr" in error_log.read_text(), what="the app's output")
+        assert "printed by the application" in error_log.read_text()
+        assert server.stdout == ""
+    finally:
+        server.kill()
+
+
+def test_no_sendfile(tmp_path):
+    """--no-sendfile (or sendfile = False in a config file): a file_wrapper
+    response is read and sent, with no sendfile(2) call."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 4096)
+    (tmp_path / "gunicorn.conf.py").write_text("sendfile = False\n")
+    result = run_ferrule("behaviours", "--chdir", str(APPS), "--print-config", cwd=tmp_path)
+    assert "no_sendfile = true  (gunicorn.conf.py)" in result.stdout.splitlines()
+    for args, expect_sendfile in ((["--no-sendfile"], False), ([], True)):
+        trace = tmp_path / f"trace{len(args)}"
+        server = Server("behaviours", *args, "--chdir", str(APPS), cwd=APPS, expect_ready=False,
+                        wrapper=["strace", "-f", "-qq", "-e", "trace=sendfile", "-o", str(trace)])
+        try:
+            server.wait_for(lambda: server.urls, what="listening")
+            body = httpx.get(server.url + f"/file?path={data}").content
+            assert body == data.read_bytes()
+        finally:
+            # The master is strace's child: stopped by its pid, strace ends with it.
+            for master in children(server.proc.pid):
+                os.kill(master, signal.SIGTERM)
+            assert server.proc.wait(20) == 0
+        assert ("sendfile(" in trace.read_text()) is expect_sendfile

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import APPS, FERRULE, Reader, Server, run_ferrule
+from conftest import APPS, FERRULE, Reader, Server, children, listening_line, run_ferrule, wait_until
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_inherited_fd(tmp_path):
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     try:
-        line = proc.stderr.readline().decode()
+        line = listening_line(proc)
         assert f"Listening at: http://127.0.0.1:{port}" in line
         assert httpx.get(f"http://127.0.0.1:{port}/").text == "pkg.module"
     finally:
@@ -242,7 +242,7 @@ def test_python_m_ferrule(tmp_path):
         cwd=str(APPS), stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     try:
-        line = proc.stderr.readline().decode()
+        line = listening_line(proc)
         url = line.split("Listening at: ")[1].split()[0]
         assert httpx.get(url).text == "pkg.module"
     finally:
@@ -266,7 +266,7 @@ def test_serve_api(tmp_path):
         [sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )
     try:
-        line = proc.stderr.readline().decode()
+        line = listening_line(proc)
         url = line.split("Listening at: ")[1].split()[0]
         assert httpx.get(url).text == "served by ferrule.serve, threads=True"
         proc.send_signal(signal.SIGINT)
@@ -279,7 +279,7 @@ def test_serve_api(tmp_path):
 def test_serve_api_rejects_bad_setting(tmp_path):
     code = "import ferrule\ntry:\n    ferrule.serve(lambda e, s: [], threads=0)\nexcept ValueError as e:\n    print('ValueError', e)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert "ValueError" in result.stdout and "--threads" in result.stdout
+    assert "ValueError" in result.stdout and "keyword 'threads'" in result.stdout
 
 
 def test_stop_closes_idle_keep_alive_connections(serve):
@@ -370,3 +370,48 @@ def test_listen_error_names_the_address_as_written():
     result = run_ferrule("hello", "-b", "no-such-host.invalid")
     assert result.returncode == 1
     assert "cannot listen on no-such-host.invalid:8000" in result.stderr, result.stderr
+
+
+def test_serve_api_settings_and_workers(tmp_path):
+    """serve() names the keyword in its errors, lists the settings in its
+    help, and with workers=2 forks two workers serving the app object."""
+    import ferrule
+    import pydoc
+
+    app = lambda environ, start_response: []  # noqa: E731
+    with pytest.raises(TypeError, match="unexpected keyword argument 'thredas'"):
+        ferrule.serve(app, thredas=2)
+    with pytest.raises(ValueError) as bad:
+        ferrule.serve(app, threads=0)
+    assert str(bad.value) == "invalid value '0' for keyword 'threads': 0 is not in 1..=1024"
+    doc = pydoc.render_doc(ferrule.serve, renderer=pydoc.plaintext)
+    assert "threads=N" in doc and "preload=True" in doc and "forwarded_for=True" in doc
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import ferrule
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [str(os.getpid()).encode()]
+
+        ferrule.serve(app, bind="127.0.0.1:0", workers=2)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        url = listening_line(proc).split("Listening at: ")[1].split()[0]
+        wait_until(lambda: len(children(proc.pid)) == 2, what="two workers")
+        workers = set(children(proc.pid))
+        seen = set()
+        with httpx.Client() as client:
+            for _ in range(40):
+                seen.add(int(httpx.get(url, headers={"Connection": "close"}).text))
+                if seen == workers:
+                    break
+        assert seen <= workers and seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from conftest import (
-    APPS, FERRULE, Reader, Server, children, connections_held, run_ferrule, signals_pending, wait_until, worker_pids,
+    APPS, FERRULE, Reader, Server, children, connections_held, listening_line, run_ferrule, signals_pending,
+    wait_until, worker_pids,
 )
 
 
@@ -336,7 +337,7 @@ def test_systemd_socket_activation(tmp_path):
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, close_fds=False,
     )
     try:
-        line = proc.stderr.readline().decode()
+        line = listening_line(proc)
         assert f"Listening at: http://127.0.0.1:{port}" in line, line
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "pkg.module"
     finally:
@@ -379,12 +380,17 @@ def test_user_and_group(serve, tmp_path):
     wait_until(lambda: not process_alive(pid), what="the orphaned worker to exit")
 
 
-def test_worker_process_names(serve):
-    server = serve("behaviours", "-w", "1")
+@pytest.mark.parametrize("name", [None, "shop"])
+def test_worker_process_names(serve, name):
+    server = serve("behaviours", "-w", "1", *(["-n", name] if name else []))
     pid = worker_pids(server, 1)[0]
     assert httpx.get(server.url + "/pid").text == str(pid)  # booted
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "ferrule:worker"
     assert Path(f"/proc/{server.proc.pid}/comm").read_text().strip() == "ferrule:master"
+    # The titles ps shows (setproctitle): gunicorn's proc_name is -n.
+    title = name or "behaviours"
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(f"ferrule: worker [{title}]".encode())
+    assert Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().startswith(f"ferrule: master [{title}]".encode())
 
 
 def test_workers_stop_when_master_is_killed(serve):
