@@ -249,9 +249,18 @@ pub struct Config {
     #[arg(short = 'g', long, value_name = "GROUP", env = "FERRULE_GROUP")]
     pub group: Option<String>,
 
-    /// Development: restart workers when a Python source file they loaded changes (inotify).
+    /// Development: restart workers when a Python source file they loaded changes (inotify), modules imported after the start included; an application that then fails to load is logged and the worker waits for the next change instead of stopping the server.
     #[arg(long, env = "FERRULE_RELOAD")]
     pub reload: bool,
+
+    /// With --reload, also restart workers when this file changes (a template, a settings file); repeatable.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "FERRULE_RELOAD_EXTRA_FILE",
+        value_delimiter = ','
+    )]
+    pub reload_extra_file: Vec<PathBuf>,
 
     /// How many requests may run the application at once (threads per process). Quick requests all run on one thread; one that takes over 0.5 ms lets the next run on another. Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response is sent from its own thread.
     #[arg(long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]

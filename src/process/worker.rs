@@ -8,6 +8,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -71,6 +72,10 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
         Some(app) => app,
         None => match load_app(py, boot.config, boot.spec) {
             Ok(app) => app,
+            Err(err) if boot.config.reload => {
+                report_load_error(py, boot.spec, &err);
+                return wait_to_reload_after_failure(py, boot.config, &boot.slot, &err);
+            }
             Err(err) => {
                 if boot.boot_failure.claim() {
                     report_load_error(py, boot.spec, &err);
@@ -80,7 +85,7 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
         },
     };
     if boot.config.reload {
-        start_reload_watcher(py, boot.slot.clone());
+        start_reload_watcher(py, boot.slot.clone(), boot.config);
     }
     crate::call_hook(py, boot.hooks.as_ref(), "post_worker_init", ());
     boot.slot.set_ready();
@@ -228,15 +233,15 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// --reload: a thread that watches the directories of the project's loaded
-/// sources with inotify and, when one of those files is written or replaced,
-/// asks this worker to stop; the master starts a fresh one.
-fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>) {
-    let files: Vec<PathBuf> = match py
-        .import("ferrule._process")
-        .and_then(|m| m.call_method0("source_files"))
-        .and_then(|files| files.extract::<Vec<PathBuf>>())
-    {
+/// --reload: a thread that watches, with inotify, the directories of the
+/// project's loaded sources (and --reload-extra-file) and, when one of
+/// those files is written or replaced, asks this worker to stop; the master
+/// starts a fresh one. Every `RELOAD_RESCAN` it looks at the loaded modules
+/// again, so that a module imported after the start (Django imports its
+/// views on the first request) is watched too.
+fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
+    let extra = config.reload_extra_file.clone();
+    let files = match loaded_sources(py) {
         Ok(files) => files,
         Err(e) => {
             log_at!(Error, "--reload: cannot list the loaded sources: {e}");
@@ -245,77 +250,193 @@ fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>) {
     };
     // The watches are in place before the worker reports ready: an edit
     // made once it answers is seen, not lost to a thread still starting.
-    let watch = match watch_dirs(&files) {
+    let mut watch = match Watch::new() {
         Ok(watch) => watch,
         Err(e) => {
             log_at!(Error, "--reload: watching sources failed: {e}");
             return;
         }
     };
+    watch.add(files.iter().chain(&extra));
     std::thread::spawn(move || {
-        if let Err(e) = wait_for_change(watch, &files, &slot) {
-            log_at!(Error, "--reload: watching sources failed: {e}");
+        let changed = watch.wait(|watch| {
+            if let Ok(files) = Python::attach(loaded_sources) {
+                for path in watch.add(files.iter()) {
+                    log_at!(
+                        Debug,
+                        "--reload: watching {}, imported since",
+                        path.display()
+                    );
+                }
+            }
+        });
+        match changed {
+            Ok(path) => {
+                log_at!(Info, "Worker reloading: {} modified", path.display());
+                slot.stop_worker(liveness::EXIT_RELOAD);
+            }
+            Err(e) => log_at!(Error, "--reload: watching sources failed: {e}"),
         }
     });
 }
 
-/// An inotify descriptor watching the directories of `files`, and the
-/// directory of each watch.
-fn watch_dirs(files: &[PathBuf]) -> std::io::Result<(i32, HashMap<i32, PathBuf>)> {
-    // SAFETY: inotify calls on a descriptor this function creates.
-    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut dirs: HashMap<i32, PathBuf> = HashMap::new();
-    for dir in files
-        .iter()
-        .filter_map(|f| f.parent())
-        .collect::<HashSet<_>>()
+/// --reload, when the application failed to load: the error is logged and
+/// the worker waits, instead of stopping the server, for a change to any
+/// Python file in the project's directories (the loaded sources', the
+/// working directory, the file a SyntaxError names, --reload-extra-file),
+/// then leaves to be started again.
+fn wait_to_reload_after_failure(py: Python<'_>, config: &Config, slot: &Slot, err: &PyErr) -> i32 {
+    let mut files = loaded_sources(py).unwrap_or_default();
+    files.extend(config.reload_extra_file.iter().cloned());
+    if let Ok(filename) = err
+        .value(py)
+        .getattr("filename")
+        .and_then(|f| f.extract::<PathBuf>())
     {
-        let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
-            continue;
-        };
-        let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
-        let wd = unsafe { libc::inotify_add_watch(fd, c_dir.as_ptr(), mask) };
-        if wd >= 0 {
-            dirs.insert(wd, dir.to_path_buf());
+        files.push(filename);
+    }
+    if let Ok(dir) = std::env::current_dir() {
+        files.push(dir.join("__init__.py"));
+    }
+    let mut watch = match Watch::new() {
+        Ok(watch) => watch,
+        Err(e) => {
+            log_at!(Error, "--reload: watching sources failed: {e}");
+            return EXIT_APP_LOAD_ERROR;
+        }
+    };
+    watch.add(files.iter());
+    watch.any_python_file = true;
+    log_at!(
+        Info,
+        "--reload: waiting for a change to the project's Python files to load the application again"
+    );
+    match py.detach(|| watch.wait(|_| {})) {
+        Ok(path) => {
+            log_at!(Info, "Worker reloading: {} modified", path.display());
+            slot.set_exit_reason(liveness::EXIT_RELOAD);
+            0
+        }
+        Err(e) => {
+            log_at!(Error, "--reload: watching sources failed: {e}");
+            EXIT_APP_LOAD_ERROR
         }
     }
-    Ok((fd, dirs))
 }
 
-/// Reads `watch`'s events until one of `files` is written or replaced,
-/// then asks this worker to stop.
-fn wait_for_change(
-    (fd, dirs): (i32, HashMap<i32, PathBuf>),
-    files: &[PathBuf],
-    slot: &Slot,
-) -> std::io::Result<()> {
-    let watched: HashSet<&PathBuf> = files.iter().collect();
-    // SAFETY (below): reads into a buffer this function owns; events are
-    // parsed within the length the kernel returned.
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
+/// The project's loaded Python sources (`ferrule._process.source_files`).
+fn loaded_sources(py: Python<'_>) -> PyResult<Vec<PathBuf>> {
+    py.import("ferrule._process")?
+        .call_method0("source_files")?
+        .extract()
+}
+
+/// How long the reload watcher waits for an event before it looks at the
+/// loaded modules again.
+const RELOAD_RESCAN: Duration = Duration::from_secs(1);
+
+/// An inotify descriptor watching the directories of some files.
+struct Watch {
+    fd: i32,
+    /// Each watch's directory.
+    dirs: HashMap<i32, PathBuf>,
+    watched_dirs: HashSet<PathBuf>,
+    /// The files whose change counts.
+    files: HashSet<PathBuf>,
+    /// Any `.py` file in a watched directory counts (after a failed load).
+    any_python_file: bool,
+}
+
+impl Watch {
+    fn new() -> std::io::Result<Watch> {
+        // SAFETY: creates a descriptor this value owns.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let mut offset = 0;
-        while offset + std::mem::size_of::<libc::inotify_event>() <= n as usize {
-            let event = unsafe { &*(buf.as_ptr().add(offset) as *const libc::inotify_event) };
-            let name_start = offset + std::mem::size_of::<libc::inotify_event>();
-            let name = &buf[name_start..name_start + event.len as usize];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if let Some(dir) = dirs.get(&event.wd) {
-                let path = dir.join(std::ffi::OsStr::from_bytes(name));
-                if watched.contains(&path) {
-                    log_at!(Info, "Worker reloading: {} modified", path.display());
-                    slot.stop_worker(liveness::EXIT_RELOAD);
-                    return Ok(());
-                }
+        Ok(Watch {
+            fd,
+            dirs: HashMap::new(),
+            watched_dirs: HashSet::new(),
+            files: HashSet::new(),
+            any_python_file: false,
+        })
+    }
+
+    /// Watches `files` too (and their directories, once each); returns
+    /// the ones it did not watch before.
+    fn add<'a>(&mut self, files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+        let mut added = Vec::new();
+        for file in files {
+            if !self.files.insert(file.clone()) {
+                continue;
             }
-            offset = name_start + event.len as usize;
+            added.push(file.clone());
+            let Some(dir) = file.parent() else { continue };
+            if !self.watched_dirs.insert(dir.to_path_buf()) {
+                continue;
+            }
+            let Ok(c_dir) = CString::new(dir.as_os_str().as_bytes()) else {
+                continue;
+            };
+            let mask = libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO | libc::IN_CREATE;
+            // SAFETY: a watch on our descriptor for a NUL-terminated path.
+            let wd = unsafe { libc::inotify_add_watch(self.fd, c_dir.as_ptr(), mask) };
+            if wd >= 0 {
+                self.dirs.insert(wd, dir.to_path_buf());
+            }
         }
+        added
+    }
+
+    /// Reads events until a watched file is written or replaced; returns
+    /// its path. `rescan` runs whenever `RELOAD_RESCAN` passes quietly.
+    fn wait(&mut self, mut rescan: impl FnMut(&mut Watch)) -> std::io::Result<PathBuf> {
+        // SAFETY (below): poll and read on our descriptor into a buffer this
+        // function owns; events are parsed within the length read.
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ready = unsafe { libc::poll(&mut pfd, 1, RELOAD_RESCAN.as_millis() as i32) };
+            if ready == 0 {
+                rescan(self);
+                continue;
+            }
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            let mut offset = 0;
+            while offset + std::mem::size_of::<libc::inotify_event>() <= n as usize {
+                let event = unsafe { &*(buf.as_ptr().add(offset) as *const libc::inotify_event) };
+                let name_start = offset + std::mem::size_of::<libc::inotify_event>();
+                let name = &buf[name_start..name_start + event.len as usize];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if let Some(dir) = self.dirs.get(&event.wd) {
+                    let path = dir.join(std::ffi::OsStr::from_bytes(name));
+                    let counts = self.files.contains(&path)
+                        || (self.any_python_file && name.ends_with(b".py"));
+                    if counts {
+                        return Ok(path);
+                    }
+                }
+                offset = name_start + event.len as usize;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor this value owns.
+        unsafe { libc::close(self.fd) };
     }
 }

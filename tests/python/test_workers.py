@@ -558,3 +558,48 @@ def test_winch_without_an_upgrade_changes_nothing(serve):
     server.wait_for_log("reopening log files")
     assert worker_pids(server, 2) == pids
     assert httpx.get(server.url + "/list3").text == "one two three"
+
+
+def test_reload_sees_modules_imported_later_and_extra_files(serve, tmp_path):
+    """Django imports its views on the first request: --reload watches a
+    module imported after the start too, and --reload-extra-file a file
+    that is no module."""
+    (tmp_path / "lazyapp.py").write_text(textwrap.dedent('''
+        def application(environ, start_response):
+            import lazyviews
+            start_response("200 OK", [])
+            return [lazyviews.TEXT.encode() + open("template.txt", "rb").read()]
+    '''))
+    views = tmp_path / "lazyviews.py"
+    views.write_text('TEXT = "views one "\n')
+    template = tmp_path / "template.txt"
+    template.write_text("template one")
+    server = serve("lazyapp", "--reload", "--chdir", str(tmp_path), "--reload-extra-file", str(template),
+                   "--log-level", "debug")
+    worker_pids(server, 1)
+    assert httpx.get(server.url).text == "views one template one"
+    # The watcher looks at the loaded modules again within a second.
+    server.wait_for_log(f"--reload: watching {views}, imported since")
+    views.write_text('TEXT = "views two "\n')
+    server.wait_for_log(f"Worker reloading: {views} modified")
+    wait_until(lambda: httpx.get(server.url, timeout=5).text == "views two template one", what="new views")
+    template.write_text("template two")
+    server.wait_for_log(f"Worker reloading: {template} modified")
+    wait_until(lambda: httpx.get(server.url, timeout=5).text == "views two template two", what="new template")
+
+
+def test_reload_survives_a_syntax_error(serve, tmp_path):
+    """With --reload, saving a file with a syntax error logs it and waits
+    for the next save, instead of stopping the server (exit status 4)."""
+    module = tmp_path / "devapp.py"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'good']\n")
+    server = serve("devapp", "--reload", "--chdir", str(tmp_path))
+    worker_pids(server, 1)
+    assert httpx.get(server.url).text == "good"
+    module.write_text("def application(e, s)\n    oops\n")
+    server.wait_for_log("SyntaxError")
+    server.wait_for_log("waiting for a change to the project's Python files")
+    assert server.proc.poll() is None, "the server stopped"
+    module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'fixed']\n")
+    wait_until(lambda: server.proc.poll() is None and httpx.get(server.url, timeout=5).text == "fixed",
+               what="the fixed code")
