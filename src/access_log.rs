@@ -53,6 +53,8 @@ enum Piece {
 #[derive(Debug, Clone)]
 pub struct AccessFormat {
     pieces: Vec<Piece>,
+    /// `json`: one JSON object a line, with fixed keys (`render_json`).
+    json: bool,
     /// The environ variables `{name}e` atoms read, in order.
     environ_names: Vec<String>,
 }
@@ -85,6 +87,13 @@ impl AccessFormat {
     /// Parses a format; the error names the atom it does not know and
     /// lists the ones it does.
     pub fn parse(format: &str) -> Result<AccessFormat, String> {
+        if format == "json" {
+            return Ok(AccessFormat {
+                pieces: vec![Piece::Time],
+                json: true,
+                environ_names: Vec::new(),
+            });
+        }
         let mut pieces = Vec::new();
         let mut environ_names = Vec::new();
         let mut text = String::new();
@@ -120,6 +129,7 @@ impl AccessFormat {
         }
         Ok(AccessFormat {
             pieces,
+            json: false,
             environ_names,
         })
     }
@@ -134,8 +144,16 @@ impl AccessFormat {
         self.pieces.contains(&Piece::Time)
     }
 
+    /// Whether lines are JSON, whose time is ISO 8601 (`AccessRecord::time`).
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Appends the record's line (with its newline) to `out`.
     pub fn render(&self, r: &AccessRecord<'_>, out: &mut String) {
+        if self.json {
+            return render_json(r, out);
+        }
         let query_at = r.target.iter().position(|&b| b == b'?');
         for piece in &self.pieces {
             match piece {
@@ -216,6 +234,72 @@ impl AccessFormat {
             }
         }
         out.push('\n');
+    }
+}
+
+/// `--access-logformat json`: one object a line, keys fixed, strings JSON
+/// escaped (bytes above 0x7e as the latin-1 code points they are in the
+/// environ), a missing header as null.
+fn render_json(r: &AccessRecord<'_>, out: &mut String) {
+    let query_at = r.target.iter().position(|&b| b == b'?');
+    let path = &r.target[..query_at.unwrap_or(r.target.len())];
+    let query = query_at.map_or(&b""[..], |at| &r.target[at + 1..]);
+    let string = |out: &mut String, key: &str, value: Option<&[u8]>| {
+        let _ = write!(out, "\"{key}\":");
+        match value {
+            Some(v) => {
+                out.push('"');
+                json_escape_into(v, out);
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        out.push(',');
+    };
+    out.push('{');
+    string(out, "time", Some(r.time.as_bytes()));
+    string(
+        out,
+        "remote",
+        (!r.remote.is_empty()).then_some(r.remote.as_bytes()),
+    );
+    let head = !r.method.is_empty();
+    string(out, "method", head.then_some(r.method));
+    string(out, "path", head.then_some(path));
+    string(out, "query", head.then_some(query));
+    string(out, "protocol", head.then_some(r.protocol.as_bytes()));
+    let _ = write!(
+        out,
+        "\"status\":{},\"bytes\":{},\"duration_us\":{},",
+        r.status,
+        r.bytes,
+        r.elapsed.as_micros()
+    );
+    string(
+        out,
+        "referer",
+        (r.request_header)(b"referer", b"HTTP_REFERER"),
+    );
+    string(
+        out,
+        "user_agent",
+        (r.request_header)(b"user-agent", b"HTTP_USER_AGENT"),
+    );
+    let _ = write!(out, "\"pid\":{}}}", std::process::id());
+    out.push('\n');
+}
+
+/// JSON string content (RFC 8259 §7).
+fn json_escape_into(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
     }
 }
 
@@ -403,6 +487,13 @@ mod tests {
         assert_eq!(render("%(u)s", &[("authorization", "Basic !!")]), "-\n");
         let line = render("%(a)s", &[("user-agent", "x\" 200 0 \"\n1.1.1.1 - -")]);
         assert_eq!(line, "x\\\" 200 0 \\\"\\x0a1.1.1.1 - -\n");
+    }
+
+    #[test]
+    fn json_lines() {
+        let line = render("json", &[("user-agent", "ua \"x\"\u{e9}")]);
+        assert!(line.starts_with("{\"time\":\"[27/Nov/2026:18:00:00 +0000]\",\"remote\":\"10.0.0.1\",\"method\":\"GET\",\"path\":\"/a/b\",\"query\":\"x=1&y=\\\"2\\\"\",\"protocol\":\"HTTP/1.1\",\"status\":201,\"bytes\":0,\"duration_us\":1234567,\"referer\":null,\"user_agent\":\"ua \\\"x\\\"\\u00c3\\u00a9\",\"pid\":"), "{line}");
+        assert!(line.ends_with("}\n"));
     }
 
     #[test]

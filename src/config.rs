@@ -368,7 +368,7 @@ pub struct Config {
     )]
     pub access_logfile: Option<String>,
 
-    /// The access log's line, with gunicorn's atoms written %(atom)s: h remote address, l '-', u user (Basic authorization), t [time], r request line, m method, U path, q query, H protocol, s status, B bytes, b bytes or '-', f referer, a user agent, T/M/D request time in s/ms/µs, L in decimal seconds, p the pid in angle brackets, {name}i request header, {name}o response header, {name}e WSGI environ variable; %% for %. Values a client sends are escaped. The default is gunicorn's, the combined log format.
+    /// The access log's line, with gunicorn's atoms written %(atom)s: h remote address, l '-', u user (Basic authorization), t [time], r request line, m method, U path, q query, H protocol, s status, B bytes, b bytes or '-', f referer, a user agent, T/M/D request time in s/ms/µs, L in decimal seconds, p the pid in angle brackets, {name}i request header, {name}o response header, {name}e WSGI environ variable; %% for %. Values a client sends are escaped. The default is gunicorn's, the combined log format. 'json' writes one JSON object a line (time, remote, method, path, query, protocol, status, bytes, duration_us, referer, user_agent, pid).
     #[arg(long, alias = "access-log-format", value_name = "FORMAT", env = "FERRULE_ACCESS_LOGFORMAT", default_value = crate::access_log::DEFAULT_FORMAT, value_parser = AccessFormat::parse)]
     pub access_logformat: AccessFormat,
 
@@ -531,10 +531,9 @@ impl Config {
 pub fn settings_reference() -> String {
     let cmd = command();
     let mut out = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
-    for arg in cmd
-        .get_arguments()
-        .filter(|a| !a.is_hide_set() && a.get_long().is_some())
-    {
+    for arg in cmd.get_arguments().filter(|a| {
+        !a.is_hide_set() && a.get_long().is_some() && !matches!(a.get_action(), ArgAction::Version)
+    }) {
         out.push_str(&reference_row(arg));
     }
     out

@@ -240,12 +240,21 @@ fn civil_now() -> (String, String) {
     )
 }
 
-/// `[22/Nov/2026:01:50:00 +0000]`, the access log's `t`.
-pub fn access_time() -> String {
+/// `[22/Nov/2026:01:50:00 +0000]`, the access log's `t`; with `iso`,
+/// `2026-11-22T01:50:00Z` (RFC 3339), for JSON lines.
+pub fn access_time(iso: bool) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (y, m, d, s) = now_parts();
+    if iso {
+        return format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        );
+    }
     format!(
         "[{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000]",
         MONTHS[(m - 1) as usize],

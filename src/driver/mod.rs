@@ -965,7 +965,7 @@ fn access_log(
     });
     let lookup = |name: &[u8], cgi: &[u8]| head.and_then(|h| h.header(name, cgi));
     let time = if format.wants_time() {
-        log::access_time()
+        log::access_time(format.is_json())
     } else {
         String::new()
     };

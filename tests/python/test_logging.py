@@ -150,3 +150,22 @@ def test_readme_settings_table_matches_the_declaration():
     ).stdout
     readme = (ROOT / "README.md").read_text()
     assert generated.strip() in readme, "README settings table is stale: run `make docs`"
+
+
+def test_json_access_log(serve, tmp_path):
+    import json
+
+    log = tmp_path / "access.log"
+    server = serve("behaviours", "--access-logfile", str(log), "--access-logformat", "json")
+    httpx.get(server.url + "/list3?a=1", headers={"User-Agent": 'agent "1"', "Referer": "http://r/"})
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n\r\n")  # no Host: refused
+        sock.recv(1000)
+    server.stop()
+    first, refused = [json.loads(line) for line in log.read_text().splitlines()]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first.pop("time"))
+    assert first.pop("duration_us") >= 0 and first.pop("pid") > 0
+    assert first == {"remote": "127.0.0.1", "method": "GET", "path": "/list3", "query": "a=1",
+                     "protocol": "HTTP/1.1", "status": 200, "bytes": 13, "referer": "http://r/",
+                     "user_agent": 'agent "1"'}
+    assert refused["status"] == 400 and refused["method"] is None and refused["user_agent"] is None
