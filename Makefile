@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 FUZZ_SECONDS ?= 20
 
-.PHONY: help setup build run test test-rust test-python lint fmt docs fuzz bench bench-smoke bench-hello bench-instructions clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs fuzz bench bench-smoke bench-hello bench-instructions bench-guard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
 
 bench-instructions: build ## Instructions per request under callgrind (repeatable on a noisy machine)
 	.venv/bin/python bench/instructions.py --apps hello,json,echo
+
+bench-guard: build ## Fail if instructions per request rose over 3% above bench/instructions-baseline.json
+	.venv/bin/python bench/instructions.py --check bench/instructions-baseline.json
 
 fmt: ## Format the Rust code
 	cargo fmt

@@ -5,6 +5,7 @@ machine, where requests per second are not.
     .venv/bin/python bench/instructions.py --apps json --requests 5000
     .venv/bin/python bench/instructions.py --apps hello --close   # a connection per request
     .venv/bin/python bench/instructions.py --apps hello --uwsgi   # uwsgi packets, as nginx sends them
+    make bench-guard     # fail if a count rose over 3% above bench/instructions-baseline.json
 
 Serves each app from bench/apps in one ferrule process (no master), or in
 bjoern for comparison (`--servers ferrule,bjoern`), under
@@ -12,7 +13,18 @@ bjoern for comparison (`--servers ferrule,bjoern`), under
 switches collection on, sends N requests on one keep-alive connection,
 switches it off and divides. Prints the per-request total and the functions
 that cost the most, inclusive of what they call (callgrind_annotate).
+
+The server runs with PYTHONHASHSEED=0: with Python's hashing randomised,
+the same binary's count moved by up to 0.7% between runs (dict layouts
+differ); with it fixed, by about 0.1%. That is what lets `--check` hold a
+count to 3% of its baseline on any machine.
+
+The baseline (`bench/instructions-baseline.json`) is refreshed only in a
+commit that says why the counts moved:
+`.venv/bin/python bench/instructions.py --write-baseline bench/instructions-baseline.json`.
 """
+
+import json
 
 import argparse
 import glob
@@ -148,7 +160,7 @@ def measure(server_name, app, count, top, close=False, uwsgi=False):
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(python), "-c", code],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     try:
         request = REQUESTS.get(app, DEFAULT_REQUEST)
@@ -198,6 +210,40 @@ def measure(server_name, app, count, top, close=False, uwsgi=False):
     print(f"{server_name} {app}: {total / count:,.0f} instructions per request ({count} {shape})")
     for ir, name in rows[:top]:
         print(f"  {ir / count:>10,.0f}  {name[:150]}")
+    return total / count
+
+
+# The regression guard's workloads and its tolerance.
+GUARD_APPS = ["hello", "json", "echo", "chunks", "flask"]
+GUARD_TOLERANCE = 0.03
+
+
+def check(baseline_path, count):
+    """Measures every app of the baseline; False if one rose over the
+    tolerance."""
+    baseline = json.loads(Path(baseline_path).read_text())["instructions_per_request"]
+    ok = True
+    for app, expected in baseline.items():
+        got = measure("ferrule", app, count, 0)
+        change = got / expected - 1
+        verdict = "ok" if change <= GUARD_TOLERANCE else f"ROSE OVER {GUARD_TOLERANCE:.0%}"
+        print(f"  {app}: {got:,.0f} against {expected:,.0f} ({change:+.1%}) {verdict}")
+        ok &= change <= GUARD_TOLERANCE
+    if not ok:
+        print(f"Instruction counts rose over {GUARD_TOLERANCE:.0%} above {baseline_path}: find the cost "
+              "(the report above lists the heaviest functions), or, if it is wanted, refresh the baseline "
+              "in a commit that says why.", file=sys.stderr)
+    return ok
+
+
+def write_baseline(path, count):
+    counts = {app: round(measure("ferrule", app, count, 0)) for app in GUARD_APPS}
+    Path(path).write_text(json.dumps({
+        "about": "Instructions per request under callgrind (bench/instructions.py, PYTHONHASHSEED=0); "
+                 "`make bench-guard` fails when one rises over 3% above these. Refreshed only in a "
+                 "commit that says why.",
+        "instructions_per_request": counts,
+    }, indent=2) + "\n")
 
 
 def main():
@@ -208,10 +254,17 @@ def main():
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
     parser.add_argument("--uwsgi", action="store_true", help="uwsgi requests as nginx sends them, a connection each")
+    parser.add_argument("--check", metavar="BASELINE", help="fail if a count rose over 3%% above BASELINE")
+    parser.add_argument("--write-baseline", metavar="BASELINE", help="measure the guard's apps into BASELINE")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 1
+    if args.check:
+        return 0 if check(args.check, args.requests) else 1
+    if args.write_baseline:
+        write_baseline(args.write_baseline, args.requests)
+        return 0
     for app in args.apps.split(","):
         for server in args.servers.split(","):
             measure(server, app, args.requests, args.top, args.close, args.uwsgi)
