@@ -83,6 +83,19 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     })
 }
 
+/// A header-field count of at most 32768, where 0 (gunicorn's
+/// "unlimited") means that largest count.
+fn parse_field_count(s: &str) -> Result<u32, String> {
+    const LARGEST: u32 = 32_768;
+    match s.parse::<u32>() {
+        Ok(0) => Ok(LARGEST),
+        Ok(n) if n <= LARGEST => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not between 1 and {LARGEST} (0 means {LARGEST}, the largest)"
+        )),
+    }
+}
+
 /// A size limit of at most 1 MiB where 0, gunicorn's "unlimited", means
 /// that largest value: nothing is unbounded.
 fn parse_size_limit(s: &str) -> Result<u32, String> {
@@ -119,6 +132,7 @@ pub struct Config {
 
     /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi://, scgi:// or fastcgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
     #[arg(
+        help_heading = "Server socket",
         short = 'b',
         long = "bind",
         value_name = "ADDRESS",
@@ -128,11 +142,12 @@ pub struct Config {
     pub bind: Vec<Bind>,
 
     /// The protocol of listeners whose --bind names none (and of systemd's sockets).
-    #[arg(long, value_name = "PROTOCOL", env = "FERRULE_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
+    #[arg(help_heading = "Server socket", long, value_name = "PROTOCOL", env = "FERRULE_PROTOCOL", value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
 
     /// Peers that may connect to uwsgi, SCGI and FastCGI listeners, which trust what the peer says of the client: IP addresses and networks (10.0.0.0/8), comma-separated, or '*' for any. Unix sockets are always allowed. Others are closed at once and logged.
     #[arg(
+        help_heading = "Proxies and gateways",
         long,
         visible_alias = "uwsgi-allow-from",
         alias = "uwsgi-allow-ips",
@@ -145,6 +160,7 @@ pub struct Config {
 
     /// Peers whose proxy headers are believed (gunicorn's forwarded_allow_ips): --secure-scheme-headers and Forwarded proto= set wsgi.url_scheme to https, and with --forwarded-for and --forwarded-prefix the client's address and SCRIPT_NAME are taken too. IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
     #[arg(
+        help_heading = "Proxies and gateways",
         long,
         value_name = "ADDRESSES",
         env = "FERRULE_FORWARDED_ALLOW_IPS",
@@ -154,23 +170,36 @@ pub struct Config {
     pub forwarded_allow_ips: Vec<AllowedPeer>,
 
     /// Header fields from a --forwarded-allow-ips peer that set wsgi.url_scheme to https, as HEADER=VALUE, comma-separated (gunicorn's secure_scheme_headers; a config file's dict is taken as it is). 'none' for none. Forwarded: proto=https is always understood.
-    #[arg(long, value_name = "HEADER=VALUE", env = "FERRULE_SECURE_SCHEME_HEADERS", value_delimiter = ',', default_value = "X-Forwarded-Protocol=ssl,X-Forwarded-Proto=https,X-Forwarded-Ssl=on", value_parser = parse_secure_scheme_header)]
+    #[arg(help_heading = "Proxies and gateways", long, value_name = "HEADER=VALUE", env = "FERRULE_SECURE_SCHEME_HEADERS", value_delimiter = ',', default_value = "X-Forwarded-Protocol=ssl,X-Forwarded-Proto=https,X-Forwarded-Ssl=on", value_parser = parse_secure_scheme_header)]
     pub secure_scheme_headers: Vec<Option<SchemeHeader>>,
 
     /// Take REMOTE_ADDR and REMOTE_PORT from a --forwarded-allow-ips peer's Forwarded for= (else X-Forwarded-For): the nearest address that is not itself a trusted proxy, read from the right so a client cannot put its own in front. Off by default (gunicorn has no such setting). HTTP listeners; behind a gateway, REMOTE_ADDR is the gateway's word.
-    #[arg(long, env = "FERRULE_FORWARDED_FOR")]
+    #[arg(
+        help_heading = "Proxies and gateways",
+        long,
+        env = "FERRULE_FORWARDED_FOR"
+    )]
     pub forwarded_for: bool,
 
     /// Take SCRIPT_NAME from a --forwarded-allow-ips peer's X-Forwarded-Prefix (the path prefix the proxy took off; a plain absolute path, else ignored), before --script-name. Off by default.
-    #[arg(long, env = "FERRULE_FORWARDED_PREFIX")]
+    #[arg(
+        help_heading = "Proxies and gateways",
+        long,
+        env = "FERRULE_FORWARDED_PREFIX"
+    )]
     pub forwarded_prefix: bool,
 
     /// HTTP listeners take the PROXY protocol (HAProxy's, versions 1 and 2; AWS NLB, HAProxy send-proxy): a connection from a --proxy-allow-from peer must start with a PROXY header, whose client address becomes REMOTE_ADDR; a missing or malformed one closes the connection with a log line. Other peers are served as they are.
-    #[arg(long, env = "FERRULE_PROXY_PROTOCOL")]
+    #[arg(
+        help_heading = "Proxies and gateways",
+        long,
+        env = "FERRULE_PROXY_PROTOCOL"
+    )]
     pub proxy_protocol: bool,
 
     /// The load balancers whose PROXY header is taken (--proxy-protocol): IP addresses and networks, comma-separated, or '*' for any (gunicorn's proxy_allow_ips).
     #[arg(
+        help_heading = "Proxies and gateways",
         long,
         alias = "proxy-allow-ips",
         value_name = "ADDRESSES",
@@ -181,27 +210,38 @@ pub struct Config {
     pub proxy_allow_from: Vec<AllowedPeer>,
 
     /// Largest block of variables a gateway may send for one request (uwsgi variables, an SCGI netstring, FastCGI params), in bytes; larger ones get 431. uWSGI's buffer-size, whose 4096 default is too small for real cookies.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_BUFFER_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub buffer_size: u32,
 
     /// Worker processes. Default 1, or the WEB_CONCURRENCY environment variable when set.
-    #[arg(short = 'w', long, value_name = "N", env = "FERRULE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(help_heading = "Workers", short = 'w', long, value_name = "N", env = "FERRULE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
     /// Import the application in the master before forking workers (copy-on-write sharing; import errors found before any worker starts).
-    #[arg(long, alias = "preload-app", env = "FERRULE_PRELOAD")]
+    #[arg(
+        help_heading = "Workers",
+        long,
+        alias = "preload-app",
+        env = "FERRULE_PRELOAD"
+    )]
     pub preload: bool,
 
     /// A Python module whose functions are server hooks with gunicorn's names and signatures (on_starting(server), post_fork(server, worker), pre_request(worker, req), post_request(worker, req, environ, resp), ...; see Hooks). A config file's functions of those names are hooks too; this module's win.
-    #[arg(long, value_name = "MODULE", env = "FERRULE_HOOKS")]
+    #[arg(
+        help_heading = "Workers",
+        long,
+        value_name = "MODULE",
+        env = "FERRULE_HOOKS"
+    )]
     pub hooks: Option<String>,
 
     /// Seconds a request may run in the application (or a worker's event loop may stall) before the worker's Python stacks are logged and it is replaced; 0 disables.
-    #[arg(short = 't', long, value_name = "SECONDS", env = "FERRULE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    #[arg(help_heading = "Timeouts", short = 't', long, value_name = "SECONDS", env = "FERRULE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub timeout: Duration,
 
     /// Requests a worker serves before it is gracefully replaced; 0 disables.
     #[arg(
+        help_heading = "Workers",
         long,
         value_name = "N",
         env = "FERRULE_MAX_REQUESTS",
@@ -211,6 +251,7 @@ pub struct Config {
 
     /// Each worker's own max_requests is drawn from [N, N + JITTER], so workers do not restart together.
     #[arg(
+        help_heading = "Workers",
         long,
         value_name = "JITTER",
         env = "FERRULE_MAX_REQUESTS_JITTER",
@@ -220,6 +261,7 @@ pub struct Config {
 
     /// Resident memory (MiB) past which a worker is gracefully replaced after its current requests; 0 disables.
     #[arg(
+        help_heading = "Workers",
         long,
         value_name = "MB",
         env = "FERRULE_MAX_WORKER_MEMORY",
@@ -229,6 +271,7 @@ pub struct Config {
 
     /// Write the master's pid to this file (removed on exit).
     #[arg(
+        help_heading = "Process",
         short = 'p',
         long,
         alias = "pidfile",
@@ -238,23 +281,37 @@ pub struct Config {
     pub pid: Option<PathBuf>,
 
     /// Set SO_REUSEPORT on TCP listeners.
-    #[arg(long, env = "FERRULE_REUSE_PORT")]
+    #[arg(help_heading = "Server socket", long, env = "FERRULE_REUSE_PORT")]
     pub reuse_port: bool,
 
     /// Run workers as this user (name or uid) when started as root.
-    #[arg(short = 'u', long, value_name = "USER", env = "FERRULE_USER")]
+    #[arg(
+        help_heading = "Process",
+        short = 'u',
+        long,
+        value_name = "USER",
+        env = "FERRULE_USER"
+    )]
     pub user: Option<String>,
 
     /// Run workers as this group (name or gid) when started as root.
-    #[arg(short = 'g', long, value_name = "GROUP", env = "FERRULE_GROUP")]
+    #[arg(
+        help_heading = "Process",
+        short = 'g',
+        long,
+        value_name = "GROUP",
+        env = "FERRULE_GROUP"
+    )]
     pub group: Option<String>,
 
     /// Development: restart workers when a Python source file they loaded changes (inotify), modules imported after the start included; an application that then fails to load is logged and the worker waits for the next change instead of stopping the server.
-    #[arg(long, env = "FERRULE_RELOAD")]
+    #[arg(help_heading = "Workers", long, env = "FERRULE_RELOAD")]
     pub reload: bool,
 
     /// With --reload, also restart workers when this file changes (a template, a settings file); repeatable.
     #[arg(
+        alias = "reload-extra-files",
+        help_heading = "Workers",
         long,
         value_name = "FILE",
         env = "FERRULE_RELOAD_EXTRA_FILE",
@@ -263,23 +320,29 @@ pub struct Config {
     pub reload_extra_file: Vec<PathBuf>,
 
     /// How many requests may run the application at once (threads per process). Quick requests all run on one thread; one that takes over 0.5 ms lets the next run on another. Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response is sent from its own thread.
-    #[arg(long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(help_heading = "Workers", long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 
     /// Most simultaneous client connections; past it new connections wait in the listen backlog.
-    #[arg(long, value_name = "N", env = "FERRULE_WORKER_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(help_heading = "Workers", long, value_name = "N", env = "FERRULE_WORKER_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub worker_connections: u32,
 
     /// Listen backlog: connections the kernel queues before they are accepted.
-    #[arg(long, value_name = "N", env = "FERRULE_BACKLOG", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(help_heading = "Server socket", long, value_name = "N", env = "FERRULE_BACKLOG", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
 
     /// Change to this directory before loading the application.
-    #[arg(long, value_name = "DIR", env = "FERRULE_CHDIR")]
+    #[arg(
+        help_heading = "Process",
+        long,
+        value_name = "DIR",
+        env = "FERRULE_CHDIR"
+    )]
     pub chdir: Option<PathBuf>,
 
     /// Directories to add to sys.path before loading the application, comma-separated.
     #[arg(
+        help_heading = "Process",
         long,
         value_name = "DIR[,DIR]",
         env = "FERRULE_PYTHONPATH",
@@ -288,11 +351,12 @@ pub struct Config {
     pub pythonpath: Vec<PathBuf>,
 
     /// Process umask, applied at start: 0o22 or 022 octal, 0x12 hexadecimal, 18 decimal (gunicorn's rules). A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
-    #[arg(short = 'm', long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
+    #[arg(help_heading = "Server socket", short = 'm', long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
     pub umask: Option<u32>,
 
     /// SCRIPT_NAME: the URL prefix the application is mounted at (removed from PATH_INFO).
     #[arg(
+        help_heading = "Requests and limits",
         long,
         value_name = "PATH",
         env = "FERRULE_SCRIPT_NAME",
@@ -301,55 +365,60 @@ pub struct Config {
     pub script_name: String,
 
     /// Longest request line in bytes; longer ones get 414. 0 (gunicorn's "unlimited") means the largest, 1048576.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = parse_size_limit)]
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_LINE", default_value_t = 8190, value_parser = parse_size_limit)]
     pub limit_request_line: u32,
 
-    /// Most header fields in a request; more get 431.
-    #[arg(long, value_name = "N", env = "FERRULE_LIMIT_REQUEST_FIELDS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=32768))]
+    /// Most header fields in a request; more get 431. 0 means the largest, 32768, as in gunicorn.
+    #[arg(help_heading = "Requests and limits", long, value_name = "N", env = "FERRULE_LIMIT_REQUEST_FIELDS", default_value_t = 100, value_parser = parse_field_count)]
     pub limit_request_fields: u32,
 
     /// Longest header field (name and value) in bytes; longer ones get 431. 0 (gunicorn's "unlimited") means the largest, 1048576.
-    #[arg(long, alias = "limit-request-field_size", value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_FIELD_SIZE", default_value_t = 8190, value_parser = parse_size_limit)]
+    #[arg(help_heading = "Requests and limits", long, alias = "limit-request-field_size", value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_FIELD_SIZE", default_value_t = 8190, value_parser = parse_size_limit)]
     pub limit_request_field_size: u32,
 
     /// Largest request head (request line and all fields) in bytes; larger ones get 431.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_HEAD", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_HEAD", default_value_t = 65536, value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub limit_request_head: u32,
 
     /// Largest request body in bytes; larger ones get 413.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_BODY", default_value_t = 1 << 30)]
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_BODY", default_value_t = 1 << 30)]
     pub limit_request_body: u64,
 
     /// Request bodies are received whole before the application is called, so an uploading client never holds an application thread: up to this many bytes in memory, the rest in an unnamed temporary file (in $TMPDIR, else /tmp). uWSGI's post-buffering.
-    #[arg(long, value_name = "BYTES", env = "FERRULE_POST_BUFFERING", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_POST_BUFFERING", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     pub post_buffering: u64,
 
     /// Let the application read bodies larger than --post-buffering (and chunked ones) from the connection as they arrive, and answer Expect: 100-continue on its first read of wsgi.input, instead of receiving them first; an uploading client then holds an application thread.
-    #[arg(long, env = "FERRULE_STREAM_UPLOADS")]
+    #[arg(
+        help_heading = "Requests and limits",
+        long,
+        env = "FERRULE_STREAM_UPLOADS"
+    )]
     pub stream_uploads: bool,
 
     /// Seconds a client has to send a whole request head once it starts; past it, 408.
-    #[arg(long, value_name = "SECONDS", env = "FERRULE_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    #[arg(help_heading = "Timeouts", long, value_name = "SECONDS", env = "FERRULE_HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
     pub header_timeout: Duration,
 
     /// Seconds an idle keep-alive connection is kept open for its next request; 0 closes after each response.
-    #[arg(long, alias = "keepalive", value_name = "SECONDS", env = "FERRULE_KEEP_ALIVE", default_value = "5", value_parser = parse_seconds)]
+    #[arg(help_heading = "Timeouts", long, alias = "keepalive", value_name = "SECONDS", env = "FERRULE_KEEP_ALIVE", default_value = "5", value_parser = parse_seconds)]
     pub keep_alive: Duration,
 
     /// Seconds to wait for a client to send more of a body or accept more of a response before the connection is dropped.
-    #[arg(long, value_name = "SECONDS", env = "FERRULE_SOCKET_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    #[arg(help_heading = "Timeouts", long, value_name = "SECONDS", env = "FERRULE_SOCKET_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub socket_timeout: Duration,
 
     /// Seconds in-flight requests get to finish after SIGTERM (or a worker being retired) before they are cut.
-    #[arg(long, value_name = "SECONDS", env = "FERRULE_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    #[arg(help_heading = "Timeouts", long, value_name = "SECONDS", env = "FERRULE_GRACEFUL_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub graceful_timeout: Duration,
 
     /// Least severe message the error log shows.
-    #[arg(long, alias = "loglevel", value_name = "LEVEL", env = "FERRULE_LOG_LEVEL", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
+    #[arg(help_heading = "Logging", long, alias = "loglevel", value_name = "LEVEL", env = "FERRULE_LOG_LEVEL", value_enum, ignore_case = true, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
 
     /// Error log file; '-' is stderr. gunicorn's --log-file is the same setting.
     #[arg(
+        help_heading = "Logging",
         long,
         visible_alias = "log-file",
         alias = "errorlog",
@@ -361,6 +430,7 @@ pub struct Config {
 
     /// Access log file; '-' is stdout (as in gunicorn). Off unless set.
     #[arg(
+        help_heading = "Logging",
         long,
         alias = "accesslog",
         value_name = "FILE",
@@ -369,39 +439,40 @@ pub struct Config {
     pub access_logfile: Option<String>,
 
     /// The access log's line, with gunicorn's atoms written %(atom)s: h remote address, l '-', u user (Basic authorization), t [time], r request line, m method, U path, q query, H protocol, s status, B bytes, b bytes or '-', f referer, a user agent, T/M/D request time in s/ms/µs, L in decimal seconds, p the pid in angle brackets, {name}i request header, {name}o response header, {name}e WSGI environ variable; %% for %. Values a client sends are escaped. The default is gunicorn's, the combined log format. 'json' writes one JSON object a line (time, remote, method, path, query, protocol, status, bytes, duration_us, referer, user_agent, pid).
-    #[arg(long, alias = "access-log-format", value_name = "FORMAT", env = "FERRULE_ACCESS_LOGFORMAT", default_value = crate::access_log::DEFAULT_FORMAT, value_parser = AccessFormat::parse)]
+    #[arg(help_heading = "Logging", long, alias = "access-log-format", value_name = "FORMAT", env = "FERRULE_ACCESS_LOGFORMAT", default_value = crate::access_log::DEFAULT_FORMAT, value_parser = AccessFormat::parse)]
     pub access_logformat: AccessFormat,
 
     /// gunicorn's worker class: sync and gthread are accepted (ferrule runs the application in --threads threads); asynchronous classes (gevent, eventlet, tornado, uvicorn's ASGI workers) are refused.
-    #[arg(short = 'k', long, value_name = "CLASS", env = "FERRULE_WORKER_CLASS", default_value = "gthread", value_parser = parse_worker_class)]
+    #[arg(help_heading = "Workers", short = 'k', long, value_name = "CLASS", env = "FERRULE_WORKER_CLASS", default_value = "gthread", value_parser = parse_worker_class)]
     pub worker_class: String,
 
     /// Load the configuration and the application, report what is wrong, and exit: 0 when both load, 1 when not (gunicorn's --check-config).
-    #[arg(long)]
+    #[arg(help_heading = "Configuration", long)]
     pub check_config: bool,
 
     /// Print every setting's effective value and where it came from (the command line, FERRULE_CMD_ARGS, GUNICORN_CMD_ARGS, the config file, a FERRULE_* variable, or the default), and exit.
-    #[arg(long)]
+    #[arg(help_heading = "Configuration", long)]
     pub print_config: bool,
 
     /// Set an environment variable for the application: KEY=VALUE, repeatable (gunicorn's -e/--env; raw_env in a config file).
-    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    #[arg(help_heading = "Process", short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub env: Vec<(String, String)>,
 
     /// A Python config file in gunicorn's format (module-level names are settings: bind, workers, threads, timeout, ...), or python:MODULE. Without it, ./ferrule.conf.py, else ./gunicorn.conf.py, is read if present. Precedence: FERRULE_* variables < the file < GUNICORN_CMD_ARGS < FERRULE_CMD_ARGS < the command line.
-    #[arg(short = 'c', long, value_name = "FILE")]
+    #[arg(help_heading = "Configuration", short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
 
     /// A uWSGI ini file (FILE, or FILE:SECTION; the [uwsgi] section by default): its module, socket, http-socket, processes, threads, harakiri, env and the other options Python deployments use become these settings (docs/migrating.md has the table). Lowest precedence of the sources: below the config file.
-    #[arg(long, value_name = "FILE[:SECTION]")]
+    #[arg(help_heading = "Configuration", long, value_name = "FILE[:SECTION]")]
     pub ini: Option<String>,
 
     /// Run the application once as a CGI script (RFC 3875; PEP 3333's run_with_cgi): the request from the environment and stdin, the response on stdout, errors on stderr, exit status 0 even for a 500. For servers that can only run scripts (Apache mod_cgi, lighttpd mod_cgi).
-    #[arg(long, env = "FERRULE_CGI")]
+    #[arg(help_heading = "Process", long, env = "FERRULE_CGI")]
     pub cgi: bool,
 
     /// The name in process titles (gunicorn's proc_name): 'ferrule: master [NAME]' and 'ferrule: worker [NAME]' with setproctitle installed. Default: the APP.
     #[arg(
+        help_heading = "Process",
         short = 'n',
         long,
         alias = "proc-name",
@@ -411,19 +482,19 @@ pub struct Config {
     pub name: Option<String>,
 
     /// Send the application's stdout and stderr (print(), C extensions' output) to the error log file, reopened with it on USR1; with the error log on stderr, stdout goes to stderr.
-    #[arg(long, env = "FERRULE_CAPTURE_OUTPUT")]
+    #[arg(help_heading = "Logging", long, env = "FERRULE_CAPTURE_OUTPUT")]
     pub capture_output: bool,
 
     /// Send wsgi.file_wrapper responses by reading the file instead of sendfile(2), gunicorn's --no-sendfile (for filesystems where sendfile misbehaves). A config file's `sendfile = False` is the same.
-    #[arg(long, env = "FERRULE_NO_SENDFILE")]
+    #[arg(help_heading = "Process", long, env = "FERRULE_NO_SENDFILE")]
     pub no_sendfile: bool,
 
     /// gunicorn's --worker-tmp-dir: accepted and not needed (workers report liveness through shared memory, not a file).
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Process", long, value_name = "DIR")]
     pub worker_tmp_dir: Option<PathBuf>,
 
     /// gunicorn's -D/--daemon: refused with what to do instead (run ferrule under systemd, supervisord or docker, which keep it in the foreground).
-    #[arg(short = 'D', long, env = "FERRULE_DAEMON")]
+    #[arg(help_heading = "Process", short = 'D', long, env = "FERRULE_DAEMON")]
     pub daemon: bool,
 
     /// Print version.
@@ -530,11 +601,36 @@ impl Config {
 /// declaration above so the README cannot drift from the code.
 pub fn settings_reference() -> String {
     let cmd = command();
-    let mut out = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
-    for arg in cmd.get_arguments().filter(|a| {
-        !a.is_hide_set() && a.get_long().is_some() && !matches!(a.get_action(), ArgAction::Version)
-    }) {
-        out.push_str(&reference_row(arg));
+    let listed: Vec<&Arg> = cmd
+        .get_arguments()
+        .filter(|a| {
+            !a.is_hide_set()
+                && a.get_long().is_some()
+                && !matches!(a.get_action(), ArgAction::Version)
+        })
+        .collect();
+    // One table per heading, as `ferrule --help` groups them.
+    let mut headings: Vec<&str> = Vec::new();
+    for arg in &listed {
+        let heading = arg.get_help_heading().unwrap_or("Other");
+        if !headings.contains(&heading) {
+            headings.push(heading);
+        }
+    }
+    let mut out = String::new();
+    for heading in headings {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "**{heading}**\n\n| flag | environment | default | meaning |\n|---|---|---|---|\n"
+        ));
+        for arg in listed
+            .iter()
+            .filter(|a| a.get_help_heading().unwrap_or("Other") == heading)
+        {
+            out.push_str(&reference_row(arg));
+        }
     }
     out
 }

@@ -344,6 +344,8 @@ fn read_config_file(
 /// value came from.
 pub struct Effective {
     pub name: String,
+    /// Its other config-file names (gunicorn's `keepalive`, `accesslog`...).
+    pub aliases: Vec<String>,
     pub values: Vec<String>,
     pub many: bool,
     pub source: String,
@@ -378,6 +380,12 @@ pub fn effective_settings(
         let from_env = matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
         settings.push(Effective {
             name: long.replace('-', "_"),
+            aliases: arg
+                .get_all_aliases()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.replace('-', "_"))
+                .collect(),
             values,
             many: matches!(arg.get_action(), ArgAction::Append)
                 || arg.get_value_delimiter().is_some(),

@@ -200,10 +200,20 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     for line in &notices.warnings {
         log_at!(Warning, "{line}");
     }
+    let settings = match config_file::effective_settings(&argv, &notices) {
+        Ok(settings) => settings,
+        Err(e) => {
+            let _ = e.print();
+            return EXIT_USAGE;
+        }
+    };
     if config.check_config {
+        if process::master::load_hooks(py, &config, &settings).is_err() {
+            return 1;
+        }
         return match prepare_path(py, &config).and_then(|()| load_app(py, &config, &spec)) {
             Ok(_) => {
-                log_at!(Info, "configuration and application {spec:?} load");
+                log_at!(Info, "configuration, hooks and application {spec:?} load");
                 0
             }
             Err(err) => {
@@ -215,13 +225,6 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     if config.cgi {
         return runtime::cgi::run(py, &config, &spec);
     }
-    let settings = match config_file::effective_settings(&argv, &notices) {
-        Ok(settings) => settings,
-        Err(e) => {
-            let _ = e.print();
-            return EXIT_USAGE;
-        }
-    };
     process::master::run(py, &config, &spec, &settings, None)
 }
 

@@ -8,6 +8,7 @@ import inspect
 import os
 import runpy
 import shlex
+import sys
 
 
 # The file's functions named as gunicorn's hooks, for ferrule._hooks.
@@ -27,6 +28,9 @@ def load(path):
     from ferrule import _hooks
 
     if path.startswith("python:"):
+        # As gunicorn: a module in the working directory is found.
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         namespace = vars(importlib.import_module(path[len("python:"):]))
     else:
         # gunicorn also accepts file:PATH.

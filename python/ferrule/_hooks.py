@@ -46,9 +46,9 @@ SIGNATURES = {
 }
 
 # gunicorn settings whose value is a function but which ferrule has no use
-# for yet, with what to do instead.
+# for, with what to do instead.
 UNSUPPORTED = {
-    "ssl_context": "ferrule does not serve TLS yet; terminate TLS in the proxy in front",
+    "ssl_context": "ferrule does not serve TLS; terminate TLS in the proxy in front",
 }
 
 

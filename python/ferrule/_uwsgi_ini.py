@@ -80,13 +80,13 @@ SOCKETS = {
 }
 
 NOT_YET = {
-    "static-map": "ferrule does not serve static files yet: let the front end serve them",
-    "static-map2": "ferrule does not serve static files yet: let the front end serve them",
-    "check-static": "ferrule does not serve static files yet: let the front end serve them",
+    "static-map": "ferrule does not serve static files: let the front end serve them",
+    "static-map2": "ferrule does not serve static files: let the front end serve them",
+    "check-static": "ferrule does not serve static files: let the front end serve them",
     "mount": "ferrule serves one application: run one ferrule per application, or mount them in Python",
     "touch-reload": "send SIGHUP to the master to reload the code (systemctl reload)",
     "daemonize": "ferrule does not daemonize itself: run it under systemd, supervisord or docker",
-    "stats": "ferrule has no stats server yet",
+    "stats": "ferrule has no stats server",
     "cheaper": "ferrule runs a fixed number of workers: set --workers (SIGTTIN/SIGTTOU change it)",
     "max-worker-lifetime": "use --max-requests with --max-requests-jitter",
 }

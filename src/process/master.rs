@@ -257,14 +257,26 @@ pub fn run(
 
 /// The hooks of the config file and of --hooks; Err is the exit status
 /// when the module cannot be imported or a hook has the wrong signature.
-fn load_hooks(
+pub fn load_hooks(
     py: Python<'_>,
     config: &Config,
     settings: &[Effective],
 ) -> Result<Option<Py<PyAny>>, i32> {
+    // server.cfg: every setting under its name and its gunicorn names, the
+    // worker count as it is in effect (--workers, WEB_CONCURRENCY or 1).
+    let workers = vec![config.worker_count().unwrap_or(1).to_string()];
     let settings: Vec<(&str, &[String], bool)> = settings
         .iter()
-        .map(|s| (s.name.as_str(), s.values.as_slice(), s.many))
+        .flat_map(|s| {
+            let values = if s.name == "workers" {
+                workers.as_slice()
+            } else {
+                s.values.as_slice()
+            };
+            std::iter::once(s.name.as_str())
+                .chain(s.aliases.iter().map(String::as_str))
+                .map(move |name| (name, values, s.many))
+        })
         .collect();
     let loaded = crate::prepare_path(py, config).and_then(|()| {
         py.import("ferrule._hooks")?

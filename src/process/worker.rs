@@ -240,7 +240,12 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
 /// again, so that a module imported after the start (Django imports its
 /// views on the first request) is watched too.
 fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
-    let extra = config.reload_extra_file.clone();
+    // Absolute, so that a bare name (`tpl.html`) has a directory to watch.
+    let extra: Vec<PathBuf> = config
+        .reload_extra_file
+        .iter()
+        .filter_map(|f| std::path::absolute(f).ok())
+        .collect();
     let files = match loaded_sources(py) {
         Ok(files) => files,
         Err(e) => {
@@ -287,7 +292,12 @@ fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
 /// then leaves to be started again.
 fn wait_to_reload_after_failure(py: Python<'_>, config: &Config, slot: &Slot, err: &PyErr) -> i32 {
     let mut files = loaded_sources(py).unwrap_or_default();
-    files.extend(config.reload_extra_file.iter().cloned());
+    files.extend(
+        config
+            .reload_extra_file
+            .iter()
+            .filter_map(|f| std::path::absolute(f).ok()),
+    );
     if let Ok(filename) = err
         .value(py)
         .getattr("filename")

@@ -30,41 +30,32 @@ pub async fn serve<S: Socket>(
     let mut bufs = ConnBuffers::new();
     let mut first_head = Some(first_head);
     let mut parser = HeadParser::new();
-    // A load balancer's PROXY header comes before the first request only.
+    // A load balancer's PROXY header comes before the first request only,
+    // read on a path of its own so that the loop's stays as it was.
     let mut proxy_pending = conn.proxy_header_required;
     loop {
-        let limits = &ctx.head_limits;
-        let mut proxied = None;
-        let mut proxy_refused = None;
-        let parse = |buf: &[u8]| {
-            let mut skip = 0;
-            if proxy_pending {
-                match proxy_protocol::parse(buf) {
-                    Ok(None) => return Ok(None),
-                    Ok(Some((header, used))) => (proxied, skip) = (Some(header), used),
-                    Err(reason) => {
-                        proxy_refused = Some(reason);
-                        return Err(ClientError::new(ClientErrorKind::BadRequest, reason));
-                    }
+        let outcome = if std::mem::take(&mut proxy_pending) {
+            let read =
+                read_proxied_head(&mut stream, &mut bufs, &ctx, &mut first_head, &mut parser);
+            match read.await {
+                Ok((outcome, header)) => {
+                    take_proxy_header(&mut conn, header, &ctx);
+                    outcome
+                }
+                Err(reason) => {
+                    log_at!(
+                        Info,
+                        "{}: closed: {reason} (--proxy-protocol; --proxy-allow-from peers must send one)",
+                        driver::display_remote(&conn)
+                    );
+                    return;
                 }
             }
-            let parsed = parser.parse(&buf[skip..], limits)?;
-            Ok(parsed.map(|(head, used)| (head, skip + used)))
+        } else {
+            let limits = &ctx.head_limits;
+            let parse = |buf: &[u8]| parser.parse(buf, limits);
+            read_head(&mut stream, &mut bufs.rbuf, &ctx, &mut first_head, parse).await
         };
-        let read = read_head(&mut stream, &mut bufs.rbuf, &ctx, &mut first_head, parse);
-        let outcome = read.await;
-        if let Some(reason) = proxy_refused {
-            log_at!(
-                Info,
-                "{}: closed: {reason} (--proxy-protocol; --proxy-allow-from peers must send one)",
-                driver::display_remote(&conn)
-            );
-            return;
-        }
-        if let Some(header) = proxied.take() {
-            proxy_pending = false;
-            take_proxy_header(&mut conn, header, &ctx);
-        }
         let head = match outcome {
             HeadOutcome::Head(head) => head,
             HeadOutcome::Closed => return,
@@ -118,4 +109,40 @@ fn take_proxy_header(conn: &mut ConnInfo, header: ProxyHeader, ctx: &ServerCtx) 
     conn.server_name = destination.ip().to_string().into();
     conn.server_port = destination.port().to_string().into();
     conn.trusted_proxy = (ctx.environ_settings.proxy.trusted)(source.ip());
+}
+
+/// The first head of a connection that starts with a PROXY header: the
+/// head (or why there is none) and the header, or why the PROXY header
+/// was refused.
+#[inline(never)]
+async fn read_proxied_head<S: Socket>(
+    stream: &mut S,
+    bufs: &mut ConnBuffers,
+    ctx: &ServerCtx,
+    first_head: &mut Option<oneshot::Sender<()>>,
+    parser: &mut HeadParser,
+) -> Result<(HeadOutcome, ProxyHeader), &'static str> {
+    let limits = &ctx.head_limits;
+    let mut proxied = None;
+    let mut refused = None;
+    let parse = |buf: &[u8]| {
+        let (header, skip) = match proxy_protocol::parse(buf) {
+            Ok(None) => return Ok(None),
+            Ok(Some(found)) => found,
+            Err(reason) => {
+                refused = Some(reason);
+                return Err(ClientError::new(ClientErrorKind::BadRequest, reason));
+            }
+        };
+        proxied = Some(header);
+        let parsed = parser.parse(&buf[skip..], limits)?;
+        Ok(parsed.map(|(head, used)| (head, skip + used)))
+    };
+    let outcome = read_head(stream, &mut bufs.rbuf, ctx, first_head, parse).await;
+    match (refused, proxied) {
+        (Some(reason), _) => Err(reason),
+        (None, Some(header)) => Ok((outcome, header)),
+        // Closed, or timed out, before a whole PROXY header.
+        (None, None) => Ok((outcome, ProxyHeader::Local)),
+    }
 }

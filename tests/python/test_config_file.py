@@ -65,8 +65,8 @@ def test_gunicorn_conf_in_the_working_directory_is_read(tmp_path):
 def test_explicit_file_and_python_module(tmp_path):
     root = project(tmp_path, "settings_file.py", "workers = 2\nbind = '127.0.0.1:0'\n")
     for spec in ("settings_file.py", "python:settings_file"):
-        server = Server("app", "-c", spec, bind=[], cwd=root,
-                        env={"PYTHONPATH": str(root)})
+        # python:MODULE finds a module in the working directory, as gunicorn does.
+        server = Server("app", "-c", spec, bind=[], cwd=root)
         try:
             assert len(worker_pids(server, 2)) == 2
             assert f"Loaded configuration from {spec}" in server.log
@@ -202,6 +202,7 @@ def test_gunicorn_values_that_read_differently(tmp_path):
         umask = 0o007
         limit_request_line = 0
         limit_request_field_size = 0
+        limit_request_fields = 0
         wsgi_app = "app"
     '''))
     server = Server(None, "-c", "file:conf.py", bind=[], cwd=tmp_path)

@@ -35,7 +35,8 @@ CONFIG = textwrap.dedent('''
             f.write(json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\\n")
 
     def on_starting(server):
-        _record("on_starting", server_pid=server.pid, workers=server.cfg.workers, bind=server.cfg.bind)
+        _record("on_starting", server_pid=server.pid, workers=server.cfg.workers, bind=server.cfg.bind,
+                keepalive=server.cfg.keepalive)
 
     def nworkers_changed(server, new_value, old_value):
         _record("nworkers_changed", new=new_value, old=old_value)
@@ -109,6 +110,7 @@ def test_every_hook_at_its_moment(tmp_path):
         assert first[1]["event"] == "on_starting"
         assert first[1]["pid"] == master and first[1]["server_pid"] == master
         assert first[1]["workers"] == 2 and first[1]["bind"] == ["127.0.0.1:0"]
+        assert first[1]["keepalive"] == 5  # gunicorn's name for keep_alive
         assert first[2]["event"] == "when_ready"
         forks = events(log, "pre_fork")
         assert [(e["pid"], e["age"], e["worker_pid"]) for e in forks] == [(master, 1, None), (master, 2, None)]
@@ -220,6 +222,8 @@ def test_a_hook_with_the_wrong_signature_is_refused_at_start(tmp_path, source, m
     assert result.returncode == 2
     assert message in result.stderr
     assert "Booting worker" not in result.stderr
+    checked = run_ferrule("app", "--check-config", cwd=tmp_path)
+    assert checked.returncode == 1 and message in checked.stderr
 
 
 def test_hooks_module_flag_with_gunicorn_signatures(tmp_path):

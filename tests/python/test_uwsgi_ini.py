@@ -78,7 +78,7 @@ def test_a_django_style_uwsgi_ini_runs(tmp_path):
         log = server.log
         assert "Loaded uWSGI options from uwsgi.ini" in log
         assert "master needs no setting" in log
-        assert "static-map was ignored: ferrule does not serve static files yet" in log
+        assert "static-map was ignored: ferrule does not serve static files" in log
         assert "line 24: 'made-up-option' is not an option ferrule maps" in log
         # Without lazy-apps, uWSGI imports the application before forking.
         assert "imported in the master before forking (uWSGI's default without lazy-apps)" in log

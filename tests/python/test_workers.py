@@ -574,7 +574,7 @@ def test_reload_sees_modules_imported_later_and_extra_files(serve, tmp_path):
     views.write_text('TEXT = "views one "\n')
     template = tmp_path / "template.txt"
     template.write_text("template one")
-    server = serve("lazyapp", "--reload", "--chdir", str(tmp_path), "--reload-extra-file", str(template),
+    server = serve("lazyapp", "--reload", "--chdir", str(tmp_path), "--reload-extra-file", "template.txt",
                    "--log-level", "debug")
     worker_pids(server, 1)
     assert httpx.get(server.url).text == "views one template one"
