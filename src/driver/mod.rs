@@ -565,6 +565,10 @@ async fn run_request<S: Socket>(
     }
 
     let mut sent_ok = true;
+    // Framed bytes that never reached the socket when the client left: the
+    // access log counts the body bytes sent, at most (chunk framing still
+    // queued counts against them).
+    let mut unsent = 0u64;
     let mut out = std::mem::take(&mut bufs.sending);
     let mut first_send = true;
     loop {
@@ -588,6 +592,7 @@ async fn run_request<S: Socket>(
             }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
                 sent_ok = false;
+                unsent = (out.len() + exchange.lock().out.len()) as u64;
                 break;
             }
             out.clear();
@@ -623,6 +628,7 @@ async fn run_request<S: Socket>(
                 Err(e) => {
                     log_at!(Debug, "sendfile to {} stopped: {e}", display_remote(conn));
                     sent_ok = false;
+                    unsent = len;
                     break;
                 }
             },
@@ -637,7 +643,8 @@ async fn run_request<S: Socket>(
             let line = st
                 .sent_head()
                 .map(|(line, _)| String::from_utf8_lossy(line).into_owned());
-            (st.response.status(), line, st.response.body_bytes())
+            let sent = st.response.body_bytes().saturating_sub(unsent);
+            (st.response.status(), line, sent)
         };
         ctx.in_python(|py| {
             crate::call_hook(
@@ -668,7 +675,7 @@ async fn run_request<S: Socket>(
         let st = exchange.lock();
         let done = AccessDone {
             status,
-            bytes,
+            bytes: bytes.saturating_sub(unsent),
             head_fields: st.sent_head().map_or(&b""[..], |(_, fields)| fields),
             environ: &environ,
             elapsed: started.elapsed(),

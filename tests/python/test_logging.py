@@ -169,3 +169,29 @@ def test_json_access_log(serve, tmp_path):
                      "protocol": "HTTP/1.1", "status": 200, "bytes": 13, "referer": "http://r/",
                      "user_agent": 'agent "1"'}
     assert refused["status"] == 400 and refused["method"] is None and refused["user_agent"] is None
+
+
+def test_a_response_cut_short_logs_the_bytes_sent(serve, tmp_path):
+    """A client that reads 64 KiB of a 64 MiB response (a list, framed
+    whole at once) and leaves: the access log counts what reached the
+    socket, not the whole body."""
+    import socket as socketlib
+
+    log = tmp_path / "access.log"
+    size = 64 << 20
+    server = serve("behaviours", "--access-logfile", str(log), "--socket-timeout", "2",
+                   "--access-logformat", "%(r)s %(s)s %(B)s")
+    with server.connect() as sock:
+        sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big-list?mib=64 HTTP/1.1\r\nHost: t\r\n\r\n")
+        got = 0
+        while got < 65536:
+            got += len(sock.recv(65536))
+    # The client is gone; the server gives up on the write and logs.
+    from conftest import wait_until
+
+    wait_until(lambda: log.exists() and "GET /big-list" in log.read_text(), what="the access log line")
+    line = log.read_text().splitlines()[-1]
+    sent = int(line.rsplit(" ", 1)[1])
+    assert line.startswith("GET /big-list?mib=64 HTTP/1.1 200 ")
+    assert 0 < sent < size // 2, line

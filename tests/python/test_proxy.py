@@ -18,7 +18,7 @@ import pytest
 
 from pathlib import Path
 
-from conftest import Reader, Server, exchange, send_in_pieces
+from conftest import Reader, Server, children, exchange, send_in_pieces
 from gateways import FRONTENDS, free_port, wait_for_port
 
 SCHEME_HEADERS = [
@@ -281,3 +281,63 @@ def test_behind_real_haproxy(serve, tmp_path, send_proxy):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+PRODUCTION_CONF = '''
+import multiprocessing
+import os
+
+workers = 2
+threads = 2
+forwarded_allow_ips = "127.0.0.1"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %({x-forwarded-for}i)s'
+raw_env = ["DJANGO_SETTINGS_MODULE=shop.settings"]
+keepalive = 2
+timeout = 20
+max_requests = 1000
+max_requests_jitter = 50
+
+
+def post_fork(server, worker):
+    with open(os.environ["HOOKS_LOG"], "a") as f:
+        f.write(f"{worker.pid} {os.environ['DJANGO_SETTINGS_MODULE']}\\n")
+'''
+
+
+def test_a_production_gunicorn_conf_behind_nginx(tmp_path):
+    """A gunicorn.conf.py as projects ship it, run unchanged behind real
+    nginx: workers, raw_env, hooks, secure_scheme_headers and
+    access_log_format, with the scheme taken from nginx and not from a
+    client that sends the header to ferrule directly."""
+    conf_dir = tmp_path / "conf"
+    conf_dir.mkdir()
+    (conf_dir / "gunicorn.conf.py").write_text(PRODUCTION_CONF)
+    hooks_log = tmp_path / "hooks.log"
+    args = ("-c", str(conf_dir / "gunicorn.conf.py"))
+    with nginx_in_front(tmp_path, "echo", *args, env={"HOOKS_LOG": str(hooks_log)}) as (url, prefix, server):
+        pids = sorted(int(line.split()[0]) for line in wait_for_lines(hooks_log, 2))
+        assert all(line.endswith("shop.settings") for line in hooks_log.read_text().splitlines())
+        env = httpx.get(url + "/tcp/env", headers={"Host": "shop.example"}).json()
+        assert env["wsgi.url_scheme"] == "https" and env["SERVER_PORT"] == "443"
+        assert env["_flags"]["wsgi.multithread"] is True and env["_flags"]["wsgi.multiprocess"] is True
+        assert httpx.get(url + "/env").json()["wsgi.url_scheme"] == "https"  # over the unix socket
+        # Straight to ferrule over TCP, a header secure_scheme_headers does
+        # not name changes nothing, though the peer is trusted.
+        direct = server.urls[1]
+        assert httpx.get(direct + "/env", headers={"X-Forwarded-Ssl": "on"}).json()["wsgi.url_scheme"] == "http"
+        # access_log_format, on stdout: nginx over TCP (HTTP/1.0, no
+        # X-Forwarded-For), over the unix socket (no peer address; nginx's
+        # X-Forwarded-For), and the direct request.
+        server.wait_for_stdout('127.0.0.1 "GET /env HTTP/1.0" 200 -\n')
+        server.wait_for_stdout('- "GET /env HTTP/1.1" 200 127.0.0.1\n')
+        server.wait_for_stdout('127.0.0.1 "GET /env HTTP/1.1" 200 -\n')
+        assert len(pids) == 2 and all(p in children(server.proc.pid) for p in pids)
+
+
+def wait_for_lines(path, count):
+    from conftest import wait_until
+
+    wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= count, what=f"{count} lines")
+    return path.read_text().splitlines()
