@@ -249,7 +249,7 @@ fn render_json(r: &AccessRecord<'_>, out: &mut String) {
         match value {
             Some(v) => {
                 out.push('"');
-                json_escape_into(v, out);
+                escape_as(v, out, Escape::Json);
                 out.push('"');
             }
             None => out.push_str("null"),
@@ -287,20 +287,6 @@ fn render_json(r: &AccessRecord<'_>, out: &mut String) {
     );
     let _ = write!(out, "\"pid\":{}}}", std::process::id());
     out.push('\n');
-}
-
-/// JSON string content (RFC 8259 §7).
-fn json_escape_into(bytes: &[u8], out: &mut String) {
-    for &b in bytes {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\u{:04x}", b);
-            }
-        }
-    }
 }
 
 fn atom(name: &str, environ_names: &mut Vec<String>) -> Option<Piece> {
@@ -410,13 +396,30 @@ fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
 /// Appends `bytes` with quotes, backslashes and non-printable bytes
 /// escaped, so that a client cannot forge fields or lines.
 pub fn escape_into(bytes: &[u8], out: &mut String) {
+    escape_as(bytes, out, Escape::Log);
+}
+
+/// How a byte that is not printable ASCII is written.
+#[derive(Clone, Copy)]
+enum Escape {
+    /// `\xNN`, as gunicorn's and nginx's logs write it.
+    Log,
+    /// `\u00NN`, a JSON string's escape (RFC 8259 §7) of the byte's latin-1
+    /// code point, as the environ decodes it.
+    Json,
+}
+
+fn escape_as(bytes: &[u8], out: &mut String, style: Escape) {
     for &b in bytes {
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(b as char),
             _ => {
-                let _ = write!(out, "\\x{b:02x}");
+                let _ = match style {
+                    Escape::Log => write!(out, "\\x{b:02x}"),
+                    Escape::Json => write!(out, "\\u{b:04x}"),
+                };
             }
         }
     }
