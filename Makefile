@@ -38,9 +38,10 @@ fuzz: setup ## Every parser's fuzz target (HTTP/1 head, chunked, uwsgi, SCGI, Fa
 docs: build ## Regenerate the README settings table from the declaration
 	$(PY) scripts/update_readme_settings.py
 
-bench: build ## Every workload against every peer (bench/results/<date>.md and .png), then a 1,000,000-request soak
+bench: build ## Every workload against every peer (bench/results/<date>.md and .png), memory at 1,000 connections, then a 1,000,000-request soak
 	bench/setup.sh
 	bench/.venv/bin/python bench/run.py
+	bench/.venv/bin/python bench/memory.py --save
 	.venv/bin/python bench/soak.py
 
 bench-smoke: build ## Every benchmark cell for one second, file for three (proves the harness works)
