@@ -301,6 +301,14 @@ async fn receive_body<S: Socket>(
             }
         };
         rbuf.drain(..used);
+        let replies = decoder.take_replies();
+        if !replies.is_empty()
+            && timeout(ctx.socket_timeout, stream.write_all(&replies))
+                .await
+                .map_or(true, |r| r.is_err())
+        {
+            return Err(body_cut_short());
+        }
         if finished {
             return Ok(whole);
         }

@@ -72,6 +72,15 @@ impl BodyDecoder {
             BodyDecoder::FastCgi(f) => f.decode(input),
         }
     }
+
+    /// Bytes the protocol owes the peer for what came with the body (a
+    /// FastCGI gateway's refused BEGIN_REQUEST); empty for the others.
+    pub fn take_replies(&mut self) -> Vec<u8> {
+        match self {
+            BodyDecoder::FastCgi(f) => f.take_replies(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]

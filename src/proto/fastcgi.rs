@@ -334,9 +334,10 @@ impl ConnParser {
 }
 
 /// Decodes a request's STDIN stream out of the connection's records: the
-/// body's bytes, until the empty STDIN record. Records of other request
-/// ids are skipped; ABORT_REQUEST for this one ends the body as a client
-/// error.
+/// body's bytes, until the empty STDIN record. A BEGIN_REQUEST for another
+/// id meanwhile is answered END_REQUEST with CANT_MPX_CONN (`take_replies`),
+/// as between requests; other records of other ids are skipped;
+/// ABORT_REQUEST for this one ends the body as a client error.
 #[derive(Debug)]
 pub struct StdinDecoder {
     request_id: u16,
@@ -347,7 +348,14 @@ pub struct StdinDecoder {
     received: u64,
     max_body: u64,
     done: bool,
+    /// END_REQUEST records for requests another id tried to begin.
+    replies: Vec<u8>,
 }
+
+/// Most refusals queued while one body is read: a gateway that keeps
+/// beginning requests on a connection that said it cannot multiplex is
+/// refused past it.
+const MAX_QUEUED_REFUSALS: usize = 64;
 
 impl StdinDecoder {
     pub fn new(request_id: u16, max_body: u64) -> Self {
@@ -357,7 +365,13 @@ impl StdinDecoder {
             received: 0,
             max_body,
             done: false,
+            replies: Vec::new(),
         }
+    }
+
+    /// The records to send the gateway for what it sent meanwhile.
+    pub fn take_replies(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.replies)
     }
 
     pub fn is_done(&self) -> bool {
@@ -423,6 +437,17 @@ impl StdinDecoder {
                             // record mid-request: skipped whole.
                             if input.len() - at < header.record_len() {
                                 return Ok((at, Chunk::NeedMore));
+                            }
+                            if header.kind == BEGIN_REQUEST && header.request_id != 0 {
+                                let record = 2 * HEADER_LEN; // END_REQUEST's size
+                                if self.replies.len() >= MAX_QUEUED_REFUSALS * record {
+                                    return Err(bad("FastCGI gateway keeps multiplexing"));
+                                }
+                                push_end_request(
+                                    &mut self.replies,
+                                    header.request_id,
+                                    CANT_MPX_CONN,
+                                );
                             }
                             at += header.record_len();
                         }
@@ -797,6 +822,28 @@ mod tests {
         let mut abort = Vec::new();
         push_record(&mut abort, ABORT_REQUEST, 1, b"");
         assert!(StdinDecoder::new(1, 9).decode(&abort).is_err());
+    }
+
+    #[test]
+    fn stdin_refuses_a_request_begun_meanwhile() {
+        let mut input = Vec::new();
+        push_record(&mut input, STDIN, 1, b"ab");
+        push_record(&mut input, BEGIN_REQUEST, 2, &[0, 1, 1, 0, 0, 0, 0, 0]);
+        push_record(&mut input, STDIN, 1, b"c");
+        push_record(&mut input, STDIN, 1, b"");
+        let mut d = StdinDecoder::new(1, 100);
+        assert_eq!(decode_all(&mut d, &input).0, b"abc");
+        let mut expected = Vec::new();
+        push_end_request(&mut expected, 2, CANT_MPX_CONN);
+        assert_eq!(d.take_replies(), expected);
+        assert!(d.take_replies().is_empty());
+        // Past the queue's limit, the gateway is refused.
+        let mut flood = Vec::new();
+        for id in 2..2 + MAX_QUEUED_REFUSALS as u16 + 1 {
+            push_record(&mut flood, BEGIN_REQUEST, id, &[0, 1, 1, 0, 0, 0, 0, 0]);
+        }
+        let mut d = StdinDecoder::new(1, 100);
+        assert_eq!(d.decode(&flood).unwrap_err().status().0, 400);
     }
 
     #[test]

@@ -429,6 +429,25 @@ def test_fastcgi_management_records_and_refusals(stack):
         assert end == END_COMPLETE and json.loads(stdout.partition(b"\r\n\r\n")[2])["PATH_INFO"] == "/one"
 
 
+def test_fastcgi_request_begun_during_a_body_is_refused(stack):
+    """A gateway that begins request 4 while request 3's body is on its way
+    gets END_REQUEST with CANT_MPX_CONN for 4, and 3 is answered."""
+    _, _, socks = stack
+    with fcgi_connect(socks["fastcgi"]) as sock:
+        reader = FcgiReader(sock)
+        params = {"REQUEST_METHOD": "POST", "PATH_INFO": "/body", "CONTENT_LENGTH": "6"}
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 3, b"\0\x01\x01" + b"\0" * 5)
+                     + fcgi_record(FCGI_PARAMS, 3, fcgi_pairs(params)) + fcgi_record(FCGI_PARAMS, 3)
+                     + fcgi_record(FCGI_STDIN, 3, b"abc"))
+        sock.sendall(fcgi_record(FCGI_BEGIN_REQUEST, 4, b"\0\x01\x01" + b"\0" * 5))
+        assert reader.record() == (FCGI_END_REQUEST, 4, b"\0\0\0\0\x01\0\0\0")
+        sock.sendall(fcgi_record(FCGI_STDIN, 3, b"def") + fcgi_record(FCGI_STDIN, 3))
+        stdout, end = reader.response(3)
+        body = json.loads(stdout.partition(b"\r\n\r\n")[2])
+        assert end == END_COMPLETE and body["_body_size"] == 6
+        assert body["_body_sha256"] == hashlib.sha256(b"abcdef").hexdigest()
+
+
 def test_fastcgi_abort_request(stack):
     server, _, socks = stack
     with fcgi_connect(socks["fastcgi"]) as sock:
