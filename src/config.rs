@@ -158,7 +158,7 @@ pub struct Config {
     )]
     pub gateway_allow_from: Vec<AllowedPeer>,
 
-    /// Peers whose proxy headers are believed (gunicorn's forwarded_allow_ips): --secure-scheme-headers and Forwarded proto= set wsgi.url_scheme to https, and with --forwarded-for and --forwarded-prefix the client's address and SCRIPT_NAME are taken too. IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
+    /// Peers whose proxy headers are believed (gunicorn's forwarded_allow_ips): --secure-scheme-headers set wsgi.url_scheme to https, and with --forwarded-for and --forwarded-prefix the client's address and SCRIPT_NAME are taken too. IP addresses and networks, comma-separated, or '*' for any. Unix socket peers are always trusted. From other peers the headers change nothing.
     #[arg(
         help_heading = "Proxies and gateways",
         long,
@@ -169,11 +169,11 @@ pub struct Config {
     )]
     pub forwarded_allow_ips: Vec<AllowedPeer>,
 
-    /// Header fields from a --forwarded-allow-ips peer that set wsgi.url_scheme to https, as HEADER=VALUE, comma-separated (gunicorn's secure_scheme_headers; a config file's dict is taken as it is). 'none' for none. Forwarded: proto=https is always understood.
+    /// Header fields from a --forwarded-allow-ips peer that set wsgi.url_scheme to https, as HEADER=VALUE, comma-separated (gunicorn's secure_scheme_headers; a config file's dict is taken as it is). 'none' for none. Forwarded=https means RFC 7239's Forwarded: proto=https in its last element (the nearest proxy's); like any entry, name it only if your proxy sets that field, since one that does not passes a client's on.
     #[arg(help_heading = "Proxies and gateways", long, value_name = "HEADER=VALUE", env = "FERRULE_SECURE_SCHEME_HEADERS", value_delimiter = ',', default_value = "X-Forwarded-Protocol=ssl,X-Forwarded-Proto=https,X-Forwarded-Ssl=on", value_parser = parse_secure_scheme_header)]
     pub secure_scheme_headers: Vec<Option<SchemeHeader>>,
 
-    /// Take REMOTE_ADDR and REMOTE_PORT from a --forwarded-allow-ips peer's Forwarded for= (else X-Forwarded-For): the nearest address that is not itself a trusted proxy, read from the right so a client cannot put its own in front. Off by default (gunicorn has no such setting). HTTP listeners; behind a gateway, REMOTE_ADDR is the gateway's word.
+    /// Take REMOTE_ADDR and REMOTE_PORT from a --forwarded-allow-ips peer's X-Forwarded-For (the field nginx, HAProxy and cloud balancers append to; a Forwarded field is not taken, as a proxy that does not set it passes a client's on): the nearest address that is not itself a trusted proxy, read from the right so a client cannot put its own in front. Off by default (gunicorn has no such setting). HTTP listeners; behind a gateway, REMOTE_ADDR is the gateway's word.
     #[arg(
         help_heading = "Proxies and gateways",
         long,

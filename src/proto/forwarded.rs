@@ -54,50 +54,55 @@ pub fn is_marked_name(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"forwarded")
 }
 
-/// Whether the proxy's fields say the client used https: one of
-/// `secure` with its value, or RFC 7239 `Forwarded: proto=https` in the
-/// first element (the edge proxy's).
+/// Whether the proxy's fields say the client used https: one of `secure`
+/// with its value. An entry named `Forwarded` means RFC 7239's `proto=`
+/// (`Forwarded=https`), read in the last element, the one the nearest
+/// proxy appended (RFC 7239 §4): an element a client sent comes before it.
+/// Like any of them, it is honoured only when configured, since a proxy
+/// that does not set a field passes the client's on untouched.
 pub fn says_https(head: &RequestHead, secure: &SecureSchemeHeaders) -> bool {
+    let forwarded = secure.0.iter().find(|(n, _)| n.as_slice() == b"forwarded");
+    if let Some((_, expected)) = forwarded {
+        let last = head
+            .fields()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"forwarded"))
+            .last()
+            .and_then(|(_, value)| value.rsplit(|&b| b == b',').next());
+        if last
+            .and_then(|element| forwarded_param(element, b"proto"))
+            .is_some_and(|p| p.eq_ignore_ascii_case(expected))
+        {
+            return true;
+        }
+    }
     head.fields().any(|(name, value)| {
         let value = value.trim_ascii();
-        if name.eq_ignore_ascii_case(b"forwarded") {
-            return forwarded_param(first_element(value), b"proto")
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"https"));
-        }
-        secure
-            .0
-            .iter()
-            .any(|(n, v)| name.eq_ignore_ascii_case(n) && value.eq_ignore_ascii_case(v))
+        !name.eq_ignore_ascii_case(b"forwarded")
+            && secure
+                .0
+                .iter()
+                .any(|(n, v)| name.eq_ignore_ascii_case(n) && value.eq_ignore_ascii_case(v))
     })
 }
 
-/// The client's address as the proxies say: the addresses of `Forwarded:
-/// for=` (else X-Forwarded-For), in order, walked from the nearest proxy's
-/// end; the first one that is not itself a trusted proxy is the client.
-/// None when there is no such field, or an entry is not an address
-/// (`unknown`, an obfuscated name): the connection's peer stays the client.
+/// The client's address as the proxies say: the addresses of
+/// X-Forwarded-For, in order, walked from the nearest proxy's end; the
+/// first one that is not itself a trusted proxy is the client. None when
+/// there is no such field, or an entry is not an address (`unknown`): the
+/// connection's peer stays the client. Only X-Forwarded-For, the field
+/// nginx (`$proxy_add_x_forwarded_for`), HAProxy (`option forwardfor`) and
+/// the cloud balancers append to: a `Forwarded` field they do not set
+/// reaches the server as the client wrote it, so taking it, or choosing
+/// between the two by which is present, would let a client name itself.
 pub fn client_address(
     head: &RequestHead,
     trusted: impl Fn(IpAddr) -> bool,
 ) -> Option<(IpAddr, Option<u16>)> {
-    let mut forwarded: Vec<&[u8]> = Vec::new();
-    let mut x_forwarded: Vec<&[u8]> = Vec::new();
-    for (name, value) in head.fields() {
-        if name.eq_ignore_ascii_case(b"forwarded") {
-            forwarded.extend(
-                value
-                    .split(|&b| b == b',')
-                    .map(|element| forwarded_param(element, b"for").unwrap_or(b"")),
-            );
-        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            x_forwarded.extend(value.split(|&b| b == b',').map(<[u8]>::trim_ascii));
-        }
-    }
-    let hops = if forwarded.is_empty() {
-        x_forwarded
-    } else {
-        forwarded
-    };
+    let hops: Vec<&[u8]> = head
+        .fields()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+        .collect();
     let mut client = None;
     for hop in hops.iter().rev() {
         let (ip, port) = parse_node(hop)?;
@@ -189,14 +194,14 @@ mod tests {
         let default = SecureSchemeHeaders::default();
         assert!(says_https(&head("X-Forwarded-Proto: HTTPS\r\n"), &default));
         assert!(says_https(&head("X-Forwarded-Ssl: on\r\n"), &default));
-        assert!(says_https(
-            &head("Forwarded: for=1.2.3.4;proto=https, proto=http\r\n"),
-            &default
-        ));
-        assert!(!says_https(
-            &head("Forwarded: for=1.2.3.4, proto=https\r\n"),
-            &default
-        ));
+        // Forwarded counts only when configured, in its last element.
+        assert!(!says_https(&head("Forwarded: proto=https\r\n"), &default));
+        let with_forwarded =
+            SecureSchemeHeaders(vec![(b"forwarded".to_vec(), b"https".to_vec())]);
+        let https = |f: &str| says_https(&head(f), &with_forwarded);
+        assert!(https("Forwarded: for=1.2.3.4, proto=https\r\n"));
+        assert!(!https("Forwarded: proto=https, for=1.2.3.4;proto=http\r\n"));
+        assert!(https("Forwarded: proto=http\r\nForwarded: proto=\"https\"\r\n"));
         assert!(!says_https(&head("X-Forwarded-Proto: http\r\n"), &default));
         let custom = SecureSchemeHeaders(vec![(b"x-scheme".to_vec(), b"https".to_vec())]);
         assert!(says_https(&head("X-Scheme: https\r\n"), &custom));
@@ -223,13 +228,16 @@ mod tests {
             at("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.7\r\n"),
             Some((ip("203.0.113.7"), None))
         );
+        // A Forwarded field, which a proxy may pass on as the client wrote
+        // it, never names the client.
         assert_eq!(
-            at("Forwarded: for=\"[2001:db8::1]:4711\";proto=https\r\nX-Forwarded-For: 1.1.1.1\r\n"),
-            Some((ip("2001:db8::1"), Some(4711)))
+            at("Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n"),
+            Some((ip("203.0.113.9"), None))
         );
+        assert_eq!(at("Forwarded: for=192.0.2.60:80\r\n"), None);
         assert_eq!(
-            at("Forwarded: for=192.0.2.60:80\r\n"),
-            Some((ip("192.0.2.60"), Some(80)))
+            at("X-Forwarded-For: [2001:db8::1]:4711\r\n"),
+            Some((ip("2001:db8::1"), Some(4711)))
         );
         assert_eq!(
             at("X-Forwarded-For: 2001:db8::2\r\n"),

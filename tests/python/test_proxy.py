@@ -25,8 +25,6 @@ SCHEME_HEADERS = [
     b"X-Forwarded-Proto: https",
     b"X-Forwarded-Protocol: ssl",
     b"X-Forwarded-Ssl: on",
-    b"Forwarded: for=192.0.2.1;proto=https",
-    b'Forwarded: proto="https", proto=http',
 ]
 
 
@@ -46,10 +44,21 @@ def test_trusted_peer_sets_the_scheme(serve, header):
 
 
 @pytest.mark.parametrize("header", [b"X-Forwarded-Proto: http", b"X-Forwarded-Ssl: off",
-                                    b"Forwarded: for=192.0.2.1, proto=https"])
+                                    # Not in gunicorn's list: a proxy that does not set
+                                    # Forwarded passes a client's on.
+                                    b"Forwarded: for=192.0.2.1;proto=https"])
 def test_other_values_leave_http(serve, header):
     env = environ_for(serve("echo"), header)
     assert env["wsgi.url_scheme"] == "http" and env["SERVER_PORT"] == "80"
+
+
+def test_forwarded_proto_when_configured(serve):
+    """RFC 7239's Forwarded: proto=, when --secure-scheme-headers names it:
+    read in the last element, the one the nearest proxy appended."""
+    server = serve("echo", "--secure-scheme-headers", "X-Forwarded-Proto=https,Forwarded=https")
+    assert environ_for(server, b"Forwarded: for=192.0.2.1;proto=https")["wsgi.url_scheme"] == "https"
+    assert environ_for(server, b"Forwarded: proto=https, for=192.0.2.9;proto=http")["wsgi.url_scheme"] == "http"
+    assert environ_for(server, b"X-Forwarded-Proto: https")["wsgi.url_scheme"] == "https"
 
 
 def test_untrusted_peer_changes_nothing(serve):
@@ -139,9 +148,12 @@ def test_forwarded_for_sets_the_client_address(serve, tmp_path):
     server = serve("echo", "--forwarded-for", "--access-logfile", str(access))
     env = environ_for(server, b"X-Forwarded-For: 6.6.6.6, 203.0.113.7")
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.7", "0")
-    env = environ_for(server, b'Forwarded: for="[2001:db8::1]:4711";proto=https')
+    env = environ_for(server, b"X-Forwarded-For: [2001:db8::1]:4711")
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("2001:db8::1", "4711")
-    assert env["wsgi.url_scheme"] == "https"
+    # A Forwarded field a proxy passed on as the client wrote it names no one.
+    env = environ_for(server, b"Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 203.0.113.9")
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert environ_for(server, b"Forwarded: for=6.6.6.6")["REMOTE_ADDR"] == "127.0.0.1"
     # An entry that is not an address: the peer stays the client.
     assert environ_for(server, b"X-Forwarded-For: unknown")["REMOTE_ADDR"] == "127.0.0.1"
     assert environ_for(server)["REMOTE_ADDR"] == "127.0.0.1"
