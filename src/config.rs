@@ -96,6 +96,15 @@ fn parse_field_count(s: &str) -> Result<u32, String> {
     }
 }
 
+/// A file mode in octal digits, as uWSGI's chmod-socket takes it
+/// (`660`, or `0o660`).
+fn parse_octal_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8)
+        .ok()
+        .filter(|&m| m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal mode between 0 and 777 (660, 0o660)"))
+}
+
 /// A size limit of at most 1 MiB where 0, gunicorn's "unlimited", means
 /// that largest value: nothing is unbounded.
 fn parse_size_limit(s: &str) -> Result<u32, String> {
@@ -353,6 +362,10 @@ pub struct Config {
     /// Process umask, applied at start: 0o22 or 022 octal, 0x12 hexadecimal, 18 decimal (gunicorn's rules). A unix socket file's mode is 0777 without the umask's bits: 0777 by default (gunicorn's, so an nginx running as another user can connect), 0770 with --umask 007.
     #[arg(help_heading = "Server socket", short = 'm', long, value_name = "MODE", env = "FERRULE_UMASK", value_parser = parse_mode)]
     pub umask: Option<u32>,
+
+    /// The mode of the unix socket files ferrule creates, in octal as uWSGI's chmod-socket writes it (660, 0o660); without it, 0777 without the --umask bits. Only the socket files: the process umask stays as it is.
+    #[arg(help_heading = "Server socket", long, value_name = "MODE", env = "FERRULE_CHMOD_SOCKET", value_parser = parse_octal_mode)]
+    pub chmod_socket: Option<u32>,
 
     /// SCRIPT_NAME: the URL prefix the application is mounted at (removed from PATH_INFO).
     #[arg(

@@ -314,7 +314,9 @@ fn read_config_file(
         }
         let long = format!("--{}", arg.get_long().unwrap_or_default());
         match kind.as_str() {
-            "bool" if is_switch(arg) => {
+            // An on/off setting takes its value after `=`, whatever Python
+            // type the file gave it (`reload = os.environ.get("DEV", "false")`).
+            _ if is_switch(arg) => {
                 let value = values.first().map_or("true", String::as_str);
                 from_file.push(format!("{long}={value}"));
             }

@@ -230,11 +230,8 @@ def load(spec, env=None):
                 info.append(f"{where}: http = {value}: ferrule serves HTTP itself, "
                             "with no separate router process")
         elif key == "chmod-socket":
-            mode = int(value if value != "true" else "666", 8)
-            words += ["--umask", "0o%o" % (0o777 & ~mode)]
-            info.append(f"{where}: chmod-socket = {value}: --umask 0o{0o777 & ~mode:o} "
-                        "(a socket file's mode is 0777 without the umask's bits; the umask is "
-                        "the process's)")
+            # Bare, uWSGI means 666.
+            words += ["--chmod-socket", value if value != "true" else "666"]
         elif key == "py-autoreload" or key == "python-autoreload":
             if value not in ("0", "false"):
                 words.append("--reload=true")

@@ -196,12 +196,13 @@ mod tests {
         assert!(says_https(&head("X-Forwarded-Ssl: on\r\n"), &default));
         // Forwarded counts only when configured, in its last element.
         assert!(!says_https(&head("Forwarded: proto=https\r\n"), &default));
-        let with_forwarded =
-            SecureSchemeHeaders(vec![(b"forwarded".to_vec(), b"https".to_vec())]);
+        let with_forwarded = SecureSchemeHeaders(vec![(b"forwarded".to_vec(), b"https".to_vec())]);
         let https = |f: &str| says_https(&head(f), &with_forwarded);
         assert!(https("Forwarded: for=1.2.3.4, proto=https\r\n"));
         assert!(!https("Forwarded: proto=https, for=1.2.3.4;proto=http\r\n"));
-        assert!(https("Forwarded: proto=http\r\nForwarded: proto=\"https\"\r\n"));
+        assert!(https(
+            "Forwarded: proto=http\r\nForwarded: proto=\"https\"\r\n"
+        ));
         assert!(!says_https(&head("X-Forwarded-Proto: http\r\n"), &default));
         let custom = SecureSchemeHeaders(vec![(b"x-scheme".to_vec(), b"https".to_vec())]);
         assert!(says_https(&head("X-Scheme: https\r\n"), &custom));

@@ -78,7 +78,9 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         defer: config.header_timeout,
         // gunicorn's default umask of 0 leaves its sockets open to every
         // local user; --umask narrows them.
-        socket_mode: 0o777 & !config.umask.unwrap_or(0),
+        socket_mode: config
+            .chmod_socket
+            .unwrap_or(0o777 & !config.umask.unwrap_or(0)),
     };
     listen::open_all(&config.bind_addresses()?, &options)
 }

@@ -180,6 +180,10 @@ def test_on_off_settings_take_a_value_or_none(tmp_path):
     assert preload("app", env={"GUNICORN_CMD_ARGS": "--preload true --workers 2"}) == "true"
     assert preload("app", conf="preload_app = True\n") == "true"
     assert preload("app", conf="preload_app = False\n") == "false"
+    # Not a bool, as gunicorn accepts: still the setting's value, not a word
+    # taken for the APP.
+    assert preload("app", conf="import os\npreload_app = os.environ.get('NOT_SET_HERE', 'false')\n") == "false"
+    assert preload("app", conf="preload_app = 1\n") == "1"
     # The server really preloads: the app is imported once, in the master.
     server = Server("app", "--preload", "true", "-w", "2", cwd=tmp_path)
     try:

@@ -82,6 +82,14 @@ def test_unix_socket_file_mode(serve, tmp_path):
     narrowed = tmp_path / "narrowed.sock"
     serve("echo", "--umask", "007", bind=[f"unix:{narrowed}"])
     assert stat.S_IMODE(os.stat(narrowed).st_mode) == 0o770
+    # uWSGI's chmod-socket: the socket file's mode only, not the process's umask.
+    chmodded = tmp_path / "chmodded.sock"
+    server = serve("echo", "--chmod-socket", "660", bind=[f"unix:{chmodded}"])
+    assert stat.S_IMODE(os.stat(chmodded).st_mode) == 0o660
+    ours = os.umask(0)
+    os.umask(ours)
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    assert f"Umask:\t{ours:04o}" in status
 
 
 @contextlib.contextmanager

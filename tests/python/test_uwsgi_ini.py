@@ -70,6 +70,8 @@ def test_a_django_style_uwsgi_ini_runs(tmp_path):
         sock = root / "app.sock"
         assert f"uwsgi://unix:{sock}" in server.urls
         assert sock.stat().st_mode & 0o777 == 0o660
+        # Only the socket's mode: the process umask is untouched.
+        assert "umask" not in server.log
         reply = send_raw(str(sock), uwsgi_packet({
             "REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "t",
             "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "t"}))
