@@ -567,6 +567,14 @@ async fn run_request<S: Socket>(
     if ctx.threads > 1 && needs_more_python(&step, &call) {
         step = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
+    let mut hooked = hooked;
+    if ctx.threads > 1 {
+        // The hook is one of the request's Python steps, which all run on
+        // the thread that called the application (its thread-locals and
+        // context variables): here, before any wait could move the task,
+        // once the response is whole in the out queue.
+        post_request(ctx, hooked.take(), exchange, 0);
+    }
     drop(call_on_thread);
     if !needs_more_python(&step, &call) {
         claim.take();
@@ -645,24 +653,8 @@ async fn run_request<S: Socket>(
     if call.needs_close() {
         ctx.in_python(|py| call.close_now(py));
     }
-    if let (Some(hooks), Some((req, environ))) = (&ctx.request_hooks, hooked) {
-        let (status, status_line, sent) = {
-            let st = exchange.lock();
-            let line = st
-                .sent_head()
-                .map(|(line, _)| String::from_utf8_lossy(line).into_owned());
-            let sent = st.response.body_bytes().saturating_sub(unsent);
-            (st.response.status(), line, sent)
-        };
-        ctx.in_python(|py| {
-            crate::call_hook(
-                py,
-                Some(hooks),
-                "post_request",
-                (req, environ, status, status_line, sent),
-            )
-        });
-    }
+    // One thread: the response has been sent, on the only thread there is.
+    post_request(ctx, hooked, exchange, unsent);
     drop(claim);
     ctx.count_request();
 
@@ -916,8 +908,37 @@ async fn send_file<S: Socket>(
     Ok(())
 }
 
+/// The post_request hook, for the request pre_request was told of:
+/// `unsent` framed bytes never reached the client.
+fn post_request(
+    ctx: &ServerCtx,
+    hooked: Option<(Py<PyAny>, Py<PyAny>)>,
+    exchange: &Exchange,
+    unsent: u64,
+) {
+    let (Some(hooks), Some((req, environ))) = (&ctx.request_hooks, hooked) else {
+        return;
+    };
+    let (status, status_line, sent) = {
+        let st = exchange.lock();
+        let line = st
+            .sent_head()
+            .map(|(line, _)| String::from_utf8_lossy(line).into_owned());
+        let sent = st.response.body_bytes().saturating_sub(unsent);
+        (st.response.status(), line, sent)
+    };
+    ctx.in_python(|py| {
+        crate::call_hook(
+            py,
+            Some(hooks),
+            "post_request",
+            (req, environ, status, status_line, sent),
+        )
+    });
+}
+
 /// The pre_request hook: its `req` object and the environ, kept for
-/// post_request once the response is sent.
+/// post_request.
 fn pre_request(
     py: Python<'_>,
     hooks: &Py<PyAny>,

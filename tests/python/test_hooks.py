@@ -243,3 +243,42 @@ def test_hooks_module_flag_with_gunicorn_signatures(tmp_path):
         assert log.read_text() == f"post_fork {pid} {server.proc.pid}\n"
     finally:
         server.kill()
+
+
+def test_post_request_runs_on_the_applications_thread(tmp_path):
+    """With several threads, post_request runs on the thread that ran the
+    application (and pre_request), as gunicorn's gthread does: a hook's
+    threading.local and context variables are the request's own."""
+    import concurrent.futures
+    import threading
+
+    config = textwrap.dedent('''
+        import os
+        import threading
+
+        def pre_request(worker, req):
+            req.thread = threading.get_ident()
+
+        def post_request(worker, req, environ, resp):
+            with open(os.environ["HOOKS_LOG"], "a") as f:
+                f.write(f"{req.thread == threading.get_ident()}\\n")
+    ''')
+    (tmp_path / "app.py").write_text(textwrap.dedent('''
+        def application(environ, start_response):
+            start_response("200 OK", [])
+            return [b"x" * (4 << 20)]
+    '''))
+    (tmp_path / "gunicorn.conf.py").write_text(config)
+    log = tmp_path / "hooks.log"
+    server = Server("app", "--threads", "4", bind=["127.0.0.1:0"], cwd=tmp_path, env={"HOOKS_LOG": str(log)})
+    try:
+        def fetch(_):
+            with httpx.stream("GET", server.url, timeout=30) as resp:
+                return sum(len(chunk) for chunk in resp.iter_bytes(65536))
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(fetch, range(32))) == {4 << 20}
+        wait_until(lambda: log.exists() and len(log.read_text().split()) == 32, what="32 post_request calls")
+        assert set(log.read_text().split()) == {"True"}
+    finally:
+        server.kill()
