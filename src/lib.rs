@@ -247,7 +247,14 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
     log::set_access_format(config.access_logformat.clone());
     // Several workers: a master forks them with the application already
     // imported (as --preload), and serves until stopped.
-    if config.worker_count().map_err(PyValueError::new_err)? > 1 {
+    let workers = config.worker_count().map_err(PyValueError::new_err)?;
+    if config.hooks.is_some() && workers <= 1 {
+        return Err(PyValueError::new_err(
+            "keyword 'hooks': server hooks are called by a master and its workers; \
+             pass workers=2 or more, or run your set-up code before serve()",
+        ));
+    }
+    if workers > 1 {
         return match process::master::run(py, &config, "ferrule.serve()", &[], Some(app)) {
             0 => Ok(()),
             status => Err(PyOSError::new_err(format!(

@@ -264,6 +264,9 @@ impl ListenSocket {
             BindAddress::Fd(fd) => {
                 // SAFETY: the user handed us this descriptor to listen on.
                 let socket = unsafe { Socket::from_raw_fd(*fd) };
+                // Handed over open across exec; not to be handed on to
+                // programs the application runs.
+                socket.set_cloexec(true)?;
                 let local = socket.local_addr()?;
                 if local.is_unix() {
                     ListenSocket::Unix(socket.into(), None)
@@ -339,6 +342,10 @@ pub fn systemd_fds() -> Option<Vec<(RawFd, Option<Protocol>)>> {
     )
 }
 
+/// The environment variable by which a USR2 upgrade names the socket files
+/// of the listeners it hands over (`process::upgrade`).
+pub const UPGRADE_SOCKET_FILES: &str = "FERRULE_UPGRADE_SOCKET_FILES";
+
 /// The way listeners are opened (`open_all`).
 pub struct ListenOptions {
     /// The protocol of systemd's descriptors (`--protocol`).
@@ -357,6 +364,12 @@ pub fn open_all(
     binds: &[(Protocol, BindAddress)],
     options: &ListenOptions,
 ) -> Result<Vec<Listener>, String> {
+    // A USR2 upgrade also names the socket files of the listeners it hands
+    // over (one a line, empty for TCP): the new master removes them on exit.
+    let upgraded_files: Vec<String> = std::env::var(UPGRADE_SOCKET_FILES)
+        .map(|v| v.split('\n').map(String::from).collect())
+        .unwrap_or_default();
+    std::env::remove_var(UPGRADE_SOCKET_FILES);
     let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
         .unwrap_or_default()
         .into_iter()
@@ -374,8 +387,9 @@ pub fn open_all(
     };
     binds
         .iter()
-        .map(|(protocol, addr)| {
-            let listener = Listener::bind(
+        .enumerate()
+        .map(|(index, (protocol, addr))| {
+            let mut listener = Listener::bind(
                 addr,
                 *protocol,
                 options.backlog,
@@ -385,6 +399,12 @@ pub fn open_all(
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             if let ListenSocket::Tcp(l) = &listener.socket {
                 defer_accept(l.as_raw_fd(), options.defer);
+            }
+            if let ListenSocket::Unix(_, file @ None) = &mut listener.socket {
+                let named = upgraded_files.get(index).filter(|p| !p.is_empty());
+                if !activated.is_empty() {
+                    *file = named.map(PathBuf::from);
+                }
             }
             Ok(listener)
         })

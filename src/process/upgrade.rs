@@ -13,7 +13,7 @@ use std::path::Path;
 
 use pyo3::prelude::*;
 
-use crate::net::listen::Listener;
+use crate::net::listen::{Listener, UPGRADE_SOCKET_FILES};
 use crate::{call_hook, log_at};
 
 /// Descriptors at or above this are free while the listeners are moved
@@ -52,6 +52,16 @@ pub fn start_new_master(
     let names: Vec<&str> = listeners.iter().map(|l| l.protocol.scheme()).collect();
     let count = CString::new(fds.len().to_string()).map_err(|e| e.to_string())?;
     let names = CString::new(names.join(":")).map_err(|e| e.to_string())?;
+    let files: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            l.socket_file()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let files = CString::new(files.join("\n")).map_err(|e| e.to_string())?;
+    let files_var = CString::new(UPGRADE_SOCKET_FILES).map_err(|e| e.to_string())?;
 
     let pid: libc::pid_t = py
         .import("os")
@@ -81,6 +91,7 @@ pub fn start_new_master(
         libc::setenv(c"LISTEN_FDS".as_ptr(), count.as_ptr(), 1);
         libc::setenv(c"LISTEN_PID".as_ptr(), own_pid.as_ptr(), 1);
         libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
+        libc::setenv(files_var.as_ptr(), files.as_ptr(), 1);
         // The new master blocks what it needs itself; execve keeps a mask.
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

@@ -274,9 +274,11 @@ fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
                     );
                 }
             }
+            false
         });
         match changed {
-            Ok(path) => {
+            Ok(None) => {}
+            Ok(Some(path)) => {
                 log_at!(Info, "Worker reloading: {} modified", path.display());
                 slot.stop_worker(liveness::EXIT_RELOAD);
             }
@@ -321,8 +323,11 @@ fn wait_to_reload_after_failure(py: Python<'_>, config: &Config, slot: &Slot, er
         Info,
         "--reload: waiting for a change to the project's Python files to load the application again"
     );
-    match py.detach(|| watch.wait(|_| {})) {
-        Ok(path) => {
+    // The stop signals stay blocked here (`reset_signals`): looked for at
+    // each rescan, so a stop waits at most `RELOAD_RESCAN`.
+    match py.detach(|| watch.wait(|_| stop_signal_pending())) {
+        Ok(None) => 0,
+        Ok(Some(path)) => {
             log_at!(Info, "Worker reloading: {} modified", path.display());
             slot.set_exit_reason(liveness::EXIT_RELOAD);
             0
@@ -331,6 +336,18 @@ fn wait_to_reload_after_failure(py: Python<'_>, config: &Config, slot: &Slot, er
             log_at!(Error, "--reload: watching sources failed: {e}");
             EXIT_APP_LOAD_ERROR
         }
+    }
+}
+
+/// Whether SIGTERM, SIGINT or SIGQUIT waits, blocked, for this worker.
+fn stop_signal_pending() -> bool {
+    // SAFETY: sigpending fills a set this function owns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set) == 0
+            && [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT]
+                .iter()
+                .any(|&sig| libc::sigismember(&set, sig) == 1)
     }
 }
 
@@ -400,8 +417,12 @@ impl Watch {
     }
 
     /// Reads events until a watched file is written or replaced; returns
-    /// its path. `rescan` runs whenever `RELOAD_RESCAN` passes quietly.
-    fn wait(&mut self, mut rescan: impl FnMut(&mut Watch)) -> std::io::Result<PathBuf> {
+    /// its path. `rescan` runs whenever `RELOAD_RESCAN` passes quietly; when
+    /// it says so, the wait ends with None.
+    fn wait(
+        &mut self,
+        mut rescan: impl FnMut(&mut Watch) -> bool,
+    ) -> std::io::Result<Option<PathBuf>> {
         // SAFETY (below): poll and read on our descriptor into a buffer this
         // function owns; events are parsed within the length read.
         let mut buf = vec![0u8; 64 * 1024];
@@ -413,7 +434,9 @@ impl Watch {
             };
             let ready = unsafe { libc::poll(&mut pfd, 1, RELOAD_RESCAN.as_millis() as i32) };
             if ready == 0 {
-                rescan(self);
+                if rescan(self) {
+                    return Ok(None);
+                }
                 continue;
             }
             let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -435,7 +458,7 @@ impl Watch {
                     let counts = self.files.contains(&path)
                         || (self.any_python_file && name.ends_with(b".py"));
                     if counts {
-                        return Ok(path);
+                        return Ok(Some(path));
                     }
                 }
                 offset = name_start + event.len as usize;

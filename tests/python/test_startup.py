@@ -384,6 +384,8 @@ def test_serve_api_settings_and_workers(tmp_path):
     with pytest.raises(ValueError) as bad:
         ferrule.serve(app, threads=0)
     assert str(bad.value) == "invalid value '0' for keyword 'threads': 0 is not in 1..=1024"
+    with pytest.raises(ValueError, match="keyword 'hooks'"):
+        ferrule.serve(app, hooks="hooks_mod")
     doc = pydoc.render_doc(ferrule.serve, renderer=pydoc.plaintext)
     assert "threads=N" in doc and "preload=True" in doc and "forwarded_for=True" in doc
 

@@ -536,10 +536,17 @@ def test_usr2_upgrade_under_load_drops_nothing(tmp_path):
         assert requests > 100, out
         assert httpx.get(server.url).text == "version two"
         assert gateway.exists(), "the old master removed the new master's socket file"
+        # The handed-over listeners are not handed on to programs the
+        # application runs (close-on-exec).
+        for fd in (3, 4):
+            flags = Path(f"/proc/{new_master}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+            assert int(flags, 8) & 0o2000000, f"fd {fd} is inherited by exec"
         os.kill(new_master, signal.SIGTERM)
         wait_until(lambda: not Path(f"/proc/{new_master}").exists()
                    or "Z" in Path(f"/proc/{new_master}/stat").read_text().rsplit(")", 1)[1].split()[0],
                    what="the new master to stop")
+        # The new master removes the socket file it took over.
+        wait_until(lambda: not gateway.exists(), what="the socket file removed")
     finally:
         try:
             os.killpg(old_master, signal.SIGKILL)
@@ -603,3 +610,13 @@ def test_reload_survives_a_syntax_error(serve, tmp_path):
     module.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'fixed']\n")
     wait_until(lambda: server.proc.poll() is None and httpx.get(server.url, timeout=5).text == "fixed",
                what="the fixed code")
+
+
+def test_reload_waiting_after_a_failure_stops_on_term(serve, tmp_path):
+    (tmp_path / "broken.py").write_text("def application(e, s)\n")
+    server = serve("broken", "--reload", "--chdir", str(tmp_path))
+    server.wait_for_log("waiting for a change to the project's Python files")
+    t0 = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 5, "the waiting worker held up the stop"
+    assert "SIGKILL" not in server.log
