@@ -475,7 +475,7 @@ pub struct Config {
     #[arg(help_heading = "Configuration", short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
 
-    /// A uWSGI ini file (FILE, or FILE:SECTION; the [uwsgi] section by default): its module, socket, http-socket, processes, threads, harakiri, env and the other options Python deployments use become these settings (docs/migrating.md has the table). Lowest precedence of the sources: below the config file.
+    /// A uWSGI ini file (FILE, or FILE:SECTION; the [uwsgi] section by default): its module, socket, http-socket, processes, threads, harakiri, env and the other options Python deployments use become these settings (docs/migrating.md has the table). In precedence below a config file and above the FERRULE_* variables.
     #[arg(help_heading = "Configuration", long, value_name = "FILE[:SECTION]")]
     pub ini: Option<String>,
 
