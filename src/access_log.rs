@@ -89,7 +89,7 @@ impl AccessFormat {
     pub fn parse(format: &str) -> Result<AccessFormat, String> {
         if format == "json" {
             return Ok(AccessFormat {
-                pieces: vec![Piece::Time],
+                pieces: Vec::new(),
                 json: true,
                 environ_names: Vec::new(),
             });
@@ -141,7 +141,7 @@ impl AccessFormat {
 
     /// Whether the line has a `t` atom (the clock is read only then).
     pub fn wants_time(&self) -> bool {
-        self.pieces.contains(&Piece::Time)
+        self.json || self.pieces.contains(&Piece::Time)
     }
 
     /// Whether lines are JSON, whose time is ISO 8601 (`AccessRecord::time`).

@@ -83,19 +83,6 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     })
 }
 
-/// A header-field count of at most 32768, where 0 (gunicorn's
-/// "unlimited") means that largest count.
-fn parse_field_count(s: &str) -> Result<u32, String> {
-    const LARGEST: u32 = 32_768;
-    match s.parse::<u32>() {
-        Ok(0) => Ok(LARGEST),
-        Ok(n) if n <= LARGEST => Ok(n),
-        _ => Err(format!(
-            "'{s}' is not between 1 and {LARGEST} (0 means {LARGEST}, the largest)"
-        )),
-    }
-}
-
 /// A file mode in octal digits, as uWSGI's chmod-socket takes it
 /// (`660`, or `0o660`).
 fn parse_octal_mode(s: &str) -> Result<u32, String> {
@@ -105,17 +92,26 @@ fn parse_octal_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal mode between 0 and 777 (660, 0o660)"))
 }
 
-/// A size limit of at most 1 MiB where 0, gunicorn's "unlimited", means
-/// that largest value: nothing is unbounded.
-fn parse_size_limit(s: &str) -> Result<u32, String> {
-    const LARGEST: u32 = 1_048_576;
+/// A limit between `least` and `largest`, where 0 (gunicorn's
+/// "unlimited") means `largest`: nothing is unbounded.
+fn parse_limit(s: &str, least: u32, largest: u32) -> Result<u32, String> {
     match s.parse::<u32>() {
-        Ok(0) => Ok(LARGEST),
-        Ok(n) if (16..=LARGEST).contains(&n) => Ok(n),
+        Ok(0) => Ok(largest),
+        Ok(n) if (least..=largest).contains(&n) => Ok(n),
         _ => Err(format!(
-            "'{s}' is not between 16 and {LARGEST} (0 means {LARGEST}, the largest)"
+            "'{s}' is not between {least} and {largest} (0 means {largest}, the largest)"
         )),
     }
+}
+
+/// A size limit in bytes, at most 1 MiB.
+fn parse_size_limit(s: &str) -> Result<u32, String> {
+    parse_limit(s, 16, 1_048_576)
+}
+
+/// A header-field count, at most 32768.
+fn parse_field_count(s: &str) -> Result<u32, String> {
+    parse_limit(s, 1, 32_768)
 }
 
 #[derive(Debug, Clone, Parser)]

@@ -240,12 +240,7 @@ fn drop_privileges(config: &Config) -> Result<(), String> {
 /// again, so that a module imported after the start (Django imports its
 /// views on the first request) is watched too.
 fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
-    // Absolute, so that a bare name (`tpl.html`) has a directory to watch.
-    let extra: Vec<PathBuf> = config
-        .reload_extra_file
-        .iter()
-        .filter_map(|f| std::path::absolute(f).ok())
-        .collect();
+    let extra = extra_files(config);
     let files = match loaded_sources(py) {
         Ok(files) => files,
         Err(e) => {
@@ -294,12 +289,7 @@ fn start_reload_watcher(py: Python<'_>, slot: Arc<Slot>, config: &Config) {
 /// then leaves to be started again.
 fn wait_to_reload_after_failure(py: Python<'_>, config: &Config, slot: &Slot, err: &PyErr) -> i32 {
     let mut files = loaded_sources(py).unwrap_or_default();
-    files.extend(
-        config
-            .reload_extra_file
-            .iter()
-            .filter_map(|f| std::path::absolute(f).ok()),
-    );
+    files.extend(extra_files(config));
     if let Ok(filename) = err
         .value(py)
         .getattr("filename")
@@ -349,6 +339,16 @@ fn stop_signal_pending() -> bool {
                 .iter()
                 .any(|&sig| libc::sigismember(&set, sig) == 1)
     }
+}
+
+/// --reload-extra-file's files, absolute, so that a bare name (`tpl.html`)
+/// has a directory to watch.
+fn extra_files(config: &Config) -> Vec<PathBuf> {
+    config
+        .reload_extra_file
+        .iter()
+        .filter_map(|f| std::path::absolute(f).ok())
+        .collect()
 }
 
 /// The project's loaded Python sources (`ferrule._process.source_files`).
