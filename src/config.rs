@@ -64,6 +64,39 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// An application served under a URL prefix (`--mount`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    /// Starts with '/' and does not end with one; "" for the root.
+    pub prefix: String,
+    pub app: String,
+}
+
+/// `PREFIX=APP`: the prefix is a path (its trailing '/' dropped, so
+/// `/api/` and `/api` are one mount); `/` names the root application.
+fn parse_mount(s: &str) -> Result<Mount, String> {
+    let Some((prefix, app)) = s.split_once('=') else {
+        return Err(format!(
+            "'{s}' is not PREFIX=APP (e.g. /api=api.wsgi:application)"
+        ));
+    };
+    if !prefix.starts_with('/') {
+        return Err(format!("the prefix '{prefix}' must start with '/'"));
+    }
+    if prefix.contains(['?', '#', '%']) || prefix.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!(
+            "the prefix '{prefix}' must be a plain path: no '?', '#', '%', '.' or '..' segments"
+        ));
+    }
+    if app.trim().is_empty() {
+        return Err(format!("'{s}' names no application after '='"));
+    }
+    Ok(Mount {
+        prefix: prefix.trim_end_matches('/').to_string(),
+        app: app.trim().to_string(),
+    })
+}
+
 /// A file mode the way gunicorn reads one (its auto_int): `0o22` or `022`
 /// octal, `0x12` hexadecimal, `18` decimal; a config file's Python
 /// integer (`umask = 0o022`) arrives as its decimal digits.
@@ -130,6 +163,16 @@ pub struct Config {
     /// The WSGI application to serve.
     #[arg(value_name = "APP")]
     pub app: Option<String>,
+
+    /// Serve another application under a URL prefix: PREFIX=APP (/api=api.wsgi:app), repeatable (uWSGI's --mount, mod_wsgi's WSGIScriptAlias). Each is loaded once per worker; the longest prefix that ends at a path segment wins, and becomes part of SCRIPT_NAME. APP serves the rest; without APP the rest is 404.
+    #[arg(
+        help_heading = "Applications",
+        long,
+        value_name = "PREFIX=APP",
+        env = "FERRULE_MOUNT",
+        value_parser = parse_mount
+    )]
+    pub mount: Vec<Mount>,
 
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
@@ -573,6 +616,57 @@ impl Config {
                 .ok_or_else(|| format!("invalid value '{v}' for '--workers' (from WEB_CONCURRENCY): expected 1 to 1024")),
             _ => Ok(1),
         }
+    }
+
+    /// The application that serves what no --mount does: APP, else a
+    /// config file's wsgi_app, else a mount of `/`.
+    pub fn root_app(&self) -> Option<&str> {
+        self.app
+            .as_deref()
+            .or(self.wsgi_app.as_deref())
+            .or_else(|| {
+                self.mount
+                    .iter()
+                    .find(|m| m.prefix.is_empty())
+                    .map(|m| m.app.as_str())
+            })
+    }
+
+    /// What the server serves, for its process titles and messages: the
+    /// root application, else the mounts.
+    pub fn app_label(&self) -> Option<String> {
+        if let Some(root) = self.root_app() {
+            return Some(root.to_string());
+        }
+        (!self.mount.is_empty()).then(|| {
+            let mounts: Vec<String> = self
+                .mount
+                .iter()
+                .map(|m| format!("{}={}", m.prefix, m.app))
+                .collect();
+            mounts.join(" ")
+        })
+    }
+
+    /// The mounts under a prefix other than the root, checked: two
+    /// applications for one prefix are refused.
+    pub fn prefix_mounts(&self) -> Result<Vec<&Mount>, String> {
+        let mut seen: Vec<&str> = Vec::new();
+        let given_root = self.app.is_some() || self.wsgi_app.is_some();
+        for mount in &self.mount {
+            if seen.contains(&mount.prefix.as_str()) || (mount.prefix.is_empty() && given_root) {
+                let prefix = if mount.prefix.is_empty() {
+                    "/"
+                } else {
+                    &mount.prefix
+                };
+                return Err(format!(
+                    "invalid value for '--mount': two applications for the prefix '{prefix}'"
+                ));
+            }
+            seen.push(&mount.prefix);
+        }
+        Ok(self.mount.iter().filter(|m| !m.prefix.is_empty()).collect())
     }
 
     pub fn head_limits(&self) -> HeadLimits {

@@ -57,13 +57,59 @@ pub fn prepare_path(py: Python<'_>, config: &Config) -> PyResult<()> {
     Ok(())
 }
 
-pub fn load_app(py: Python<'_>, config: &Config, spec: &str) -> PyResult<Py<PyAny>> {
+/// Loads APP and the applications of --mount; with mounts, the result is
+/// the dispatcher over them (`wsgi::mounts`).
+pub fn load_app(py: Python<'_>, config: &Config) -> PyResult<Py<PyAny>> {
+    let root = config
+        .root_app()
+        .map(|spec| load_one_app(py, config, spec))
+        .transpose()?;
+    let mounts = load_mounts(py, config)?;
+    with_mounts(py, mounts, root)
+}
+
+fn load_one_app(py: Python<'_>, config: &Config, spec: &str) -> PyResult<Py<PyAny>> {
     let loader = py.import("ferrule._loader")?;
     let app = loader.call_method1(
         "load_app",
         (spec, config.chdir.clone(), config.pythonpath.clone()),
     )?;
     Ok(app.unbind())
+}
+
+/// The applications of --mount under a prefix, as (prefix, application).
+fn load_mounts(py: Python<'_>, config: &Config) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    let mut mounts = Vec::new();
+    for mount in config.prefix_mounts().map_err(PyValueError::new_err)? {
+        let app = load_one_app(py, config, &mount.app).map_err(|err| {
+            // Which mount failed leads its report.
+            let report = err
+                .value(py)
+                .getattr("report")
+                .and_then(|r| r.extract::<String>())
+                .unwrap_or_else(|_| wsgi::call::format_exception(py, &err));
+            let text = format!("--mount {}={}: {report}", mount.prefix, mount.app);
+            py.import("ferrule._loader")
+                .and_then(|loader| loader.getattr("AppLoadError"))
+                .and_then(|class| class.call1((text,)))
+                .map_or_else(|e| e, PyErr::from_value)
+        })?;
+        mounts.push((mount.prefix.clone(), app));
+    }
+    Ok(mounts)
+}
+
+/// The application to serve: `root` alone, or with `mounts` (prefix,
+/// application) the dispatcher over them.
+fn with_mounts(
+    py: Python<'_>,
+    mounts: Vec<(String, Py<PyAny>)>,
+    root: Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    match root {
+        Some(root) if mounts.is_empty() => Ok(root),
+        root => Ok(Py::new(py, wsgi::mounts::Mounts::new(mounts, root))?.into_any()),
+    }
 }
 
 /// Logs why the application (or hooks module) named `spec` failed to load:
@@ -145,15 +191,21 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             }
         };
     }
-    let Some(spec) = config.app.clone().or_else(|| config.wsgi_app.clone()) else {
+    let Some(spec) = config.app_label() else {
         let _ = config::command()
             .error(
                 ErrorKind::MissingRequiredArgument,
-                "the APP argument is required (e.g. `ferrule myproject.wsgi`)",
+                "the APP argument is required (e.g. `ferrule myproject.wsgi`), unless --mount names the applications",
             )
             .print();
         return EXIT_USAGE;
     };
+    if let Err(e) = config.prefix_mounts() {
+        let _ = config::command()
+            .error(ErrorKind::ValueValidation, e)
+            .print();
+        return EXIT_USAGE;
+    }
     if let Err(e) = log::configure(
         config.log_level,
         &config.error_logfile,
@@ -211,7 +263,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         if process::master::load_hooks(py, &config, &settings).is_err() {
             return 1;
         }
-        return match prepare_path(py, &config).and_then(|()| load_app(py, &config, &spec)) {
+        return match prepare_path(py, &config).and_then(|()| load_app(py, &config)) {
             Ok(_) => {
                 log_at!(Info, "configuration, hooks and application {spec:?} load");
                 0
@@ -245,6 +297,17 @@ fn serve(py: Python<'_>, app: Py<PyAny>, argv: Vec<String>) -> PyResult<()> {
         wsgi::call::disable_sendfile();
     }
     log::set_access_format(config.access_logformat.clone());
+    if config.mount.iter().any(|m| m.prefix.is_empty()) {
+        return Err(PyValueError::new_err(
+            "keyword 'mount': the application passed to serve() is the one for '/'",
+        ));
+    }
+    let app = if config.mount.is_empty() {
+        app
+    } else {
+        prepare_path(py, &config)?;
+        with_mounts(py, load_mounts(py, &config)?, Some(app))?
+    };
     // Several workers: a master forks them with the application already
     // imported (as --preload), and serves until stopped.
     let workers = config.worker_count().map_err(PyValueError::new_err)?;

@@ -67,6 +67,7 @@ REPEATED = {
     "python-path": "--pythonpath",
     "pp": "--pythonpath",
     "env": "--env",
+    "mount": "--mount",
 }
 
 # Listening options and the protocol each one's address is served in.
@@ -83,7 +84,6 @@ NOT_YET = {
     "static-map": "ferrule does not serve static files: let the front end serve them",
     "static-map2": "ferrule does not serve static files: let the front end serve them",
     "check-static": "ferrule does not serve static files: let the front end serve them",
-    "mount": "ferrule serves one application: run one ferrule per application, or mount them in Python",
     "touch-reload": "send SIGHUP to the master to reload the code (systemctl reload)",
     "daemonize": "ferrule does not daemonize itself: run it under systemd, supervisord or docker",
     "stats": "ferrule has no stats server",
@@ -200,7 +200,7 @@ def load(spec, env=None):
 
     # uWSGI imports the application in the master unless lazy-apps is set.
     lazy = any(_truthy(v) for k in ("lazy-apps", "lazy") for v in values.get(k, []))
-    if not lazy and app is not None:
+    if not lazy and (app is not None or "mount" in values):
         words.append("--preload=true")
         info.append(f"{where}: the application is imported in the master before forking "
                     f"(uWSGI's default without lazy-apps): --preload")

@@ -185,7 +185,7 @@ pub fn run(
     let preloaded = if app.is_some() {
         app
     } else if config.preload && !config.reload {
-        match load_app(py, config, spec) {
+        match load_app(py, config) {
             Ok(app) => {
                 if let Err(e) = py
                     .import("ferrule._process")

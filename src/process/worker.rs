@@ -70,7 +70,7 @@ pub fn run(py: Python<'_>, boot: Boot<'_>) -> i32 {
 
     let app = match boot.preloaded {
         Some(app) => app,
-        None => match load_app(py, boot.config, boot.spec) {
+        None => match load_app(py, boot.config) {
             Ok(app) => app,
             Err(err) if boot.config.reload => {
                 report_load_error(py, boot.spec, &err);

@@ -61,7 +61,7 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
     };
     let mut framer =
         ResponseFramer::Direct(ResponseEncoder::gateway(HeadStyle::Cgi, head.is_head()));
-    let app = match prepare_path(py, config).and_then(|()| load_app(py, config, spec)) {
+    let app = match prepare_path(py, config).and_then(|()| load_app(py, config)) {
         Ok(app) => app,
         Err(err) => {
             report_load_error(py, spec, &err);

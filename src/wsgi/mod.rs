@@ -4,6 +4,7 @@
 pub mod call;
 pub mod environ;
 pub mod input;
+pub mod mounts;
 pub mod objects;
 pub mod response_head;
 pub mod start_response;

@@ -39,6 +39,13 @@ def old():
     return redirect(url_for("json_view"))
 
 
+@app.get("/where")
+def where():
+    # What a mount under a URL prefix must get right: links the app makes.
+    return jsonify(json_url=url_for("json_view"), external=url_for("json_view", _external=True),
+                   script_root=request.script_root, path=request.path)
+
+
 @app.get("/boom")
 def boom():
     raise RuntimeError("flask view failed")

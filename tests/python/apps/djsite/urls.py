@@ -3,7 +3,7 @@ import os
 
 from django.db import connection
 from django.http import FileResponse, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import path
+from django.urls import path, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 
@@ -37,9 +37,17 @@ def secure_view(request):
     return JsonResponse({"secure": request.is_secure(), "url": request.build_absolute_uri("/x/")})
 
 
+def where_view(request):
+    # What a mount under a URL prefix must get right: links the app makes.
+    return JsonResponse({"json_url": reverse("json"), "external": request.build_absolute_uri(reverse("json")),
+                         "script_name": request.META["SCRIPT_NAME"], "path_info": request.path_info,
+                         "path": request.path})
+
+
 urlpatterns = [
+    path("where/", where_view),
     path("secure/", secure_view),
-    path("json/", json_view),
+    path("json/", json_view, name="json"),
     path("post/", post_view),
     path("stream/", stream_view),
     path("file/", file_view),
