@@ -113,6 +113,9 @@ pub struct ServerCtx {
     pub header_timeout: Duration,
     pub keep_alive: Duration,
     pub socket_timeout: Duration,
+    /// Longest a request may wait for an application thread before it is
+    /// answered 503 instead (`--queue-timeout`); zero for no limit.
+    pub queue_timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
     /// The worker's liveness page, under a master.
     pub liveness: Option<Arc<Slot>>,
@@ -379,6 +382,7 @@ pub async fn handle_request<S: Socket>(
     first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
     let started = log::access_log_enabled().then(std::time::Instant::now);
+    let entered = (!ctx.queue_timeout.is_zero()).then(std::time::Instant::now);
     let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)
     {
         Ok(body) => body,
@@ -441,6 +445,16 @@ pub async fn handle_request<S: Socket>(
         }
     }
 
+    if !ctx.queue_timeout.is_zero() && queued_too_long(stream, entered, ctx.queue_timeout) {
+        first_request.take();
+        let err = ClientError::new(
+            ClientErrorKind::Overloaded,
+            "waited longer than --queue-timeout for an application thread",
+        );
+        refuse(stream, framer, &err, conn, ctx, Some(head)).await;
+        return false;
+    }
+
     // From here the request holds an application thread, until it needs
     // no more Python (`run_request` lets go of the claim then).
     let claim = ThreadClaim::new(ctx);
@@ -458,6 +472,22 @@ pub async fn handle_request<S: Socket>(
         received,
     };
     run_request(stream, head, body, framer, claim, bufs, conn, ctx, started).await
+}
+
+/// Whether a request about to run has waited longer than `limit` since its
+/// last byte arrived: the kernel's count on TCP (`TCP_INFO`), which takes in
+/// the wait in the socket before the worker could read it (while every
+/// application thread was busy), else the wait since the request reached
+/// the driver (`entered`).
+fn queued_too_long<S: Socket>(
+    stream: &S,
+    entered: Option<std::time::Instant>,
+    limit: Duration,
+) -> bool {
+    let waited = crate::net::socket::since_last_data_received(stream.as_raw_fd())
+        .or_else(|| entered.map(|at| at.elapsed()))
+        .unwrap_or_default();
+    waited > limit
 }
 
 /// A request's claim on one of the worker's application threads, counted

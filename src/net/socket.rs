@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
@@ -38,6 +38,31 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
     /// WouldBlock (for sendfile(2), which tokio does not wrap).
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// How long ago the kernel last received data on the TCP socket `fd`
+/// (`tcpi_last_data_recv`, whole milliseconds at the kernel's tick); None
+/// for other sockets.
+pub fn since_last_data_received(fd: RawFd) -> Option<std::time::Duration> {
+    // SAFETY: tcp_info is plain old data, valid zeroed.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // that large, and sets `len` to what it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    let wrote_field = std::mem::offset_of!(libc::tcp_info, tcpi_last_data_recv)
+        + std::mem::size_of::<u32>()
+        <= len as usize;
+    (rc == 0 && wrote_field)
+        .then(|| std::time::Duration::from_millis(u64::from(info.tcpi_last_data_recv)))
 }
 
 /// Both stream types wrap the same non-blocking calls.

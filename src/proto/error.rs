@@ -27,6 +27,10 @@ pub enum ClientErrorKind {
     NotImplemented,
     /// 505: an HTTP major version other than 1.
     VersionNotSupported,
+    /// 503: the request waited longer than `--queue-timeout` for an
+    /// application thread; answered with `Retry-After` (RFC 9110 §15.6.4),
+    /// before the application runs.
+    Overloaded,
     /// 500: the server could not take the request in (a request body's
     /// temporary file could not be written); not the client's mistake, but
     /// answered the same way, before the application runs.
@@ -61,6 +65,7 @@ impl ClientError {
             ClientErrorKind::NotImplemented => (501, "Not Implemented"),
             ClientErrorKind::VersionNotSupported => (505, "HTTP Version Not Supported"),
             ClientErrorKind::ServerError => (500, "Internal Server Error"),
+            ClientErrorKind::Overloaded => (503, "Service Unavailable"),
         }
     }
 }

@@ -142,6 +142,7 @@ pub fn run(
         header_timeout: config.header_timeout,
         keep_alive: config.keep_alive,
         socket_timeout: config.socket_timeout,
+        queue_timeout: config.queue_timeout,
         shutdown: stop_rx,
         liveness: worker.as_ref().map(|w| w.slot.clone()),
         max_requests: worker.as_ref().map_or(0, |w| w.max_requests),

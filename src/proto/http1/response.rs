@@ -150,6 +150,16 @@ fn write_gateway_head(
 /// The last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// The header fields of a response the server writes itself: a 503 (an
+/// overloaded server) says when to try again (RFC 9110 §10.2.3).
+fn error_fields(status: u16) -> &'static [u8] {
+    if status == 503 {
+        b"Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+    } else {
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+    }
+}
+
 /// A complete plain-text response for a request the server refuses itself
 /// (a malformed request, an application error before any output).
 pub fn write_error_response(
@@ -161,7 +171,7 @@ pub fn write_error_response(
 ) {
     let body = format!("{status} {phrase}\n");
     let status_line = format!("{status} {phrase}");
-    let fields = b"Content-Type: text/plain; charset=utf-8\r\n";
+    let fields = error_fields(status);
     write_head(
         out,
         minor_version,
@@ -342,7 +352,7 @@ impl ResponseEncoder {
             out,
             prefix,
             status_line.as_bytes(),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
+            error_fields(status),
             Some(body.len() as u64),
         );
         out.extend_from_slice(body.as_bytes());
