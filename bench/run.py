@@ -23,6 +23,11 @@ the same nginx configuration apart from the upstream's protocol (uwsgi, or
 HTTP/1.1 with kept connections): ferrule over uwsgi and over HTTP, uWSGI
 over uwsgi, gunicorn (gthread) over HTTP and over uwsgi. The server is
 pinned to core 0; nginx (one worker) and wrk share core 1.
+
+Static cells (static_*) serve one file from a directory: ferrule with
+--static, and nginx (one worker, sendfile on, as Debian ships it, with
+keep-alive connections unlimited in requests as ferrule's are), each pinned
+to core 0, wrk on core 1.
 """
 
 import argparse
@@ -157,6 +162,30 @@ GATEWAY_LOCATIONS = {
 }
 
 
+# The static cells' servers, and nginx's configuration for them.
+STATIC_SERVERS = ["ferrule", "nginx"]
+STATIC_FILES = {"4k.bin": 4096, "1m.bin": 1024 * 1024}
+STATIC_NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{ alias {files}/; }}
+        location / {{ return 200 "Hello, World!"; }}
+    }}
+}}
+"""
+
+
 # name, app module, path, expected body length, extra wrk env, workers, threads, pinned, ratio target
 WORKLOADS = [
     dict(name="hello", app="hello", expect=13, target=("bjoern", 1.0)),
@@ -174,6 +203,9 @@ WORKLOADS = [
     dict(name="hello_2_workers", app="hello", expect=13, workers=2, pinned=False, target=("best", 1.0)),
     dict(name="slow_mixed", app="slow_mixed", expect=13, threads=4, kind="slow_mixed", target=("p99", 1.0)),
     dict(name="idle_rss", app="hello", kind="rss", target=("rss", 1.2)),
+    dict(name="static_4k", app="hello", path="/static/4k.bin", expect=4096, kind="static", target=("best", 1.0)),
+    dict(name="static_1m", app="hello", path="/static/1m.bin", expect=1024 * 1024, kind="static",
+         target=("best", 1.0)),
     dict(name="gw_hello", app="hello", expect=13, kind="gateway", target=("gateway", 1.0)),
     dict(name="gw_flask", app="flask_app", expect=None, kind="gateway", target=("gateway", 1.0)),
 ]
@@ -334,11 +366,51 @@ def start_gateway(variant, w):
     return running, None
 
 
+def static_files_dir():
+    """The directory the static cells serve, with their files in it."""
+    files = RESULTS / ".static-files"
+    files.mkdir(exist_ok=True)
+    for name, size in STATIC_FILES.items():
+        path = files / name
+        if not path.exists() or path.stat().st_size != size:
+            path.write_bytes(os.urandom(size))
+    return files
+
+
+def start_static(server, w):
+    """Starts `server` serving static_files_dir() under /static/."""
+    files = static_files_dir()
+    port = free_port()
+    log = open(RESULTS / f".{server}-{w['name']}.log", "w")
+    if server == "ferrule":
+        cmd = [str(FERRULE), "-w", "1", "--threads", "1", f"{w['app']}:application", "-b", f"127.0.0.1:{port}",
+               "--static", f"/static={files}", "--log-level", "warning"]
+    elif server == "nginx":
+        run_dir = RESULTS / f".static-nginx-{w['name']}"
+        (run_dir / "body").mkdir(parents=True, exist_ok=True)
+        conf = run_dir / "nginx.conf"
+        conf.write_text(STATIC_NGINX_CONF.format(dir=run_dir, port=port, files=files,
+                                                 user="user root;" if os.geteuid() == 0 else ""))
+        cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
+    else:
+        return None, {"status": "n/a"}
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    running = Running(server, proc, port, log)
+    if not wait_ready(port, proc):
+        running.stop()
+        return None, {"status": "failed", "why": "did not start"}
+    return running, None
+
+
 def start_server(server, w):
     """Starts `server` for workload `w`: (Running, None), or (None, result)
     when it cannot take this shape or does not start."""
     if w.get("kind") == "gateway":
         return start_gateway(server, w)
+    if w.get("kind") == "static":
+        return start_static(server, w)
     workers = w.get("workers", 1)
     threads = w.get("threads", 1)
     port = free_port()
@@ -362,8 +434,9 @@ def verify(running, w, warmup):
     or None."""
     env_w = w.get("env", {})
     pinned = w.get("pinned", True)
-    wrk(running.port, warmup, 64, env_w, pinned=pinned)
-    _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, pinned=pinned, check=True,
+    path = w.get("path", "/")
+    wrk(running.port, warmup, 64, env_w, path=path, pinned=pinned)
+    _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, path=path, pinned=pinned, check=True,
                             expect=w["expect"])
     if errors or bad:
         return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
@@ -419,7 +492,8 @@ def one_round(running, w, secs):
     if w.get("kind") == "slow_mixed":
         sample = slow_mixed_round(running.port, secs)
     else:
-        rps, p99, errors, _ = wrk(running.port, secs, 64, w.get("env", {}), pinned=w.get("pinned", True))
+        rps, p99, errors, _ = wrk(running.port, secs, 64, w.get("env", {}), path=w.get("path", "/"),
+                                  pinned=w.get("pinned", True))
         if errors or not rps:
             sample = {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
         else:
@@ -451,7 +525,7 @@ def least_robbed_round(running, w, secs, retries, label):
 
 def start_probe(port, w, secs):
     env = w.get("env", {})
-    cmd = ["taskset", "-c", "1", sys.executable, str(BENCH / "probe.py"), str(port), "/", str(secs)]
+    cmd = ["taskset", "-c", "1", sys.executable, str(BENCH / "probe.py"), str(port), w.get("path", "/"), str(secs)]
     if env.get("WRK_METHOD") == "POST":
         cmd += ["--post", env.get("WRK_BODY_LEN", "0")]
     if env.get("WRK_CLOSE"):
@@ -621,7 +695,7 @@ def user_space_table(workloads, servers, all_results):
     kernel's: no server code can make it much faster."""
     rows = []
     for w in workloads:
-        if w.get("kind") in ("rss", "slow_mixed", "gateway") or not w.get("pinned", True):
+        if w.get("kind") in ("rss", "slow_mixed", "gateway", "static") or not w.get("pinned", True):
             continue
         res = all_results[w["name"]]
         cells = [f"{res[s]['user_pct']:.0f}%" if "user_pct" in res[s] else "" for s in servers]
@@ -640,7 +714,8 @@ def chart(all_results, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    names = [w["name"] for w in WORKLOADS if w.get("kind") not in ("rss", "gateway") and w["name"] in all_results]
+    names = [w["name"] for w in WORKLOADS
+             if w.get("kind") not in ("rss", "gateway", "static") and w["name"] in all_results]
     servers = [s for s in SERVER_ORDER if s != "hyper" and any(s in r for r in all_results.values())]
     if not names or not servers:
         return False
@@ -694,10 +769,12 @@ def main():
     servers = [s for s in SERVER_ORDER if not args.servers or s in args.servers.split(",")]
     RESULTS.mkdir(exist_ok=True)
     gateway_servers = [v for v in GATEWAY_SERVERS if not args.servers or v.rsplit("-", 1)[0] in servers]
+    static_servers = [s for s in STATIC_SERVERS if not args.servers or s in args.servers.split(",")]
+    servers_of = {"gateway": gateway_servers, "static": static_servers}
     all_results = {}
     for w in workloads:
         cell_secs = max(secs, w.get("smoke_seconds", 0)) if args.smoke else secs
-        cell_servers = gateway_servers if w.get("kind") == "gateway" else servers
+        cell_servers = servers_of.get(w.get("kind"), servers)
         results = run_workload(w, cell_servers, cell_secs, rounds, warmup, retries)
         all_results[w["name"]] = {server: results[server] for server in cell_servers}
         for server in cell_servers:
@@ -719,19 +796,23 @@ def main():
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         "",
     ]
-    if any(w.get("kind") != "gateway" for w in workloads):
+    if any(w.get("kind") not in servers_of for w in workloads):
         lines += ["| workload | " + " | ".join(servers) + " | ferrule vs target | met |",
                   "|---" * (len(servers) + 3) + "|"]
     met_all = True
-    gateway_rows = []
+    gateway_rows, static_rows = [], []
     for w in workloads:
         res = all_results[w["name"]]
         text, met = verdict(w, res)
         met_all &= met
-        row_servers = gateway_servers if w.get("kind") == "gateway" else servers
+        row_servers = servers_of.get(w.get("kind"), servers)
         row = (f"| {w['name']} | " + " | ".join(fmt_cell(res[s]) for s in row_servers)
                + f" | {text} | {'yes' if met else 'no'} |")
-        (gateway_rows if w.get("kind") == "gateway" else lines).append(row)
+        {"gateway": gateway_rows, "static": static_rows}.get(w.get("kind"), lines).append(row)
+    if static_rows:
+        lines += ["", "Static files (`--static`), one core each (core 0), wrk on core 1:", "",
+                  "| workload | " + " | ".join(static_servers) + " | ferrule vs target | met |",
+                  "|---" * (len(static_servers) + 3) + "|", *static_rows]
     if gateway_rows:
         lines += ["", "Behind nginx (one worker, core 1 with wrk), over a unix socket; the server on core 0:", "",
                   "| workload | " + " | ".join(gateway_servers) + " | ferrule vs target | met |",

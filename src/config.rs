@@ -17,6 +17,7 @@ use crate::net::allow::AllowedPeer;
 use crate::net::listen::{Bind, BindAddress, Protocol};
 use crate::proto::forwarded::SchemeHeader;
 use crate::proto::request::HeadLimits;
+use crate::proto::static_file::StaticRoute;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum LogLevel {
@@ -62,6 +63,23 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("'{s}' is not KEY=VALUE")),
     }
+}
+
+/// `PREFIX=DIR` for `--static`: the prefix as for `--mount`.
+fn parse_static_route(s: &str) -> Result<StaticRoute, String> {
+    let Some((prefix, dir)) = s.split_once('=') else {
+        return Err(format!(
+            "'{s}' is not PREFIX=DIR (e.g. /static=/srv/app/static)"
+        ));
+    };
+    let mount = parse_mount(&format!("{prefix}=-"))?;
+    if dir.is_empty() {
+        return Err(format!("'{s}' names no directory after '='"));
+    }
+    Ok(StaticRoute {
+        prefix: mount.prefix,
+        dir: PathBuf::from(dir),
+    })
 }
 
 /// An application served under a URL prefix (`--mount`).
@@ -173,6 +191,25 @@ pub struct Config {
         value_parser = parse_mount
     )]
     pub mount: Vec<Mount>,
+
+    /// Serve files under a URL prefix from a directory, in Rust, without the application: PREFIX=DIR (/static=/srv/app/static), repeatable (uWSGI's static-map). GET and HEAD only; a name with no file, or a directory, goes to the application. Relative directories are under --chdir.
+    #[arg(
+        help_heading = "Applications",
+        long = "static",
+        value_name = "PREFIX=DIR",
+        env = "FERRULE_STATIC",
+        value_parser = parse_static_route
+    )]
+    pub static_routes: Vec<StaticRoute>,
+
+    /// The Cache-Control value of --static responses (public, max-age=86400); none by default.
+    #[arg(
+        help_heading = "Applications",
+        long,
+        value_name = "VALUE",
+        env = "FERRULE_STATIC_CACHE_CONTROL"
+    )]
+    pub static_cache_control: Option<String>,
 
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
@@ -671,6 +708,37 @@ impl Config {
             seen.push(&mount.prefix);
         }
         Ok(self.mount.iter().filter(|m| !m.prefix.is_empty()).collect())
+    }
+
+    /// The --static routes, their directories under --chdir when
+    /// relative; the error names a directory that is not one.
+    pub fn static_routes(&self) -> Result<Vec<StaticRoute>, String> {
+        let base = match &self.chdir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| format!("--static: {e}"))?,
+        };
+        self.static_routes
+            .iter()
+            .map(|route| {
+                let dir = base.join(&route.dir);
+                if !dir.is_dir() {
+                    let prefix = if route.prefix.is_empty() {
+                        "/"
+                    } else {
+                        &route.prefix
+                    };
+                    return Err(format!(
+                        "invalid value '{prefix}={}' for '--static': {} is not a directory",
+                        route.dir.display(),
+                        dir.display()
+                    ));
+                }
+                Ok(StaticRoute {
+                    prefix: route.prefix.clone(),
+                    dir,
+                })
+            })
+            .collect()
     }
 
     pub fn head_limits(&self) -> HeadLimits {

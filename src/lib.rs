@@ -200,7 +200,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             .print();
         return EXIT_USAGE;
     };
-    if let Err(e) = config.prefix_mounts() {
+    if let Err(e) = config.prefix_mounts().and(config.static_routes()) {
         let _ = config::command()
             .error(ErrorKind::ValueValidation, e)
             .print();

@@ -81,9 +81,6 @@ SOCKETS = {
 }
 
 NOT_YET = {
-    "static-map": "ferrule does not serve static files: let the front end serve them",
-    "static-map2": "ferrule does not serve static files: let the front end serve them",
-    "check-static": "ferrule does not serve static files: let the front end serve them",
     "touch-reload": "send SIGHUP to the master to reload the code (systemctl reload)",
     "daemonize": "ferrule does not daemonize itself: run it under systemd, supervisord or docker",
     "stats": "ferrule has no stats server",
@@ -229,6 +226,14 @@ def load(spec, env=None):
             if key == "http":
                 info.append(f"{where}: http = {value}: ferrule serves HTTP itself, "
                             "with no separate router process")
+        elif key == "static-map":
+            words += ["--static", value]
+        elif key == "static-map2":
+            # The prefix stays part of the file's path under the directory.
+            prefix, _, directory = value.partition("=")
+            words += ["--static", f"{prefix}={os.path.join(directory, prefix.strip('/'))}"]
+        elif key == "check-static":
+            words += ["--static", f"/={value}"]
         elif key == "chmod-socket":
             # Bare, uWSGI means 666.
             words += ["--chmod-socket", value if value != "true" else "666"]

@@ -7,6 +7,7 @@
 //! thread; only the application's own blocking reads of a large body do.
 
 pub mod lane;
+pub mod static_files;
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
@@ -130,6 +131,8 @@ pub struct ServerCtx {
     pub file_turns: Semaphore,
     /// Where the connections run (see `lane`).
     pub lane: Arc<Lane>,
+    /// `--static` routes; None costs a request one branch.
+    pub static_files: Option<static_files::StaticFiles>,
     /// The hooks (`ferrule._hooks.Hooks`) when pre_request or post_request
     /// is defined; None costs a request one branch.
     pub request_hooks: Option<Py<PyAny>>,
@@ -381,6 +384,14 @@ pub async fn handle_request<S: Socket>(
     ctx: &Arc<ServerCtx>,
     first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
+    let mut framer = framer;
+    if ctx.static_files.is_some() {
+        if let Some(keep) = static_files::serve(stream, head, &mut framer, bufs, conn, ctx).await {
+            // Served without an application thread.
+            first_request.take();
+            return keep;
+        }
+    }
     let started = log::access_log_enabled().then(std::time::Instant::now);
     let entered = (!ctx.queue_timeout.is_zero()).then(std::time::Instant::now);
     let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)

@@ -32,6 +32,23 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
         unsafe { buf.set_len(buf.len() + n as usize) };
         Ok(n as usize)
     }
+    /// A write that does not wait, telling the kernel more follows at once
+    /// (MSG_MORE: held back to go out with the next write's bytes).
+    fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: send reads at most `buf.len()` bytes from `buf`.
+        let n = unsafe {
+            libc::send(
+                self.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_MORE | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
     /// A gathered write that does not wait: what the socket takes now.
     fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on

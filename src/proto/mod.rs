@@ -20,4 +20,5 @@ pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 pub mod scgi;
+pub mod static_file;
 pub mod uwsgi;

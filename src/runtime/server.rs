@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::config::Config;
 use crate::driver::lane::{self, Lane};
+use crate::driver::static_files::StaticFiles;
 use crate::driver::ServerCtx;
 use crate::has_hook;
 use crate::liveness::Slot;
@@ -129,6 +130,15 @@ pub fn run(
         .filter(|h| has_hook(py, h, "pre_request") || has_hook(py, h, "post_request"))
         .map(|h| h.clone_ref(py));
     let signal_hooks = hooks.map(|h| h.clone_ref(py));
+    let static_routes = config.static_routes()?;
+    let static_files = if static_routes.is_empty() {
+        None
+    } else {
+        Some(StaticFiles::open(
+            static_routes,
+            config.static_cache_control.clone(),
+        )?)
+    };
     let ctx = Arc::new(ServerCtx {
         app,
         environ_base: environ_base.unbind(),
@@ -152,6 +162,7 @@ pub fn run(
         file_turns: Semaphore::new(1),
         lane: Lane::new(usize::from(config.threads)),
         request_hooks,
+        static_files,
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;

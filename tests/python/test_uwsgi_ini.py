@@ -55,6 +55,8 @@ INI = textwrap.dedent('''
 def project(tmp_path, ini=INI):
     (tmp_path / "site_app.py").write_text(APP)
     (tmp_path / "uwsgi.ini").write_text(ini)
+    (tmp_path / "static").mkdir(exist_ok=True)
+    (tmp_path / "static" / "site.css").write_text("body {}")
     return tmp_path
 
 
@@ -80,7 +82,8 @@ def test_a_django_style_uwsgi_ini_runs(tmp_path):
         log = server.log
         assert "Loaded uWSGI options from uwsgi.ini" in log
         assert "master needs no setting" in log
-        assert "static-map was ignored: ferrule does not serve static files" in log
+        # static-map: files served by ferrule itself.
+        assert httpx.get(http + "/static/site.css").text == "body {}"
         assert "line 24: 'made-up-option' is not an option ferrule maps" in log
         # Without lazy-apps, uWSGI imports the application before forking.
         assert "imported in the master before forking (uWSGI's default without lazy-apps)" in log
