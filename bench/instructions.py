@@ -5,6 +5,7 @@ machine, where requests per second are not.
     .venv/bin/python bench/instructions.py --apps json --requests 5000
     .venv/bin/python bench/instructions.py --apps hello --close   # a connection per request
     .venv/bin/python bench/instructions.py --apps hello --uwsgi   # uwsgi packets, as nginx sends them
+    .venv/bin/python bench/instructions.py --apps hello --metrics # recording for --metrics-bind
     make bench-guard     # fail if a count rose over 3% above bench/instructions-baseline.json
 
 Serves each app from bench/apps in one ferrule process (no master), or in
@@ -136,7 +137,7 @@ def callgrind_control(*args):
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
-def server_code(server, workload, port, uwsgi=False):
+def server_code(server, workload, port, uwsgi=False, metrics=False):
     """Python code that serves `workload`'s app on `port` in one process, one thread."""
     app = MODULES.get(workload, workload)
     prelude = f"import sys; sys.path.insert(0, {str(APPS)!r}); import {app}; "
@@ -144,7 +145,7 @@ def server_code(server, workload, port, uwsgi=False):
         scheme = "uwsgi://" if uwsgi else ""
         return PYTHON, prelude + (
             f"import ferrule; ferrule.serve({app}.application, bind='{scheme}127.0.0.1:{port}', "
-            "threads=1, log_level='warning')"
+            "threads=1, log_level='warning'" + (", metrics_bind='127.0.0.1:0'" if metrics else "") + ")"
         )
     if uwsgi:
         raise SystemExit("--uwsgi measures ferrule only")
@@ -153,10 +154,10 @@ def server_code(server, workload, port, uwsgi=False):
     raise SystemExit(f"unknown server {server!r}: ferrule or bjoern (bjoern needs `make bench` set-up)")
 
 
-def measure(server_name, app, count, top, close=False, uwsgi=False):
+def measure(server_name, app, count, top, close=False, uwsgi=False, metrics=False):
     port = free_port()
     out_dir = tempfile.mkdtemp(prefix="ferrule-callgrind-")
-    python, code = server_code(server_name, app, port, uwsgi)
+    python, code = server_code(server_name, app, port, uwsgi, metrics)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out_dir}/callgrind.out.%p", str(python), "-c", code],
@@ -254,6 +255,7 @@ def main():
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--close", action="store_true", help="a new connection per request (Connection: close)")
     parser.add_argument("--uwsgi", action="store_true", help="uwsgi requests as nginx sends them, a connection each")
+    parser.add_argument("--metrics", action="store_true", help="with --metrics-bind (requests recorded)")
     parser.add_argument("--check", metavar="BASELINE", help="fail if a count rose over 3%% above BASELINE")
     parser.add_argument("--write-baseline", metavar="BASELINE", help="measure the guard's apps into BASELINE")
     args = parser.parse_args()
@@ -267,7 +269,7 @@ def main():
         return 0
     for app in args.apps.split(","):
         for server in args.servers.split(","):
-            measure(server, app, args.requests, args.top, args.close, args.uwsgi)
+            measure(server, app, args.requests, args.top, args.close, args.uwsgi, args.metrics)
     return 0
 
 

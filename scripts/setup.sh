@@ -11,9 +11,10 @@ PYTHON=${PYTHON:-python3}
 # Each tool the tests run, and the Debian package that has it (nginx,
 # Apache httpd and lighttpd are the front ends of the gateway tests;
 # cgi-fcgi is libfcgi's reference FastCGI client; HAProxy sends the PROXY
-# protocol; valgrind counts instructions for `make bench-guard`).
+# protocol; valgrind counts instructions for `make bench-guard`; the
+# prometheus package has the server and promtool the metrics tests use).
 need_apt=()
-for pair in curl:curl wrk:wrk nginx:nginx apache2:apache2 lighttpd:lighttpd cgi-fcgi:libfcgi-bin haproxy:haproxy valgrind:valgrind; do
+for pair in curl:curl wrk:wrk nginx:nginx apache2:apache2 lighttpd:lighttpd cgi-fcgi:libfcgi-bin haproxy:haproxy valgrind:valgrind promtool:prometheus; do
     tool=${pair%%:*}
     package=${pair#*:}
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$package")

@@ -211,6 +211,15 @@ pub struct Config {
     )]
     pub static_cache_control: Option<String>,
 
+    /// Serve Prometheus metrics for the whole server at http://ADDRESS/metrics (HOST:PORT, an IP address: 127.0.0.1:9101), from the master, on a listener of its own that is never an application's. Off by default; when on, every request is recorded.
+    #[arg(
+        help_heading = "Metrics",
+        long,
+        value_name = "ADDRESS",
+        env = "FERRULE_METRICS_BIND"
+    )]
+    pub metrics_bind: Option<String>,
+
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
     pub wsgi_app: Option<String>,
@@ -597,6 +606,10 @@ pub struct Config {
     /// Print the settings reference (Markdown) and exit.
     #[arg(long, hide = true)]
     pub print_settings_reference: bool,
+
+    /// Print the metrics reference (Markdown) and exit.
+    #[arg(long, hide = true)]
+    pub print_metrics_reference: bool,
 }
 
 /// The command line as parsed: the declaration above, with every on/off
@@ -687,6 +700,36 @@ impl Config {
                 .collect();
             mounts.join(" ")
         })
+    }
+
+    /// --metrics-bind, checked not to be an application listener's address.
+    pub fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(text) = &self.metrics_bind else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            format!("invalid value '{text}' for '--metrics-bind': not HOST:PORT with an IP address (127.0.0.1:9101, [::1]:9101)")
+        })?;
+        for bind in &self.bind {
+            let BindAddress::Tcp { host, port } = &bind.address else {
+                continue;
+            };
+            let host_ip = host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .ok();
+            let same_host = match host_ip {
+                Some(ip) => ip == addr.ip() || ip.is_unspecified() || addr.ip().is_unspecified(),
+                None => true,
+            };
+            if *port != 0 && *port == addr.port() && same_host {
+                return Err(format!(
+                    "invalid value '{text}' for '--metrics-bind': it is the application listener {}; metrics need a port of their own",
+                    bind.address
+                ));
+            }
+        }
+        Ok(Some(addr))
     }
 
     /// The mounts under a prefix other than the root, checked: two

@@ -13,7 +13,8 @@
 //! - `proto`: pure protocol code (bytes in, values out);
 //! - beside them: `net` (listeners and sockets), `config` (every setting,
 //!   declared once), `log` (the one logger), `liveness` (the page a worker
-//!   shares with its master).
+//!   shares with its master), `metrics` (what the page records for
+//!   Prometheus, and the scrape's listener).
 
 pub mod access_log;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod driver;
 pub mod exchange;
 pub mod liveness;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod proto;
@@ -182,6 +184,10 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         print!("{}", config::settings_reference());
         return 0;
     }
+    if config.print_metrics_reference {
+        print!("{}", metrics::text::reference());
+        return 0;
+    }
     if config.print_config {
         return match config_file::print_config(&argv, &notices) {
             Ok(()) => 0,
@@ -200,7 +206,11 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
             .print();
         return EXIT_USAGE;
     };
-    if let Err(e) = config.prefix_mounts().and(config.static_routes()) {
+    if let Err(e) = config
+        .prefix_mounts()
+        .and(config.static_routes())
+        .and(config.metrics_address().map(drop))
+    {
         let _ = config::command()
             .error(ErrorKind::ValueValidation, e)
             .print();

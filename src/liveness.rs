@@ -1,5 +1,6 @@
 //! Worker liveness without the file system: one shared memory page per
-//! worker, written by the worker and read by the master.
+//! worker, written by the worker and read by the master. The page also
+//! holds the worker's metrics (`metrics::Block`).
 //!
 //! The worker stores, per application thread, when that thread entered
 //! Python (0 while it is outside), and its event loop stamps a tick every
@@ -8,6 +9,8 @@
 //! Python is a stuck event loop.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::metrics::Block;
 
 /// Reasons a worker gives for leaving, so the master can log them.
 /// How often a worker's event loop stamps its page. The master counts a
@@ -29,13 +32,16 @@ struct Layout {
     /// Set once the worker has loaded the application and is serving.
     ready: AtomicU32,
     _pad: AtomicU32,
-    // followed by `threads` AtomicU64 "entered Python at" stamps
+    // followed by `threads` AtomicU64 "entered Python at" stamps, then, on
+    // a cache line of its own, the metrics block
 }
 
 /// One worker's page, shared across fork (MAP_SHARED | MAP_ANONYMOUS).
 pub struct Slot {
     base: *mut Layout,
     len: usize,
+    /// Where the metrics block starts in the mapping.
+    metrics_at: usize,
 }
 
 // SAFETY: every field is an atomic in shared memory that lives as long as
@@ -60,7 +66,10 @@ pub fn now_ms() -> u64 {
 impl Slot {
     /// Maps a zeroed page for a worker with `threads` application threads.
     pub fn new(threads: usize) -> std::io::Result<Slot> {
-        let len = std::mem::size_of::<Layout>() + threads * 8;
+        // The metrics block on a cache line of its own, away from the
+        // stamps the master reads.
+        let metrics_at = (std::mem::size_of::<Layout>() + threads * 8).next_multiple_of(64);
+        let len = metrics_at + std::mem::size_of::<Block>();
         // SAFETY: an anonymous shared mapping; checked for failure.
         let ptr = unsafe {
             libc::mmap(
@@ -78,6 +87,7 @@ impl Slot {
         let slot = Slot {
             base: ptr.cast(),
             len,
+            metrics_at,
         };
         slot.layout()
             .threads
@@ -97,6 +107,14 @@ impl Slot {
         let n = self.layout().threads.load(Ordering::Relaxed) as usize;
         // SAFETY: the mapping holds `n` u64 stamps after the header.
         unsafe { std::slice::from_raw_parts(self.base.add(1).cast::<AtomicU64>(), n) }
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &Block {
+        // SAFETY: the mapping holds a zeroed (valid) Block at `metrics_at`,
+        // aligned to 64 bytes within a page-aligned mapping; it lives as
+        // long as the Slot.
+        unsafe { &*self.base.cast::<u8>().add(self.metrics_at).cast::<Block>() }
     }
 
     /// Worker: application thread `thread` entered Python.

@@ -29,6 +29,7 @@ use crate::exchange::{Exchange, ExchangeState, ReceivedBody, READ_CHUNK};
 use crate::liveness::{self, Slot};
 use crate::log;
 use crate::log_at;
+use crate::metrics::{self, Block};
 use crate::net::socket::Socket;
 use crate::proto::body::{BodyDecoder, Chunk};
 use crate::proto::error::{ClientError, ClientErrorKind};
@@ -131,6 +132,9 @@ pub struct ServerCtx {
     pub file_turns: Semaphore,
     /// Where the connections run (see `lane`).
     pub lane: Arc<Lane>,
+    /// The worker's page, whose metrics block requests are recorded in
+    /// (`--metrics-bind`); None records nothing.
+    pub metrics: Option<Arc<Slot>>,
     /// `--static` routes; None costs a request one branch.
     pub static_files: Option<static_files::StaticFiles>,
     /// The hooks (`ferrule._hooks.Hooks`) when pre_request or post_request
@@ -139,6 +143,11 @@ pub struct ServerCtx {
 }
 
 impl ServerCtx {
+    /// Where requests are recorded, with --metrics-bind.
+    pub fn metrics(&self) -> Option<&Block> {
+        self.metrics.as_deref().map(Slot::metrics)
+    }
+
     /// Runs `f` attached to Python, stamping the liveness page so the master
     /// can tell a request that hangs in the application.
     fn in_python<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
@@ -201,6 +210,10 @@ pub async fn refuse<S: Socket>(
     head: Option<&RequestHead>,
 ) {
     let (code, phrase) = err.status();
+    if let Some(metrics) = ctx.metrics() {
+        metrics.client_error(err.kind);
+        metrics.request_done(head.map_or(&b""[..], RequestHead::method), code, 0, 0, 0);
+    }
     log_at!(
         Info,
         "{} refused ({}): {}",
@@ -263,6 +276,9 @@ struct RequestBody {
     continue_owed: bool,
     /// The body received whole already (the decoder is then done).
     received: Option<ReceivedBody>,
+    /// The body's length for the metrics: its Content-Length, or the length
+    /// of a body received whole (0 for one the application streams).
+    len: u64,
 }
 
 /// Receives the whole body through `decoder` before the application runs:
@@ -385,14 +401,30 @@ pub async fn handle_request<S: Socket>(
     first_request: &mut Option<oneshot::Sender<()>>,
 ) -> bool {
     let mut framer = framer;
+    let _in_flight = ctx.metrics().map(InFlight::new);
     if ctx.static_files.is_some() {
-        if let Some(keep) = static_files::serve(stream, head, &mut framer, bufs, conn, ctx).await {
+        // Boxed: its state would otherwise enlarge every request's future,
+        // which is moved several times a request.
+        let served = Box::pin(static_files::serve(
+            stream,
+            head,
+            &mut framer,
+            bufs,
+            conn,
+            ctx,
+        ));
+        if let Some(keep) = served.await {
             // Served without an application thread.
             first_request.take();
             return keep;
         }
     }
     let started = log::access_log_enabled().then(std::time::Instant::now);
+    let begun_ns = if ctx.metrics.is_some() {
+        metrics::now_ns()
+    } else {
+        0
+    };
     let entered = (!ctx.queue_timeout.is_zero()).then(std::time::Instant::now);
     let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)
     {
@@ -456,7 +488,7 @@ pub async fn handle_request<S: Socket>(
         }
     }
 
-    if !ctx.queue_timeout.is_zero() && queued_too_long(stream, entered, ctx.queue_timeout) {
+    if !ctx.queue_timeout.is_zero() && queued_too_long(stream, entered, ctx) {
         first_request.take();
         let err = ClientError::new(
             ClientErrorKind::Overloaded,
@@ -477,12 +509,19 @@ pub async fn handle_request<S: Socket>(
             lane::yield_to_runtime().await;
         }
     }
+    let len = match (head.framing, &received) {
+        (BodyFraming::Length(n), _) => n,
+        (_, Some(received)) => received.length(),
+        _ => 0,
+    };
     let body = RequestBody {
         decoder: body,
         continue_owed,
         received,
+        len,
     };
-    run_request(stream, head, body, framer, claim, bufs, conn, ctx, started).await
+    let times = Times { started, begun_ns };
+    run_request(stream, head, body, framer, claim, bufs, conn, ctx, times).await
 }
 
 /// Whether a request about to run has waited longer than `limit` since its
@@ -493,12 +532,38 @@ pub async fn handle_request<S: Socket>(
 fn queued_too_long<S: Socket>(
     stream: &S,
     entered: Option<std::time::Instant>,
-    limit: Duration,
+    ctx: &ServerCtx,
 ) -> bool {
     let waited = crate::net::socket::since_last_data_received(stream.as_raw_fd())
         .or_else(|| entered.map(|at| at.elapsed()))
         .unwrap_or_default();
-    waited > limit
+    if let Some(metrics) = ctx.metrics() {
+        metrics.queue_waited(waited);
+    }
+    waited > ctx.queue_timeout
+}
+
+/// Counts a request in flight for the metrics while it lives.
+struct InFlight<'a>(&'a Block);
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Block) -> Self {
+        metrics.request_started();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// When a request began: for the access log (with it on), and in
+/// nanoseconds for the metrics (0 with them off).
+struct Times {
+    started: Option<std::time::Instant>,
+    begun_ns: u64,
 }
 
 /// A request's claim on one of the worker's application threads, counted
@@ -508,17 +573,30 @@ fn queued_too_long<S: Socket>(
 /// while every thread is claimed).
 struct ThreadClaim<'a> {
     ctx: &'a ServerCtx,
+    /// When the claim began (`metrics::now_ns`), for the metrics; 0 with
+    /// them off.
+    since_ns: u64,
 }
 
 impl<'a> ThreadClaim<'a> {
     fn new(ctx: &'a ServerCtx) -> Self {
         ctx.in_flight.fetch_add(1, Ordering::AcqRel);
-        ThreadClaim { ctx }
+        let since_ns = match ctx.metrics() {
+            Some(metrics) => {
+                metrics.thread_claimed();
+                metrics::now_ns()
+            }
+            None => 0,
+        };
+        ThreadClaim { ctx, since_ns }
     }
 }
 
 impl Drop for ThreadClaim<'_> {
     fn drop(&mut self) {
+        if let Some(metrics) = self.ctx.metrics() {
+            metrics.thread_freed(metrics::now_ns().saturating_sub(self.since_ns));
+        }
         // An accept loop waits for a thread only when every one was busy.
         if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= self.ctx.threads {
             self.ctx.thread_freed.notify_waiters();
@@ -537,9 +615,11 @@ async fn run_request<S: Socket>(
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &Arc<ServerCtx>,
-    started: Option<std::time::Instant>,
+    times: Times,
 ) -> bool {
+    let started = times.started;
     let mut claim = Some(claim);
+    let body_len = body.len;
     let fd = stream.as_raw_fd();
     let mut refusal = framer.clone();
     let mut state = ExchangeState::new(
@@ -572,7 +652,7 @@ async fn run_request<S: Socket>(
             .as_ref()
             .map(|hooks| pre_request(py, hooks, &environ));
         // The access log's `{name}e` atoms read the environ afterwards.
-        let logged_environ = (started.is_some()
+        let logged_environ = (log::access_log_enabled()
             && !log::access_format().environ_names().is_empty())
         .then(|| environ.clone().unbind());
         let (call, step) = AppCall::start(
@@ -709,7 +789,12 @@ async fn run_request<S: Socket>(
         )
     };
     keep &= sent_ok;
-    if let Some(started) = started {
+    if let Some(metrics) = ctx.metrics() {
+        let sent = bytes.saturating_sub(unsent);
+        let took = metrics::now_ns().saturating_sub(times.begun_ns);
+        metrics.request_done(head.method(), status, body_len, sent, took.max(1));
+    }
+    if let Some(elapsed) = started.map(|at| at.elapsed()) {
         let environ = logged_environ
             .map(|environ| ctx.in_python(|py| environ_values(environ.bind(py))))
             .unwrap_or_default();
@@ -719,7 +804,7 @@ async fn run_request<S: Socket>(
             bytes: bytes.saturating_sub(unsent),
             head_fields: st.sent_head().map_or(&b""[..], |(_, fields)| fields),
             environ: &environ,
-            elapsed: started.elapsed(),
+            elapsed,
         };
         access_log(Some(head), conn, &ctx.environ_settings, &done);
     }

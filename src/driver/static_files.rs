@@ -442,13 +442,24 @@ fn log_access(
     app_head: &crate::proto::app_head::AppHead,
     started: std::time::Instant,
 ) {
+    let elapsed = started.elapsed();
+    if let Some(metrics) = ctx.metrics() {
+        let took = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        metrics.request_done(
+            head.method(),
+            framer.status(),
+            0,
+            framer.body_bytes(),
+            took.max(1),
+        );
+    }
     if crate::log::access_log_enabled() {
         let done = AccessDone {
             status: framer.status(),
             bytes: framer.body_bytes(),
             head_fields: app_head.fields(),
             environ: &[],
-            elapsed: started.elapsed(),
+            elapsed,
         };
         access_log(Some(head), conn, &ctx.environ_settings, &done);
     }

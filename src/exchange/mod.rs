@@ -64,6 +64,13 @@ pub struct ReceivedBody {
     pub spool: Option<Spool>,
 }
 
+impl ReceivedBody {
+    /// The body's length.
+    pub fn length(&self) -> u64 {
+        self.memory.len() as u64 + self.spool.as_ref().map_or(0, Spool::written)
+    }
+}
+
 pub struct ExchangeState {
     /// False once the request is over.
     pub open: bool,

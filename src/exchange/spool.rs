@@ -51,6 +51,11 @@ impl Spool {
         })
     }
 
+    /// Bytes written.
+    pub fn written(&self) -> u64 {
+        self.len
+    }
+
     fn named_then_unlinked(dir: &std::path::Path) -> io::Result<File> {
         let mut template = dir.as_os_str().as_bytes().to_vec();
         template.extend_from_slice(b"/ferrule-body-XXXXXX\0");

@@ -18,8 +18,9 @@
 //! Every loop tick (at most `TICK` apart) reads each worker's liveness page
 //! (`liveness.rs`) for --timeout and its RSS for --max-worker-memory.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -27,9 +28,11 @@ use pyo3::prelude::*;
 use crate::config::Config;
 use crate::config_file::Effective;
 use crate::liveness::{self, BootFailure, Slot};
+use crate::metrics::exporter;
 use crate::net::listen::Listener;
 use crate::process::upgrade;
 use crate::process::worker::{self, set_thread_name, Boot};
+use crate::runtime::metrics::{serve_scrapes, Registry};
 use crate::runtime::server::{self, SignalSet};
 use crate::{
     call_hook, has_hook, load_app, log, log_at, report_load_error, EXIT_APP_LOAD_ERROR,
@@ -90,7 +93,13 @@ struct Arbiter<'a> {
     pid_file: Option<PathBuf>,
     /// The master started by USR2, while it runs.
     new_master: Option<libc::pid_t>,
+    /// With --metrics-bind: what scrapes read, and the listener's
+    /// descriptor, which a worker closes after fork.
+    metrics: Option<MetricsListener>,
 }
+
+/// What scrapes read, and the metrics listener's descriptor.
+type MetricsListener = (Arc<Mutex<Registry>>, RawFd);
 
 /// Runs ferrule with a master and workers; returns the exit status.
 /// `app` is the application object `ferrule.serve()` was given, served
@@ -174,6 +183,13 @@ pub fn run(
         if target == 1 { "" } else { "s" }
     );
     let socket_files: Vec<PathBuf> = listeners.iter().filter_map(Listener::socket_file).collect();
+    let metrics = match start_metrics(config) {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            log_at!(Critical, "{e}");
+            return 1;
+        }
+    };
 
     let hooks = match load_hooks(py, config, settings) {
         Ok(hooks) => hooks,
@@ -238,6 +254,7 @@ pub fn run(
         start_dir,
         pid_file: config.pid.clone(),
         new_master: None,
+        metrics,
     };
     let status = arbiter.run_loop(py, &signals);
     drop(signals);
@@ -253,6 +270,27 @@ pub fn run(
     call_hook(py, arbiter.hooks.as_ref(), "on_exit", ());
     log_at!(Info, "Shutting down: Master");
     status
+}
+
+/// With --metrics-bind: binds it and starts answering scrapes from a
+/// thread of the master (signals stay blocked in it, as in the thread that
+/// starts it).
+fn start_metrics(config: &Config) -> Result<Option<MetricsListener>, String> {
+    let Some(address) = &config.metrics_bind else {
+        return Ok(None);
+    };
+    let listener = exporter::bind(address)?;
+    let fd = listener.as_raw_fd();
+    if let Ok(local) = listener.local_addr() {
+        log_at!(
+            Info,
+            "Metrics at: http://{local}/metrics (pid {})",
+            std::process::id()
+        );
+    }
+    let registry = Arc::new(Mutex::new(Registry::new(u64::from(config.threads))));
+    serve_scrapes(listener, registry.clone()).map_err(|e| format!("--metrics-bind: {e}"))?;
+    Ok(Some((registry, fd)))
 }
 
 /// The hooks of the config file and of --hooks; Err is the exit status
@@ -415,6 +453,11 @@ impl Arbiter<'_> {
             .and_then(|pid| pid.extract())
             .map_err(|e| e.to_string())?;
         if pid == 0 {
+            if let Some((_, fd)) = &self.metrics {
+                // SAFETY: the master's metrics listener, inherited by fork;
+                // the worker never uses it.
+                unsafe { libc::close(*fd) };
+            }
             let boot = Boot {
                 config: self.config,
                 spec: self.spec,
@@ -434,6 +477,12 @@ impl Arbiter<'_> {
             unsafe { libc::_exit(status) };
         }
         log_at!(Info, "Booting worker {id} with pid: {pid}");
+        if let Some((registry, _)) = &self.metrics {
+            registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .worker_started(pid, slot.clone());
+        }
         call_hook(py, self.hooks.as_ref(), "forked", (pid,));
         self.workers.push(Worker {
             id,
@@ -582,6 +631,19 @@ impl Arbiter<'_> {
                 (_, Some(s)) => format!("was killed by {}", signal_name(s)),
                 _ => "exited".to_string(),
             };
+            if let Some((registry, _)) = &self.metrics {
+                let restart = match reason {
+                    Some("max requests") => Some("max_requests"),
+                    Some("source changed (--reload)") => Some("reload"),
+                    Some(r @ ("timeout" | "memory" | "reload")) => Some(r),
+                    Some(_) => None,
+                    None => (code != Some(0)).then_some("crash"),
+                };
+                registry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .worker_exited(pid, restart);
+            }
             match (reason, code) {
                 (Some(reason), _) => log_at!(
                     Info,

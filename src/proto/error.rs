@@ -37,6 +37,43 @@ pub enum ClientErrorKind {
     ServerError,
 }
 
+impl ClientErrorKind {
+    /// Every kind, in the order of the metrics' `kind` label values.
+    pub const ALL: [ClientErrorKind; 10] = [
+        ClientErrorKind::BadRequest,
+        ClientErrorKind::RequestTimeout,
+        ClientErrorKind::PayloadTooLarge,
+        ClientErrorKind::UriTooLong,
+        ClientErrorKind::ExpectationFailed,
+        ClientErrorKind::HeadersTooLarge,
+        ClientErrorKind::NotImplemented,
+        ClientErrorKind::VersionNotSupported,
+        ClientErrorKind::Overloaded,
+        ClientErrorKind::ServerError,
+    ];
+
+    /// The kind's name in the metrics (`kind` label).
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientErrorKind::BadRequest => "bad_request",
+            ClientErrorKind::RequestTimeout => "request_timeout",
+            ClientErrorKind::PayloadTooLarge => "content_too_large",
+            ClientErrorKind::UriTooLong => "uri_too_long",
+            ClientErrorKind::ExpectationFailed => "expectation_failed",
+            ClientErrorKind::HeadersTooLarge => "header_fields_too_large",
+            ClientErrorKind::NotImplemented => "not_implemented",
+            ClientErrorKind::VersionNotSupported => "version_not_supported",
+            ClientErrorKind::Overloaded => "overloaded",
+            ClientErrorKind::ServerError => "server_error",
+        }
+    }
+
+    /// Its place in `ALL`.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&k| k == self).unwrap_or(0)
+    }
+}
+
 /// A request the server refuses, with the reason written to the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientError {

@@ -36,6 +36,7 @@ use crate::net::listen::{self, ListenSocket, Listener, Protocol};
 use crate::net::socket::Socket;
 use crate::proto::forwarded::SecureSchemeHeaders;
 use crate::proto::http1::response::push_decimal;
+use crate::runtime::metrics::{serve_scrapes, Registry};
 use crate::runtime::{fastcgi, gateway, http1};
 use crate::wsgi::environ::{base_environ, ConnInfo, EnvironSettings, ProxyHeaders};
 
@@ -130,6 +131,12 @@ pub fn run(
         .filter(|h| has_hook(py, h, "pre_request") || has_hook(py, h, "post_request"))
         .map(|h| h.clone_ref(py));
     let signal_hooks = hooks.map(|h| h.clone_ref(py));
+    let metrics = match (&config.metrics_bind, &worker) {
+        (None, _) => None,
+        (Some(_), Some(worker)) => Some(worker.slot.clone()),
+        // A lone process (ferrule.serve()) answers its own scrapes.
+        (Some(address), None) => Some(serve_own_scrapes(address, config.threads)?),
+    };
     let static_routes = config.static_routes()?;
     let static_files = if static_routes.is_empty() {
         None
@@ -163,6 +170,7 @@ pub fn run(
         lane: Lane::new(usize::from(config.threads)),
         request_hooks,
         static_files,
+        metrics,
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
@@ -189,6 +197,26 @@ pub fn run(
             hooks: signal_hooks,
         })
     })
+}
+
+/// The metrics of a process without a master: its own page, and the
+/// listener answering from it.
+fn serve_own_scrapes(address: &str, threads: u16) -> Result<Arc<Slot>, String> {
+    let slot =
+        Arc::new(Slot::new(usize::from(threads)).map_err(|e| format!("shared memory: {e}"))?);
+    let listener = crate::metrics::exporter::bind(address)?;
+    if let Ok(local) = listener.local_addr() {
+        log_at!(
+            Info,
+            "Metrics at: http://{local}/metrics (pid {})",
+            std::process::id()
+        );
+    }
+    let mut registry = Registry::new(u64::from(threads));
+    registry.worker_started(std::process::id() as libc::pid_t, slot.clone());
+    serve_scrapes(listener, Arc::new(std::sync::Mutex::new(registry)))
+        .map_err(|e| format!("--metrics-bind: {e}"))?;
+    Ok(slot)
 }
 
 struct ServeParams {
@@ -582,7 +610,11 @@ async fn accept_loop<A: Acceptor>(
             Ok((stream, conn)) => {
                 let (first_head_tx, first_head) = oneshot::channel();
                 let conn_ctx = ctx.clone();
+                if let Some(metrics) = &ctx.metrics {
+                    metrics.metrics().connection_opened();
+                }
                 ctx.lane.spawn(async move {
+                    let metrics = conn_ctx.metrics.clone();
                     match protocol {
                         Protocol::Http => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
                         Protocol::Fastcgi => {
@@ -593,6 +625,9 @@ async fn accept_loop<A: Acceptor>(
                         }
                     }
                     drop(slot);
+                    if let Some(metrics) = metrics {
+                        metrics.metrics().connection_closed();
+                    }
                 });
                 // With other workers on the same listener, accept the next
                 // connection only once this one has said whether its first
