@@ -333,7 +333,7 @@ pub struct Config {
     #[arg(help_heading = "Timeouts", short = 't', long, value_name = "SECONDS", env = "FERRULE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub timeout: Duration,
 
-    /// Overload protection: a request that has waited longer than this many seconds for an application thread (counted from when its last byte reached the server's socket) is answered 503 with Retry-After: 1 and never reaches the application; 0 disables (the default). Measured by the kernel on TCP listeners; on unix sockets only the wait inside ferrule counts.
+    /// Overload protection: a request that has waited longer than this many seconds for an application thread (counted from when its last byte reached the server's socket) is answered 503 with Retry-After: 1 and never reaches the application; 0 disables (the default). Measured by the kernel, on TCP listeners only (a unix socket has no such count).
     #[arg(help_heading = "Timeouts", long, value_name = "SECONDS", env = "FERRULE_QUEUE_TIMEOUT", default_value = "0", value_parser = parse_seconds)]
     pub queue_timeout: Duration,
 

@@ -412,10 +412,9 @@ pub async fn handle_request<S: Socket>(
             bufs,
             conn,
             ctx,
+            first_request,
         ));
         if let Some(keep) = served.await {
-            // Served without an application thread.
-            first_request.take();
             return keep;
         }
     }
@@ -425,7 +424,6 @@ pub async fn handle_request<S: Socket>(
     } else {
         0
     };
-    let entered = (!ctx.queue_timeout.is_zero()).then(std::time::Instant::now);
     let mut body = match BodyDecoder::new(head.framing, ctx.max_body, ctx.head_limits.max_head_size)
     {
         Ok(body) => body,
@@ -488,7 +486,7 @@ pub async fn handle_request<S: Socket>(
         }
     }
 
-    if !ctx.queue_timeout.is_zero() && queued_too_long(stream, entered, ctx) {
+    if !ctx.queue_timeout.is_zero() && queued_too_long(stream, ctx) {
         first_request.take();
         let err = ClientError::new(
             ClientErrorKind::Overloaded,
@@ -524,19 +522,16 @@ pub async fn handle_request<S: Socket>(
     run_request(stream, head, body, framer, claim, bufs, conn, ctx, times).await
 }
 
-/// Whether a request about to run has waited longer than `limit` since its
-/// last byte arrived: the kernel's count on TCP (`TCP_INFO`), which takes in
-/// the wait in the socket before the worker could read it (while every
-/// application thread was busy), else the wait since the request reached
-/// the driver (`entered`).
-fn queued_too_long<S: Socket>(
-    stream: &S,
-    entered: Option<std::time::Instant>,
-    ctx: &ServerCtx,
-) -> bool {
-    let waited = crate::net::socket::since_last_data_received(stream.as_raw_fd())
-        .or_else(|| entered.map(|at| at.elapsed()))
-        .unwrap_or_default();
+/// Whether a request about to run has waited longer than --queue-timeout
+/// since its last byte arrived, by the kernel's count on TCP (`TCP_INFO`),
+/// which takes in the time the request sat unread in the socket while
+/// every application thread was busy. A unix socket has no such count, and
+/// the wait inside ferrule says nothing of it (a head is read only once a
+/// loop is free), so there nothing is refused.
+fn queued_too_long<S: Socket>(stream: &S, ctx: &ServerCtx) -> bool {
+    let Some(waited) = crate::net::socket::since_last_data_received(stream.as_raw_fd()) else {
+        return false;
+    };
     if let Some(metrics) = ctx.metrics() {
         metrics.queue_waited(waited);
     }

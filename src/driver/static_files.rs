@@ -10,6 +10,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use tokio::sync::oneshot;
+
 use crate::log_at;
 use crate::net::socket::Socket;
 use crate::proto::error::ClientError;
@@ -63,7 +65,16 @@ impl StaticFiles {
                 ));
             }
             // SAFETY: `fd` was just opened and is owned by nothing else.
-            dirs.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Every file is opened with openat2(2) (Linux 5.6), which a
+            // container's seccomp profile may also forbid: found out here,
+            // not as a 500 on every request.
+            if let Err(e) = open_beneath(dir.as_raw_fd(), b".", "") {
+                return Err(format!(
+                    "--static: files are opened with openat2(2) (Linux 5.6 and later), which failed here: {e}"
+                ));
+            }
+            dirs.push(dir);
         }
         Ok(StaticFiles {
             routes,
@@ -188,7 +199,8 @@ fn has_sibling(dir: RawFd, relative: &[u8]) -> io::Result<bool> {
 /// Answers `head` from the static routes when it names a file there;
 /// `None` leaves the request to the application (not a GET or HEAD, not
 /// under a route, or no such file). `Some(keep)` otherwise: whether the
-/// connection may carry another request.
+/// connection may carry another request. `first_request` is told at once
+/// when the server answers itself: no application thread is claimed.
 pub async fn serve<S: Socket>(
     stream: &mut S,
     head: &RequestHead,
@@ -196,6 +208,7 @@ pub async fn serve<S: Socket>(
     bufs: &mut ConnBuffers,
     conn: &ConnInfo,
     ctx: &ServerCtx,
+    first_request: &mut Option<oneshot::Sender<()>>,
 ) -> Option<bool> {
     let statics = ctx.static_files.as_ref()?;
     // A GET or HEAD with no body; over FastCGI, every request has a STDIN
@@ -214,6 +227,7 @@ pub async fn serve<S: Socket>(
     let (route, relative) = match lookup(&statics.routes, &path) {
         Lookup::NotStatic | Lookup::Directory => return None,
         Lookup::Refused(reason) => {
+            first_request.take();
             let err = ClientError::bad_request(reason);
             refuse(stream, framer.clone(), &err, conn, ctx, Some(head)).await;
             return Some(false);
@@ -226,10 +240,11 @@ pub async fn serve<S: Socket>(
     let accept_encoding = header(b"accept-encoding", b"HTTP_ACCEPT_ENCODING");
     let codings = accepted_codings(accept_encoding);
     let dir = statics.dir_of(route);
-    let chosen = choose_file(dir, relative, &codings, accept_encoding.is_some());
+    let chosen = choose_file(dir, &relative, &codings, accept_encoding.is_some());
     if matches!(chosen, Ok(None)) {
         return None;
     }
+    first_request.take();
     // The file answers: over FastCGI, its STDIN records are read up to the
     // empty one, so that the connection's next request starts where it
     // should (what they carry is discarded).
@@ -248,7 +263,7 @@ pub async fn serve<S: Socket>(
         Ok(Some(found)) => found,
         Ok(None) => return None,
         Err(e) => {
-            let name = String::from_utf8_lossy(relative);
+            let name = String::from_utf8_lossy(&relative);
             let (status, phrase) = match e.raw_os_error() {
                 // The name leads out of the directory (a symlink, RESOLVE_BENEATH).
                 Some(libc::EXDEV | libc::ELOOP) => {
@@ -286,19 +301,22 @@ pub async fn serve<S: Socket>(
         if_none_match: header(b"if-none-match", b"HTTP_IF_NONE_MATCH"),
         if_modified_since: header(b"if-modified-since", b"HTTP_IF_MODIFIED_SINCE"),
         if_unmodified_since: header(b"if-unmodified-since", b"HTTP_IF_UNMODIFIED_SINCE"),
-        if_range: header(b"if-range", b"HTTP_IF_RANGE"),
-        range: header(b"range", b"HTTP_RANGE"),
+        // Range is defined for GET only (RFC 9110 §14.2): a HEAD gets the
+        // whole representation's fields.
+        if_range: header(b"if-range", b"HTTP_IF_RANGE").filter(|_| !head.is_head()),
+        range: header(b"range", b"HTTP_RANGE").filter(|_| !head.is_head()),
     };
     let answer = answer(&facts, &etag, &pre);
     let app_head = response_head(
         &facts,
         &etag,
         &answer,
-        content_type(relative),
+        content_type(&relative),
         vary,
         statics.cache_control.as_deref(),
     );
     let (start, len) = match answer {
+        _ if head.is_head() => (0, 0),
         Answer::Whole => (0, facts.size),
         Answer::Part { start, end } => (start, end - start),
         _ => (0, 0),

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 /// Longest request head a scrape may send.
 const MAX_HEAD: usize = 8192;
-/// How long a scraper has to send its request, and to take the answer.
+/// How long a scraper has to send its request, and to take the answer:
+/// each, at most (one scrape is answered at a time).
 const SCRAPE_IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pause after an accept that failed.
@@ -65,11 +66,18 @@ pub fn start(listener: TcpListener, source: Source) -> std::io::Result<()> {
 }
 
 fn answer(mut stream: TcpStream, source: &Source) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(SCRAPE_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(SCRAPE_IO_TIMEOUT))?;
+    let deadline = std::time::Instant::now() + SCRAPE_IO_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        // The whole head within the timeout, not each read: a client that
+        // trickles bytes cannot hold the listener.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return Ok(());

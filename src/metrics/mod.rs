@@ -121,6 +121,10 @@ impl Block {
             b"OPTIONS" => 6,
             _ => 7,
         };
+        if status == 0 {
+            // The client left before a response began: no status to count.
+            return;
+        }
         let class = usize::from((status / 100).clamp(1, 5) - 1);
         self.requests[method][class].fetch_add(1, Relaxed);
         if body_received > 0 {
@@ -164,13 +168,6 @@ impl Block {
 
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Relaxed);
-    }
-
-    /// A new worker's gauges start at zero (its page may be a reused one).
-    pub fn reset_gauges(&self) {
-        self.in_flight.store(0, Relaxed);
-        self.threads_busy.store(0, Relaxed);
-        self.connections_open.store(0, Relaxed);
     }
 }
 

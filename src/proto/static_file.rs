@@ -4,6 +4,7 @@
 //! validators (§8.8), content coding (§8.4, §12.5.3). Opening and sending
 //! the file is the driver's (`driver::static_files`).
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proto::app_head::AppHead;
@@ -23,8 +24,9 @@ pub enum Lookup<'a> {
     /// No route's prefix: the application's.
     NotStatic,
     /// A file to look for: the route, and the path under its directory
-    /// (relative, no empty, `.` or `..` segment, no NUL or backslash).
-    File(&'a StaticRoute, &'a [u8]),
+    /// (relative; no `.` or `..` segment, NUL or backslash; empty segments,
+    /// as in `/static//app.css`, merged away as nginx does).
+    File(&'a StaticRoute, Cow<'a, [u8]>),
     /// Under a route but not a file name (the prefix itself, a directory
     /// with a trailing '/'): the application's, since no directory is
     /// listed.
@@ -62,10 +64,20 @@ pub fn lookup<'a>(routes: &'a [StaticRoute], path: &'a [u8]) -> Lookup<'a> {
     // directory.
     if relative
         .split(|&b| b == b'/')
-        .any(|segment| segment.is_empty() || segment == b"." || segment == b"..")
+        .any(|segment| segment == b"." || segment == b"..")
     {
-        return Lookup::Refused("an empty, '.' or '..' segment in a static file path");
+        return Lookup::Refused("a '.' or '..' segment in a static file path");
     }
+    let relative = if relative.starts_with(b"/") || memchr::memmem::find(relative, b"//").is_some()
+    {
+        let segments: Vec<&[u8]> = relative
+            .split(|&b| b == b'/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        Cow::Owned(segments.join(&b'/'))
+    } else {
+        Cow::Borrowed(relative)
+    };
     Lookup::File(route, relative)
 }
 
@@ -498,6 +510,10 @@ mod tests {
             file(b"/static/adminx/b.js"),
             Some(("/srv/static".into(), b"adminx/b.js".to_vec()))
         );
+        assert_eq!(
+            file(b"/static//css//a.css"),
+            Some(("/srv/static".into(), b"css/a.css".to_vec()))
+        );
         assert_eq!(lookup(&routes, b"/staticx/a.css"), Lookup::NotStatic);
         assert_eq!(lookup(&routes, b"/static"), Lookup::NotStatic);
         assert_eq!(lookup(&routes, b"/other"), Lookup::NotStatic);
@@ -507,7 +523,6 @@ mod tests {
             &b"/static/../etc/passwd"[..],
             b"/static/a/../../x",
             b"/static/./a.css",
-            b"/static/a//b.css",
             b"/static/..",
             b"/static/a\\..\\b",
             b"/static/a\0.css",
@@ -521,10 +536,7 @@ mod tests {
             prefix: String::new(),
             dir: "/srv".into(),
         }];
-        assert!(matches!(
-            lookup(&root, b"/x.txt"),
-            Lookup::File(_, b"x.txt")
-        ));
+        assert!(matches!(lookup(&root, b"/x.txt"), Lookup::File(_, rel) if &rel[..] == b"x.txt"));
     }
 
     #[test]

@@ -28,8 +28,9 @@ impl Registry {
         }
     }
 
+    /// `slot` is the worker's own, mapped afresh for it (its gauges start
+    /// at zero; the worker may be counting already).
     pub fn worker_started(&mut self, pid: libc::pid_t, slot: Arc<Slot>) {
-        slot.metrics().reset_gauges();
         self.live.push((pid, slot));
     }
 

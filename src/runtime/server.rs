@@ -610,11 +610,10 @@ async fn accept_loop<A: Acceptor>(
             Ok((stream, conn)) => {
                 let (first_head_tx, first_head) = oneshot::channel();
                 let conn_ctx = ctx.clone();
-                if let Some(metrics) = &ctx.metrics {
-                    metrics.metrics().connection_opened();
-                }
+                // Counted while the task lives, and released however it
+                // ends (dropped unrun when the lane is closing).
+                let open = ctx.metrics.clone().map(OpenConnection::new);
                 ctx.lane.spawn(async move {
-                    let metrics = conn_ctx.metrics.clone();
                     match protocol {
                         Protocol::Http => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
                         Protocol::Fastcgi => {
@@ -625,9 +624,7 @@ async fn accept_loop<A: Acceptor>(
                         }
                     }
                     drop(slot);
-                    if let Some(metrics) = metrics {
-                        metrics.metrics().connection_closed();
-                    }
+                    drop(open);
                 });
                 // With other workers on the same listener, accept the next
                 // connection only once this one has said whether its first
@@ -659,6 +656,22 @@ async fn accept_loop<A: Acceptor>(
             Err(_) if *stop.borrow() => break,
             Err(e) => failures.failed(e).await,
         }
+    }
+}
+
+/// A connection counted open in the metrics while this lives.
+struct OpenConnection(Arc<Slot>);
+
+impl OpenConnection {
+    fn new(page: Arc<Slot>) -> Self {
+        page.metrics().connection_opened();
+        OpenConnection(page)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics().connection_closed();
     }
 }
 

@@ -41,6 +41,22 @@ def sample(text, name, **labels):
     raise AssertionError(f"no sample {want} in:\n{text}")
 
 
+def settled(server, check, what):
+    """A scrape for which `check(text)` holds: a worker records a request
+    just after its response's last byte, which the client may read first."""
+    texts = []
+
+    def holds():
+        texts.append(scrape(server))
+        try:
+            return check(texts[-1])
+        except AssertionError:
+            return False
+
+    wait_until(holds, what=what)
+    return texts[-1]
+
+
 def test_promtool_accepts_the_scrape(serve):
     server = serve("behaviours", "-w", "2", "--metrics-bind", "127.0.0.1:0")
     for _ in range(5):
@@ -69,7 +85,7 @@ def test_counts_add_up_across_workers_and_survive_a_replaced_worker(serve):
         for _ in range(4):
             assert client.post(server.url + "/echo-body", content=b"x" * 100).status_code in (200, 404)
         victim = int(client.get(server.url + "/pid").text)
-    text = scrape(server)
+    text = settled(server, lambda t: sample(t, "ferrule_request_duration_seconds_count") == 34, "34 requests")
     assert sample(text, "ferrule_requests_total", method="GET", status="2xx") == 30
     assert sample(text, "ferrule_request_duration_seconds_count") == 34
     assert sample(text, "ferrule_application_duration_seconds_count") == 34
@@ -80,8 +96,8 @@ def test_counts_add_up_across_workers_and_survive_a_replaced_worker(serve):
     os.kill(victim, signal.SIGKILL)
     server.wait_for_log("replaced: crash")
     wait_until(lambda: victim not in worker_pids(server, 2), what="a replacement worker")
-    text = scrape(server)
-    assert sample(text, "ferrule_requests_total", method="GET", status="2xx") == 31
+    text = settled(server, lambda t: sample(t, "ferrule_requests_total", method="GET", status="2xx") == 31,
+                   "31 requests")
     assert sample(text, "ferrule_worker_restarts_total", reason="crash") == 1
     assert sample(text, "ferrule_worker_restarts_total", reason="timeout") == 0
 
@@ -96,8 +112,7 @@ def test_gauges_while_a_request_runs(serve):
     assert sample(text, "ferrule_requests_in_flight") == 1
     assert sample(text, "ferrule_threads_busy") == 1
     assert sample(text, "ferrule_connections_open") >= 1
-    text = scrape(server)
-    assert sample(text, "ferrule_requests_in_flight") == 0
+    text = settled(server, lambda t: sample(t, "ferrule_requests_in_flight") == 0, "no request in flight")
     assert sample(text, "ferrule_threads_busy") == 0
     # The 2-second request is in the buckets above 1 s and below 2.5 s.
     assert sample(text, "ferrule_application_duration_seconds_bucket", le="1") == 0
@@ -114,7 +129,7 @@ def test_client_errors_and_queue_timeouts_are_counted(serve):
     server.wait_for_log("app reached: slow")
     assert httpx.get(server.url + "/list3", timeout=30).status_code == 503
     slow.join(30)
-    text = scrape(server)
+    text = settled(server, lambda t: sample(t, "ferrule_request_queue_seconds_count") == 2, "two queue waits")
     assert sample(text, "ferrule_client_errors_total", kind="bad_request") == 1
     assert sample(text, "ferrule_client_errors_total", kind="overloaded") == 1
     # A head refused unread has no method the server trusts.
@@ -168,8 +183,8 @@ def test_serve_answers_its_own_scrapes(tmp_path):
         os.path.abspath(__file__)))), ".venv", "bin", "python"), str(script)], bind=[], env=env)
     try:
         httpx.get(server.url + "/list3")
-        text = scrape(server)
-        assert sample(text, "ferrule_requests_total", method="GET", status="2xx") == 1
+        text = settled(server, lambda t: sample(t, "ferrule_requests_total", method="GET", status="2xx") == 1,
+                       "one request")
         assert sample(text, "ferrule_workers") == 1
     finally:
         server.kill()

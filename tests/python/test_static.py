@@ -109,6 +109,11 @@ def test_head_sends_the_fields_without_the_body(server):
         # The next response follows at once: no body bytes were sent.
         page = reader.read_response()
         assert page.status == 200 and page.body == b"<p>hi</p>"
+    # Range is for GET only (RFC 9110 §14.2).
+    with server.connect() as sock:
+        sock.sendall(b"HEAD /static/data.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n")
+        head = Reader(sock).read_response(head_request=True)
+        assert head.status == 200 and head.header("Content-Length") == "4096"
 
 
 def test_precompressed_siblings_by_accept_encoding(server):
@@ -135,12 +140,15 @@ def test_precompressed_siblings_by_accept_encoding(server):
     "/static/./data.bin",
     "/static/css%5c..%5c..%5csecret.txt",
     "/static/data.bin%00.css",
-    "/static//data.bin",
 ])
 def test_names_that_could_leave_the_directory_are_refused(server, target):
     resp = get(server, target)
     assert resp.status == 400, resp
     assert b"outside" not in resp.body
+
+
+def test_empty_segments_are_merged_as_nginx_does(server, site):
+    assert get(server, "/static//css//app.css").body == (site / "css" / "app.css").read_bytes()
 
 
 def test_symlinks_may_not_leave_the_directory(server):
