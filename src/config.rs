@@ -417,7 +417,7 @@ pub struct Config {
     )]
     pub reload_extra_file: Vec<PathBuf>,
 
-    /// How many requests may run the application at once (threads per process). Quick requests all run on one thread; one that takes over 0.5 ms lets the next run on another. Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response is sent from its own thread.
+    /// How many requests may run the application at once (threads per process). Quick requests all run on one thread; one that takes over 0.5 ms lets the next run on another. Idle and slow connections do not hold one, except that above 1 a streamed (iterator) response more than --response-buffer ahead of its client waits for it on its thread.
     #[arg(help_heading = "Workers", long, value_name = "N", env = "FERRULE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 
@@ -485,6 +485,10 @@ pub struct Config {
     /// Largest request body in bytes; larger ones get 413.
     #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_LIMIT_REQUEST_BODY", default_value_t = 1 << 30)]
     pub limit_request_body: u64,
+
+    /// With --threads above 1, how many bytes of a streamed (iterator) response may wait in memory for a slow client while the application goes on producing: a response that ends within it frees its thread at once, and the rest is sent as the client reads; past it, the application's thread waits for the client.
+    #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_RESPONSE_BUFFER", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
+    pub response_buffer: u64,
 
     /// Request bodies are received whole before the application is called, so an uploading client never holds an application thread: up to this many bytes in memory, the rest in an unnamed temporary file (in $TMPDIR, else /tmp). uWSGI's post-buffering.
     #[arg(help_heading = "Requests and limits", long, value_name = "BYTES", env = "FERRULE_POST_BUFFERING", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(0..=67_108_864))]

@@ -10,7 +10,7 @@ pub mod lane;
 pub mod static_files;
 
 use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +115,9 @@ pub struct ServerCtx {
     pub header_timeout: Duration,
     pub keep_alive: Duration,
     pub socket_timeout: Duration,
+    /// Most bytes of a streamed response that may wait in memory for a slow
+    /// client while the application goes on (`--response-buffer`).
+    pub response_buffer: usize,
     /// Longest a request may wait for an application thread before it is
     /// answered 503 instead (`--queue-timeout`); zero for no limit.
     pub queue_timeout: Duration,
@@ -680,8 +683,9 @@ async fn run_request<S: Socket>(
     // With several threads the connection's task may resume on another
     // thread after any wait, so a response that needs more Python is
     // finished here, before the task waits for anything.
+    let mut sent_ahead = None;
     if ctx.threads > 1 && needs_more_python(&step, &call) {
-        step = finish_on_this_thread(ctx, exchange, &mut call, step);
+        (step, sent_ahead) = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
     let mut hooked = hooked;
     if ctx.threads > 1 {
@@ -694,6 +698,14 @@ async fn run_request<S: Socket>(
     drop(call_on_thread);
     if !needs_more_python(&step, &call) {
         claim.take();
+    }
+    if let Some(sender) = sent_ahead {
+        // The thread is free; the rest of the response goes out from the
+        // sender, which this connection waits for before its next write.
+        let _ = sender.await;
+        if exchange.lock().write_failed {
+            step = Step::Abort;
+        }
     }
 
     let mut sent_ok = true;
@@ -858,35 +870,166 @@ fn needs_more_python(step: &Step, call: &AppCall<'_>) -> bool {
     }
 }
 
-/// Runs the rest of a response on the calling thread, without awaiting:
-/// each chunk is sent with blocking writes (the GIL released, each wait
-/// bounded by --socket-timeout) before the next is pulled, then `close()`
-/// is called. PEP 3333 applications may keep per-request state in
-/// thread-locals or context variables (Flask's `stream_with_context`, for
-/// one), which only the thread that called the application sees. A slow
-/// client holds the thread meanwhile, as in a threaded server.
+/// Runs the rest of a response on the calling thread, without awaiting.
+/// PEP 3333 applications may keep per-request state in thread-locals or
+/// context variables (Flask's `stream_with_context`, for one), which only
+/// the thread that called the application sees, so every chunk is pulled
+/// here. What the client has not taken yet waits in the out queue, up to
+/// --response-buffer bytes, and a task of the lane sends it as the client
+/// reads, also while the application is producing its next chunk (PEP
+/// 3333: the server must "continue transmission even while the application
+/// is producing its next block"). A response that ends within the buffer
+/// frees its thread at once, however slow the client; past the buffer the
+/// thread waits for the client here (GIL released, each wait bounded by
+/// --socket-timeout). Returns the last step, and when the sender was
+/// started, what ends when it has sent everything (or the client failed).
 fn finish_on_this_thread(
     ctx: &ServerCtx,
-    exchange: &Exchange,
+    exchange: &Arc<Exchange>,
     call: &mut AppCall<'_>,
     mut step: Step,
-) -> Step {
+) -> (Step, Option<oneshot::Receiver<()>>) {
+    let mut sender: Option<SendAhead> = None;
     while matches!(step, Step::More) {
-        let sent = exchange
-            .lock()
-            .flush_blocking(exchange.out_fd, exchange.socket_timeout);
-        step = match sent {
-            Ok(()) => ctx.in_python(|py| next_chunks(py, call, exchange)),
-            Err(_) => Step::Abort,
+        // What is queued goes out before the next chunk is asked for: now,
+        // as far as the socket takes it, and the rest from the sender.
+        let queued = {
+            let mut st = exchange.lock();
+            match st.flush_now(exchange.out_fd) {
+                Ok(_) => st.out.len(),
+                Err(_) => {
+                    step = Step::Abort;
+                    break;
+                }
+            }
         };
+        if queued > 0 {
+            sender
+                .get_or_insert_with(|| SendAhead::start(ctx, exchange))
+                .queued();
+        }
+        if queued > ctx.response_buffer
+            && wait_until_queued_at_most(exchange, ctx.response_buffer).is_err()
+        {
+            step = Step::Abort;
+            break;
+        }
+        step = ctx.in_python(|py| next_chunks(py, call, exchange));
     }
-    if !matches!(step, Step::Abort) {
-        let _ = exchange
-            .lock()
-            .flush_blocking(exchange.out_fd, exchange.socket_timeout);
+    if !matches!(step, Step::Abort) && !exchange.lock().out.is_empty() {
+        sender
+            .get_or_insert_with(|| SendAhead::start(ctx, exchange))
+            .queued();
     }
     ctx.in_python(|py| call.close_now(py));
-    step
+    (step, sender.map(SendAhead::producer_done))
+}
+
+/// Waits (blocking, without the exchange's lock) until at most `bound`
+/// bytes of the response wait to be sent.
+fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()> {
+    loop {
+        let queued = {
+            let mut st = exchange.lock();
+            st.flush_now(exchange.out_fd)?;
+            st.out.len()
+        };
+        if queued <= bound {
+            return Ok(());
+        }
+        crate::exchange::blocking_io::wait_writable(exchange.out_fd, exchange.socket_timeout)
+            .inspect_err(|_| exchange.lock().write_failed = true)?;
+    }
+}
+
+/// The sender of a streamed response's queued bytes, a task of the lane
+/// that runs while the application's thread pulls the next chunks
+/// (`finish_on_this_thread`). Both write under the exchange's lock, so
+/// the bytes go out in order.
+struct SendAhead {
+    shared: Arc<SendAheadState>,
+    stopped: oneshot::Receiver<()>,
+}
+
+struct SendAheadState {
+    /// Bytes were queued, or the application's iterator ended.
+    more: Notify,
+    producer_done: std::sync::atomic::AtomicBool,
+}
+
+impl SendAhead {
+    fn start(ctx: &ServerCtx, exchange: &Arc<Exchange>) -> SendAhead {
+        let shared = Arc::new(SendAheadState {
+            more: Notify::new(),
+            producer_done: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (stopped_tx, stopped) = oneshot::channel();
+        let task_state = shared.clone();
+        let exchange = exchange.clone();
+        ctx.lane.spawn(async move {
+            send_ahead(&exchange, &task_state).await;
+            let _ = stopped_tx.send(());
+        });
+        SendAhead { shared, stopped }
+    }
+
+    fn queued(&self) {
+        self.shared.more.notify_one();
+    }
+
+    /// No more chunks: the sender sends what is queued and stops.
+    fn producer_done(self) -> oneshot::Receiver<()> {
+        self.shared.producer_done.store(true, Ordering::Release);
+        self.shared.more.notify_one();
+        self.stopped
+    }
+}
+
+async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
+    // A descriptor of its own for the sender's readiness (the connection
+    // has the socket registered under its own).
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor open for the
+    // exchange's life; the new one is owned below.
+    let dup = unsafe { libc::fcntl(exchange.out_fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        exchange.lock().write_failed = true;
+        return;
+    }
+    // SAFETY: `dup` was just made and nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+    // SAFETY: the OwnedFd is a valid descriptor the AsyncFd owns, so it
+    // stays open, on the same socket, for the AsyncFd's life.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)
+    };
+    let Ok(ready) = registered else {
+        exchange.lock().write_failed = true;
+        return;
+    };
+    loop {
+        let all_sent = exchange.lock().flush_now(exchange.out_fd);
+        match all_sent {
+            Err(_) => return,
+            Ok(true) => {
+                if state.producer_done.load(Ordering::Acquire) {
+                    // Queued before the flag was set: sent above, unless
+                    // queued between the flush and the flag.
+                    if exchange.lock().out.is_empty() {
+                        return;
+                    }
+                    continue;
+                }
+                state.more.notified().await;
+            }
+            Ok(false) => match timeout(exchange.socket_timeout, ready.writable()).await {
+                Ok(Ok(mut guard)) => guard.clear_ready(),
+                _ => {
+                    exchange.lock().write_failed = true;
+                    return;
+                }
+            },
+        }
+    }
 }
 
 /// Most chunks of a streamed response pulled with the GIL held once: up to

@@ -100,6 +100,11 @@ pub fn send_all(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()>
     Ok(())
 }
 
+/// Waits until `fd` can take more bytes, at most `timeout`.
+pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    wait(fd, libc::POLLOUT, timeout)
+}
+
 /// Sends everything in `queue` with writev(2).
 pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Result<()> {
     while !send_queue_now(fd, queue)? {

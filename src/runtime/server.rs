@@ -160,6 +160,7 @@ pub fn run(
         keep_alive: config.keep_alive,
         socket_timeout: config.socket_timeout,
         queue_timeout: config.queue_timeout,
+        response_buffer: config.response_buffer as usize,
         shutdown: stop_rx,
         liveness: worker.as_ref().map(|w| w.slot.clone()),
         max_requests: worker.as_ref().map_or(0, |w| w.max_requests),

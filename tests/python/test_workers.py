@@ -464,6 +464,95 @@ def test_slow_readers_of_finished_responses_do_not_stop_accepting(serve):
             sock.close()
 
 
+def slow_reader(server, target):
+    """A connection that sends `target`'s request and then reads nothing:
+    the server's writes stop once its small receive buffer is full."""
+    import socket as socketlib
+
+    sock = socketlib.socket()
+    sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+    sock.connect(server.address)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    assert sock.recv(12) == b"HTTP/1.1 200"
+    return sock
+
+
+def read_chunked_body(sock):
+    """The rest of a chunked response's body, read to its last chunk."""
+    sock.settimeout(30)
+    data = bytearray()
+    while not data.endswith(b"0\r\n\r\n"):
+        block = sock.recv(1 << 20)
+        assert block, "the connection closed before the last chunk"
+        data += block
+    at = data.index(b"\r\n\r\n") + 4
+    body = bytearray()
+    while True:
+        line_end = data.index(b"\r\n", at)
+        size = int(data[at:line_end], 16)
+        if size == 0:
+            return bytes(body)
+        body += data[line_end + 2:line_end + 2 + size]
+        at = line_end + 2 + size + 2
+
+
+def test_slow_readers_of_streamed_responses_free_their_threads(serve):
+    """A generator response that ends within --response-buffer frees its
+    thread at once, however slowly its client reads: two slow readers of
+    16 MiB generator responses (more than the kernel's socket buffers take:
+    4 MiB here) leave both threads of the worker free, and each later gets
+    its whole body. (Each held a thread in blocking writes until its client
+    had read all but what the kernel held.)"""
+    server = serve("behaviours", "--threads", "2", "--socket-timeout", "60", "--response-buffer", str(32 << 20))
+    size = 16 << 20
+    readers = [slow_reader(server, f"/big?size={size}&chunk=262144") for _ in range(2)]
+    try:
+        for _ in range(10):
+            assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+        for sock in readers:
+            assert read_chunked_body(sock) == b"z" * size
+    finally:
+        for sock in readers:
+            sock.close()
+
+
+def test_a_block_goes_out_while_the_application_makes_the_next(serve, tmp_path):
+    """PEP 3333: a server must "continue transmission even while the
+    application is producing its next block". The client reads the first
+    block only once the application is waiting to make the second; it gets
+    all of it before the second exists."""
+    server = serve("behaviours", "--threads", "2", "--socket-timeout", "60")
+    marker = tmp_path / "go"
+    size = 1_000_000
+    sock = slow_reader(server, f"/block-then-wait?size={size}&marker={marker}")
+    try:
+        server.wait_for_log("app reached: waiting for the marker")
+        sock.settimeout(30)
+        data = b""
+        while data.count(b"A") < size:
+            block = sock.recv(1 << 20)
+            assert block, "the connection closed early"
+            data += block
+        assert b"B-END" not in data
+        marker.write_text("go")
+        while not data.endswith(b"0\r\n\r\n"):
+            data += sock.recv(1 << 20)
+        assert b"B-END" in data
+    finally:
+        sock.close()
+
+
+def test_past_the_response_buffer_the_thread_waits_and_nothing_is_lost(serve):
+    server = serve("behaviours", "--threads", "2", "--response-buffer", "65536", "--socket-timeout", "60")
+    size = 4 * 1024 * 1024 + 5
+    sock = slow_reader(server, f"/big?size={size}&chunk=65536")
+    try:
+        assert httpx.get(server.url + "/list3", timeout=10).text == "one two three"
+        assert read_chunked_body(sock) == b"z" * size
+    finally:
+        sock.close()
+
+
 def test_term_to_the_whole_process_group_is_a_graceful_stop(serve):
     """systemd's default KillMode=control-group, `docker stop` of a shell
     entrypoint and `timeout` send SIGTERM to the master and every worker at

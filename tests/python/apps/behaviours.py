@@ -223,6 +223,26 @@ def r_big(environ, start_response):
     return Tracked(gen(), "big")
 
 
+def r_block_then_wait(environ, start_response):
+    """A block of `size` bytes of b"A", then, once the file `marker`
+    exists, b"B-END": a stream whose next block takes the application a
+    while (server-sent events, long polls)."""
+    size = int(q(environ, "size"))
+    marker = q(environ, "marker")
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def gen():
+        yield b"A" * size
+        environ["wsgi.errors"].write("app reached: waiting for the marker\n")
+        environ["wsgi.errors"].flush()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield b"B-END"
+
+    return gen()
+
+
 # Pieces on both sides of the size from which bodies are sent from the
 # application's own bytes instead of a copy, each with its own content.
 MIXED_PIECES = [bytes([65 + i]) * n for i, n in enumerate([5, 40000, 16384, 16383, 1, 200000, 7])]
