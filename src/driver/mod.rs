@@ -908,8 +908,17 @@ fn finish_on_this_thread(
                 .get_or_insert_with(|| SendAhead::start(ctx, exchange))
                 .queued();
         }
+        // Past the buffer this thread waits for the client. The runtime
+        // hands this thread's share of it to another thread meanwhile
+        // (block_in_place), so the worker's event loop goes on even when
+        // every application thread waits so, and the master never takes
+        // the worker for hung; the wait stays on this thread, whose
+        // thread-locals the next chunk needs.
         if queued > ctx.response_buffer
-            && wait_until_queued_at_most(exchange, ctx.response_buffer).is_err()
+            && tokio::task::block_in_place(|| {
+                wait_until_queued_at_most(exchange, ctx.response_buffer)
+            })
+            .is_err()
         {
             step = Step::Abort;
             break;
