@@ -24,6 +24,12 @@ HTTP/1.1 with kept connections): ferrule over uwsgi and over HTTP, uWSGI
 over uwsgi, gunicorn (gthread) over HTTP and over uwsgi. The server is
 pinned to core 0; nginx (one worker) and wrk share core 1.
 
+The scaling cell (hello_scaling) gives half the machine's cores to the
+server's workers (as many workers as cores) and the rest to wrk: one each
+on two cores. It runs ferrule, Granian, gunicorn and uWSGI with the same
+number of workers, and the report gives each one's requests/s per server
+core against its one-core hello cell.
+
 Static cells (static_*) serve one file from a directory: ferrule with
 --static, and nginx (one worker, sendfile on, as Debian ships it, with
 keep-alive connections unlimited in requests as ferrule's are), each pinned
@@ -186,6 +192,10 @@ http {{
 """
 
 
+# The scaling cell's split of the machine.
+CORES = os.cpu_count() or 2
+SCALE_WORKERS = max(1, CORES // 2)
+
 # name, app module, path, expected body length, extra wrk env, workers, threads, pinned, ratio target
 WORKLOADS = [
     dict(name="hello", app="hello", expect=13, target=("bjoern", 1.0)),
@@ -201,6 +211,11 @@ WORKLOADS = [
     dict(name="flask", app="flask_app", expect=None, target=("best", 1.0)),
     dict(name="django", app="django_app", expect=None, target=("best", 1.0)),
     dict(name="hello_2_workers", app="hello", expect=13, workers=2, pinned=False, target=("best", 1.0)),
+    # The machine's cores, half to the server's workers and half to wrk (one
+    # each on two cores), against the peers that run workers.
+    dict(name="hello_scaling", app="hello", expect=13, workers=SCALE_WORKERS, server_cpus=f"0-{SCALE_WORKERS - 1}",
+         client_cpus=f"{SCALE_WORKERS}-{max(SCALE_WORKERS, CORES - 1)}", wrk_threads=max(1, CORES - SCALE_WORKERS),
+         only=("ferrule", "granian", "gunicorn", "uwsgi"), target=("best", 1.0)),
     dict(name="slow_mixed", app="slow_mixed", expect=13, threads=4, kind="slow_mixed", target=("p99", 1.0)),
     dict(name="idle_rss", app="hello", kind="rss", target=("rss", 1.2)),
     dict(name="static_4k", app="hello", path="/static/4k.bin", expect=4096, kind="static", target=("best", 1.0)),
@@ -256,12 +271,26 @@ def parse_wrk(out):
     return (float(rps.group(1)) if rps else 0.0), p99_ms, errors, bad
 
 
-def wrk(port, seconds, connections, env, path="/", pinned=True, check=False, expect=None):
+def server_cpus(w):
+    """The cores (a taskset list) workload `w`'s server is pinned to, or None."""
+    return w.get("server_cpus", "0") if w.get("pinned", True) else None
+
+
+def client_cpus(w):
+    """The cores wrk and the latecomer are pinned to, or None."""
+    return w.get("client_cpus", "1") if w.get("pinned", True) else None
+
+
+def pin(cpus):
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def wrk(port, seconds, connections, env, path="/", cpus="1", threads=1, check=False, expect=None):
     # The verification run builds every body in Lua, which slows wrk; it
     # checks correctness, so it waits longer than wrk's 2 s default.
     timeout = ["--timeout", "30s"] if check else []
-    cmd = (["taskset", "-c", "1"] if pinned else []) + [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *timeout, "-s", str(CHECK_LUA),
+    cmd = pin(cpus) + [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *timeout, "-s", str(CHECK_LUA),
         f"http://127.0.0.1:{port}{path}",
     ]
     full_env = dict(os.environ, **env)
@@ -415,9 +444,11 @@ def start_server(server, w):
     threads = w.get("threads", 1)
     port = free_port()
     cmd = server_command(server, w["app"], port, workers, threads)
+    if server not in w.get("only", (server,)):
+        cmd = None
     if cmd is None or (server == "hyper" and w["name"] != "hello"):
         return None, {"status": "n/a"}
-    prefix = ["taskset", "-c", "0"] if w.get("pinned", True) else []
+    prefix = pin(server_cpus(w))
     log = open(RESULTS / f".{server}-{w['name']}.log", "w")
     env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(prefix + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
@@ -433,11 +464,11 @@ def verify(running, w, warmup):
     """Warm-up, then a run whose every response is checked; a failed result
     or None."""
     env_w = w.get("env", {})
-    pinned = w.get("pinned", True)
+    cpus, threads = client_cpus(w), w.get("wrk_threads", 1)
     path = w.get("path", "/")
-    wrk(running.port, warmup, 64, env_w, path=path, pinned=pinned)
-    _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, path=path, pinned=pinned, check=True,
-                            expect=w["expect"])
+    wrk(running.port, warmup, 64, env_w, path=path, cpus=cpus, threads=threads)
+    _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, path=path, cpus=cpus, threads=threads,
+                            check=True, expect=w["expect"])
     if errors or bad:
         return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
     return None
@@ -493,7 +524,7 @@ def one_round(running, w, secs):
         sample = slow_mixed_round(running.port, secs)
     else:
         rps, p99, errors, _ = wrk(running.port, secs, 64, w.get("env", {}), path=w.get("path", "/"),
-                                  pinned=w.get("pinned", True))
+                                  cpus=client_cpus(w), threads=w.get("wrk_threads", 1))
         if errors or not rps:
             sample = {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
         else:
@@ -525,7 +556,8 @@ def least_robbed_round(running, w, secs, retries, label):
 
 def start_probe(port, w, secs):
     env = w.get("env", {})
-    cmd = ["taskset", "-c", "1", sys.executable, str(BENCH / "probe.py"), str(port), w.get("path", "/"), str(secs)]
+    cmd = pin(client_cpus(w) or "1") + [sys.executable, str(BENCH / "probe.py"), str(port), w.get("path", "/"),
+                                        str(secs)]
     if env.get("WRK_METHOD") == "POST":
         cmd += ["--post", env.get("WRK_BODY_LEN", "0")]
     if env.get("WRK_CLOSE"):
@@ -689,6 +721,24 @@ def gateway_verdict(results, need):
     return "; ".join(texts) + f" (need >= {need})", met
 
 
+def scaling_lines(all_results):
+    """Report lines: each server's requests/s per server core in the scaling
+    cell, against its one-core hello cell (how much of a core each worker
+    adds)."""
+    scaled, single = all_results.get("hello_scaling"), all_results.get("hello")
+    if not scaled:
+        return []
+    lines = ["", f"Scaling: {SCALE_WORKERS} worker(s) on {SCALE_WORKERS} of {CORES} cores, wrk on the rest:", ""]
+    for server, r in scaled.items():
+        if r.get("status") != "ok":
+            continue
+        per_core = r["rps"] / SCALE_WORKERS
+        one = (single or {}).get(server, {})
+        versus = f", {per_core / one['rps']:.2f} x its one-core hello cell" if one.get("status") == "ok" else ""
+        lines.append(f"- {server}: {per_core:,.0f} req/s per core{versus}")
+    return lines
+
+
 def user_space_table(workloads, servers, all_results):
     """Report lines: of the server core's busy time, the share in user space
     (median of the kept rounds). Where it is small the cell is the
@@ -817,6 +867,7 @@ def main():
         lines += ["", "Behind nginx (one worker, core 1 with wrk), over a unix socket; the server on core 0:", "",
                   "| workload | " + " | ".join(gateway_servers) + " | ferrule vs target | met |",
                   "|---" * (len(gateway_servers) + 3) + "|", *gateway_rows]
+    lines += scaling_lines(all_results)
     lines.append("")
     lines.append(f"Every target met: {'yes' if met_all else 'no'}.")
     lines += user_space_table(workloads, servers, all_results)
