@@ -138,13 +138,16 @@ def gateway_backend_command(variant, app, sock):
     return None
 
 
-GATEWAY_NGINX_CONF = """daemon off;
+# What every nginx the harness starts has: one worker, in the foreground,
+# its files in the cell's run directory.
+NGINX_PRELUDE = """daemon off;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 {user}
 events {{ worker_connections 1024; }}
-http {{
+"""
+GATEWAY_NGINX_CONF = NGINX_PRELUDE + """http {{
     access_log off;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
@@ -171,13 +174,7 @@ GATEWAY_LOCATIONS = {
 # The static cells' servers, and nginx's configuration for them.
 STATIC_SERVERS = ["ferrule", "nginx"]
 STATIC_FILES = {"4k.bin": 4096, "1m.bin": 1024 * 1024}
-STATIC_NGINX_CONF = """daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-{user}
-events {{ worker_connections 1024; }}
-http {{
+STATIC_NGINX_CONF = NGINX_PRELUDE + """http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
