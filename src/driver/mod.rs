@@ -699,20 +699,24 @@ async fn run_request<S: Socket>(
     if !needs_more_python(&step, &call) {
         claim.take();
     }
-    if let Some(sender) = sent_ahead {
-        // The thread is free; the rest of the response goes out from the
-        // sender, which this connection waits for before its next write.
-        let _ = sender.await;
-        if exchange.lock().write_failed {
-            step = Step::Abort;
-        }
-    }
-
-    let mut sent_ok = true;
     // Framed bytes that never reached the socket when the client left: the
     // access log counts the body bytes sent, at most (chunk framing still
     // queued counts against them).
     let mut unsent = 0u64;
+    let mut sent_ok = true;
+    if let Some(sender) = sent_ahead {
+        // The thread is free; the rest of the response goes out from the
+        // sender, which this connection waits for before its next write.
+        let _ = sender.await;
+        let mut st = exchange.lock();
+        if st.write_failed {
+            // The client was given --socket-timeout once: not again.
+            step = Step::Abort;
+            sent_ok = false;
+            unsent = st.out.len() as u64;
+            st.out.clear();
+        }
+    }
     let mut out = std::mem::take(&mut bufs.sending);
     let mut first_send = true;
     loop {
@@ -895,7 +899,13 @@ fn finish_on_this_thread(
         // as far as the socket takes it, and the rest from the sender.
         let queued = {
             let mut st = exchange.lock();
-            match st.flush_now(exchange.out_fd) {
+            // The sender gave up on the client: so does the response.
+            let sent = if st.write_failed {
+                Err(io::ErrorKind::BrokenPipe.into())
+            } else {
+                st.flush_now(exchange.out_fd)
+            };
+            match sent {
                 Ok(_) => st.out.len(),
                 Err(_) => {
                     step = Step::Abort;
@@ -908,37 +918,32 @@ fn finish_on_this_thread(
                 .get_or_insert_with(|| SendAhead::start(ctx, exchange))
                 .queued();
         }
-        // Past the buffer this thread waits for the client. The runtime
-        // hands this thread's share of it to another thread meanwhile
-        // (block_in_place), so the worker's event loop goes on even when
-        // every application thread waits so, and the master never takes
-        // the worker for hung; the wait stays on this thread, whose
-        // thread-locals the next chunk needs.
+        // Past the buffer this thread waits for the client itself (with
+        // poll(2), GIL released): not for the sender, which might have no
+        // thread to run on when every application thread waits so.
         if queued > ctx.response_buffer
-            && tokio::task::block_in_place(|| {
-                wait_until_queued_at_most(exchange, ctx.response_buffer)
-            })
-            .is_err()
+            && wait_until_queued_at_most(exchange, ctx.response_buffer).is_err()
         {
             step = Step::Abort;
             break;
         }
         step = ctx.in_python(|py| next_chunks(py, call, exchange));
     }
-    if !matches!(step, Step::Abort) && !exchange.lock().out.is_empty() {
-        sender
-            .get_or_insert_with(|| SendAhead::start(ctx, exchange))
-            .queued();
-    }
     ctx.in_python(|py| call.close_now(py));
+    // The tail of a response that ended goes from the connection's task,
+    // unless a sender is already at work.
     (step, sender.map(SendAhead::producer_done))
 }
 
 /// Waits (blocking, without the exchange's lock) until at most `bound`
-/// bytes of the response wait to be sent.
+/// bytes of the response wait to be sent. It fails only when the client
+/// takes nothing for --socket-timeout: the sender's writes count as
+/// progress too.
 fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()> {
+    let mut queued = usize::MAX;
     loop {
-        let queued = {
+        let before = queued;
+        queued = {
             let mut st = exchange.lock();
             st.flush_now(exchange.out_fd)?;
             st.out.len()
@@ -946,8 +951,12 @@ fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()
         if queued <= bound {
             return Ok(());
         }
-        crate::exchange::blocking_io::wait_writable(exchange.out_fd, exchange.socket_timeout)
-            .inspect_err(|_| exchange.lock().write_failed = true)?;
+        let waited =
+            crate::exchange::blocking_io::wait_writable(exchange.out_fd, exchange.socket_timeout);
+        if waited.is_err() && exchange.lock().out.len() >= queued.min(before) {
+            exchange.lock().write_failed = true;
+            return waited;
+        }
     }
 }
 
@@ -957,7 +966,7 @@ fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()
 /// the bytes go out in order.
 struct SendAhead {
     shared: Arc<SendAheadState>,
-    stopped: oneshot::Receiver<()>,
+    stopped: Option<oneshot::Receiver<()>>,
 }
 
 struct SendAheadState {
@@ -979,29 +988,40 @@ impl SendAhead {
             send_ahead(&exchange, &task_state).await;
             let _ = stopped_tx.send(());
         });
-        SendAhead { shared, stopped }
+        SendAhead {
+            shared,
+            stopped: Some(stopped),
+        }
     }
 
     fn queued(&self) {
         self.shared.more.notify_one();
     }
 
-    /// No more chunks: the sender sends what is queued and stops.
-    fn producer_done(self) -> oneshot::Receiver<()> {
+    /// No more chunks: the sender sends what is queued and stops; the
+    /// receiver hears when it has.
+    fn producer_done(mut self) -> oneshot::Receiver<()> {
+        self.stopped.take().expect("taken once")
+    }
+}
+
+impl Drop for SendAhead {
+    /// However the producer ends (a panic included), the sender is told.
+    fn drop(&mut self) {
         self.shared.producer_done.store(true, Ordering::Release);
         self.shared.more.notify_one();
-        self.stopped
     }
 }
 
 async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
-    // A descriptor of its own for the sender's readiness (the connection
-    // has the socket registered under its own).
+    // A descriptor of its own: registered for the sender's readiness (the
+    // connection has the socket registered under its own), written to, and
+    // open for as long as the sender may write. Without one the connection
+    // sends the rest itself once the application is done.
     // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor open for the
     // exchange's life; the new one is owned below.
     let dup = unsafe { libc::fcntl(exchange.out_fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
-        exchange.lock().write_failed = true;
         return;
     }
     // SAFETY: `dup` was just made and nothing else owns it.
@@ -1012,11 +1032,17 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
         tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)
     };
     let Ok(ready) = registered else {
-        exchange.lock().write_failed = true;
         return;
     };
+    let own_fd = std::os::fd::AsRawFd::as_raw_fd(ready.get_ref());
     loop {
-        let all_sent = exchange.lock().flush_now(exchange.out_fd);
+        let (all_sent, queued) = {
+            let mut st = exchange.lock();
+            if st.write_failed {
+                return;
+            }
+            (st.flush_now(own_fd), st.out.len())
+        };
         match all_sent {
             Err(_) => return,
             Ok(true) => {
@@ -1030,13 +1056,26 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
                 }
                 state.more.notified().await;
             }
-            Ok(false) => match timeout(exchange.socket_timeout, ready.writable()).await {
-                Ok(Ok(mut guard)) => guard.clear_ready(),
-                _ => {
-                    exchange.lock().write_failed = true;
-                    return;
+            Ok(false) => {
+                let writable = tokio::select! {
+                    w = timeout(exchange.socket_timeout, ready.writable()) => Some(w),
+                    // The producer queued more, or is done: look again.
+                    _ = state.more.notified() => None,
+                };
+                match writable {
+                    None => {}
+                    Some(Ok(Ok(mut guard))) => guard.clear_ready(),
+                    Some(_) => {
+                        // No writable edge for --socket-timeout: the client
+                        // failed, unless the producer's writes went on.
+                        let mut st = exchange.lock();
+                        if st.out.len() >= queued {
+                            st.write_failed = true;
+                            return;
+                        }
+                    }
                 }
-            },
+            }
         }
     }
 }

@@ -553,34 +553,6 @@ def test_past_the_response_buffer_the_thread_waits_and_nothing_is_lost(serve):
         sock.close()
 
 
-def test_threads_waiting_past_the_response_buffer_do_not_stop_the_event_loop(serve):
-    """Every thread waits for a slow reader past --response-buffer for
-    longer than --timeout: the worker's event loop goes on meanwhile, so the
-    master does not take the worker for hung, and both bodies arrive whole.
-    (The waits held the runtime's every thread, the loop stopped, and the
-    worker was killed.)"""
-    # --timeout 2, not 1: on a loaded machine a one-second hiccup in
-    # scheduling is not rare, and this is about the loop, not hiccups.
-    server = serve("behaviours", "--threads", "2", "--response-buffer", "65536", "--timeout", "2",
-                   "--socket-timeout", "60")
-    [worker] = worker_pids(server, 1)
-    size = 16 << 20
-    readers = [slow_reader(server, f"/big?size={size}&chunk=262144") for _ in range(2)]
-    try:
-        # Longer than --timeout plus the loop's one-second tick.
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            assert "WORKER TIMEOUT" not in server.log, server.log
-            time.sleep(0.1)
-        for sock in readers:
-            assert read_chunked_body(sock) == b"z" * size
-    finally:
-        for sock in readers:
-            sock.close()
-    assert worker_pids(server, 1) == [worker]
-    assert "WORKER TIMEOUT" not in server.log
-
-
 def test_term_to_the_whole_process_group_is_a_graceful_stop(serve):
     """systemd's default KillMode=control-group, `docker stop` of a shell
     entrypoint and `timeout` send SIGTERM to the master and every worker at
