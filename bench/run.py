@@ -420,8 +420,14 @@ def start_static(server, w):
         cmd = ["nginx", "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")]
     else:
         return None, {"status": "n/a"}
+    return launch(server, w, cmd, port, log)
+
+
+def launch(server, w, cmd, port, log):
+    """Starts `cmd`, pinned as `w` says, and waits until it answers on
+    `port`: (Running, None), or (None, result) when it does not start."""
     env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(pin(server_cpus(w)) + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     running = Running(server, proc, port, log)
     if not wait_ready(port, proc):
@@ -445,16 +451,8 @@ def start_server(server, w):
         cmd = None
     if cmd is None or (server == "hyper" and w["name"] != "hello"):
         return None, {"status": "n/a"}
-    prefix = pin(server_cpus(w))
     log = open(RESULTS / f".{server}-{w['name']}.log", "w")
-    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen(prefix + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    running = Running(server, proc, port, log)
-    if not wait_ready(port, proc):
-        running.stop()
-        return None, {"status": "failed", "why": "did not start"}
-    return running, None
+    return launch(server, w, cmd, port, log)
 
 
 def verify(running, w, warmup):

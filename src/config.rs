@@ -65,19 +65,19 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `PREFIX=DIR` for `--static`: the prefix as for `--mount`.
+/// `PREFIX=DIR` for `--static` (`parse_prefix`).
 fn parse_static_route(s: &str) -> Result<StaticRoute, String> {
     let Some((prefix, dir)) = s.split_once('=') else {
         return Err(format!(
             "'{s}' is not PREFIX=DIR (e.g. /static=/srv/app/static)"
         ));
     };
-    let mount = parse_mount(&format!("{prefix}=-"))?;
+    let prefix = parse_prefix(prefix)?;
     if dir.is_empty() {
         return Err(format!("'{s}' names no directory after '='"));
     }
     Ok(StaticRoute {
-        prefix: mount.prefix,
+        prefix,
         dir: PathBuf::from(dir),
     })
 }
@@ -90,14 +90,26 @@ pub struct Mount {
     pub app: String,
 }
 
-/// `PREFIX=APP`: the prefix is a path (its trailing '/' dropped, so
-/// `/api/` and `/api` are one mount); `/` names the root application.
+/// `PREFIX=APP` (`parse_prefix`); `/` names the root application.
 fn parse_mount(s: &str) -> Result<Mount, String> {
     let Some((prefix, app)) = s.split_once('=') else {
         return Err(format!(
             "'{s}' is not PREFIX=APP (e.g. /api=api.wsgi:application)"
         ));
     };
+    let prefix = parse_prefix(prefix)?;
+    if app.trim().is_empty() {
+        return Err(format!("'{s}' names no application after '='"));
+    }
+    Ok(Mount {
+        prefix,
+        app: app.trim().to_string(),
+    })
+}
+
+/// A URL prefix of `--mount` or `--static`: a plain absolute path, its
+/// trailing '/' dropped (so `/api/` and `/api` are one), "" for `/`.
+fn parse_prefix(prefix: &str) -> Result<String, String> {
     if !prefix.starts_with('/') {
         return Err(format!("the prefix '{prefix}' must start with '/'"));
     }
@@ -106,13 +118,7 @@ fn parse_mount(s: &str) -> Result<Mount, String> {
             "the prefix '{prefix}' must be a plain path: no '?', '#', '%', '.' or '..' segments"
         ));
     }
-    if app.trim().is_empty() {
-        return Err(format!("'{s}' names no application after '='"));
-    }
-    Ok(Mount {
-        prefix: prefix.trim_end_matches('/').to_string(),
-        app: app.trim().to_string(),
-    })
+    Ok(prefix.trim_end_matches('/').to_string())
 }
 
 /// A file mode the way gunicorn reads one (its auto_int): `0o22` or `022`
