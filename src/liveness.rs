@@ -2,7 +2,7 @@
 //! worker, written by the worker and read by the master. The page also
 //! holds the worker's metrics (`metrics::Block`).
 //!
-//! The worker stores, per application thread, when that thread entered
+//! The worker stores, per thread of its runtime, when that thread entered
 //! Python (0 while it is outside), and its event loop stamps a tick every
 //! second. The master's checks are two loads: a thread inside Python longer
 //! than `--timeout` is a hung request; a stale tick while no thread is in
@@ -64,7 +64,8 @@ pub fn now_ms() -> u64 {
 }
 
 impl Slot {
-    /// Maps a zeroed page for a worker with `threads` application threads.
+    /// Maps a zeroed page for a worker whose runtime has `threads` threads
+    /// (`server::runtime_threads`), any of which may run the application.
     pub fn new(threads: usize) -> std::io::Result<Slot> {
         // The metrics block on a cache line of its own, away from the
         // stamps the master reads.

@@ -71,8 +71,12 @@ pub struct Lane {
     queue: Mutex<Queue>,
     /// Every task not yet finished, so that `close` can drop them all.
     live: Mutex<HashMap<usize, Arc<Task>>>,
-    /// One call word per application thread, by `thread_index()`.
+    /// One call word per thread of the runtime, by `thread_index()`: a
+    /// loop may run on any of them.
     calls: Box<[AtomicU64]>,
+    /// Most loops at once: the application threads (`--threads`), so that
+    /// no more calls to the application run at once than that.
+    max_loops: usize,
     epoch: Instant,
     /// Calls found slow and still running.
     slow: AtomicUsize,
@@ -93,8 +97,9 @@ struct Queue {
 }
 
 impl Lane {
-    /// A lane for `threads` application threads.
-    pub fn new(threads: usize) -> Arc<Lane> {
+    /// A lane for `threads` application threads, on a runtime of
+    /// `runtime_threads` threads.
+    pub fn new(threads: usize, runtime_threads: usize) -> Arc<Lane> {
         Arc::new(Lane {
             queue: Mutex::new(Queue {
                 ready: VecDeque::new(),
@@ -102,7 +107,10 @@ impl Lane {
                 loops: 0,
             }),
             live: Mutex::new(HashMap::new()),
-            calls: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            calls: (0..runtime_threads.max(threads))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            max_loops: threads,
             epoch: Instant::now(),
             slow: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -121,7 +129,7 @@ impl Lane {
         let _ = self.runtime.set(runtime);
         self.queue.lock().unwrap().loops += 1;
         self.spawn_loop();
-        if self.calls.len() > 1 {
+        if self.max_loops > 1 {
             let lane = Arc::downgrade(self);
             let thread = std::thread::Builder::new()
                 .name("ferrule-watchdog".into())
@@ -260,8 +268,8 @@ impl Lane {
     }
 
     /// Finds the calls that have run for `SLOW_CALL` slow, and starts a
-    /// loop for each (up to one per thread) to take the connections queued
-    /// behind them.
+    /// loop for each (up to one per application thread) to take the
+    /// connections queued behind them.
     fn hand_off_slow_calls(self: &Arc<Lane>) {
         let now = self.now();
         let slow_since = now.saturating_sub(SLOW_CALL.as_nanos() as u64);
@@ -277,7 +285,7 @@ impl Lane {
             {
                 continue;
             }
-            let needed = (2 + self.slow.fetch_add(1, Ordering::AcqRel)).min(self.calls.len());
+            let needed = (2 + self.slow.fetch_add(1, Ordering::AcqRel)).min(self.max_loops);
             // An idle loop, else a new one, takes what waits in the queue.
             let (idle, spawn) = {
                 let mut queue = self.queue.lock().unwrap();

@@ -7,10 +7,11 @@
 //! thread; only the application's own blocking reads of a large body do.
 
 pub mod lane;
+pub mod send_ahead;
 pub mod static_files;
 
 use std::io::{self, IoSlice};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
 use crate::driver::lane::{deadline_after, timeout, timeout_at, Lane};
+use crate::driver::send_ahead::{SendAhead, SenderThread};
 use crate::exchange::out_queue::{OutQueue, KEPT_BUFFER, MAX_SLICES};
 use crate::exchange::spool::Spool;
 use crate::exchange::{Exchange, ExchangeState, ReceivedBody, READ_CHUNK};
@@ -135,6 +137,9 @@ pub struct ServerCtx {
     pub file_turns: Semaphore,
     /// Where the connections run (see `lane`).
     pub lane: Arc<Lane>,
+    /// Where streamed responses are sent from while their application
+    /// thread goes on (`send_ahead`), with more than one thread.
+    pub sender: Option<SenderThread>,
     /// The worker's page, whose metrics block requests are recorded in
     /// (`--metrics-bind`); None records nothing.
     pub metrics: Option<Arc<Slot>>,
@@ -879,13 +884,13 @@ fn needs_more_python(step: &Step, call: &AppCall<'_>) -> bool {
 /// context variables (Flask's `stream_with_context`, for one), which only
 /// the thread that called the application sees, so every chunk is pulled
 /// here. What the client has not taken yet waits in the out queue, up to
-/// --response-buffer bytes, and a task of the lane sends it as the client
-/// reads, also while the application is producing its next chunk (PEP
-/// 3333: the server must "continue transmission even while the application
-/// is producing its next block"). A response that ends within the buffer
-/// frees its thread at once, however slow the client; past the buffer the
-/// thread waits for the client here (GIL released, each wait bounded by
-/// --socket-timeout). Returns the last step, and when the sender was
+/// --response-buffer bytes, and the sender thread (`send_ahead`) sends it
+/// as the client reads, also while the application is producing its next
+/// chunk. A response that ends within the buffer frees its thread at once,
+/// however slow the client; past the buffer the thread waits for the
+/// client here (GIL released, each wait bounded by --socket-timeout), and
+/// the runtime's spare thread (`runtime_threads`) keeps the worker's own
+/// tasks going if every application thread waits so. Returns the last step, and when the sender was
 /// started, what ends when it has sent everything (or the client failed).
 fn finish_on_this_thread(
     ctx: &ServerCtx,
@@ -915,12 +920,16 @@ fn finish_on_this_thread(
         };
         if queued > 0 {
             sender
-                .get_or_insert_with(|| SendAhead::start(ctx, exchange))
+                .get_or_insert_with(|| {
+                    SendAhead::start(
+                        ctx.sender.as_ref().expect("one with --threads above 1"),
+                        exchange,
+                    )
+                })
                 .queued();
         }
         // Past the buffer this thread waits for the client itself (with
-        // poll(2), GIL released): not for the sender, which might have no
-        // thread to run on when every application thread waits so.
+        // poll(2), GIL released).
         if queued > ctx.response_buffer
             && wait_until_queued_at_most(exchange, ctx.response_buffer).is_err()
         {
@@ -956,126 +965,6 @@ fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()
         if waited.is_err() && exchange.lock().out.len() >= queued.min(before) {
             exchange.lock().write_failed = true;
             return waited;
-        }
-    }
-}
-
-/// The sender of a streamed response's queued bytes, a task of the lane
-/// that runs while the application's thread pulls the next chunks
-/// (`finish_on_this_thread`). Both write under the exchange's lock, so
-/// the bytes go out in order.
-struct SendAhead {
-    shared: Arc<SendAheadState>,
-    stopped: Option<oneshot::Receiver<()>>,
-}
-
-struct SendAheadState {
-    /// Bytes were queued, or the application's iterator ended.
-    more: Notify,
-    producer_done: std::sync::atomic::AtomicBool,
-}
-
-impl SendAhead {
-    fn start(ctx: &ServerCtx, exchange: &Arc<Exchange>) -> SendAhead {
-        let shared = Arc::new(SendAheadState {
-            more: Notify::new(),
-            producer_done: std::sync::atomic::AtomicBool::new(false),
-        });
-        let (stopped_tx, stopped) = oneshot::channel();
-        let task_state = shared.clone();
-        let exchange = exchange.clone();
-        ctx.lane.spawn(async move {
-            send_ahead(&exchange, &task_state).await;
-            let _ = stopped_tx.send(());
-        });
-        SendAhead {
-            shared,
-            stopped: Some(stopped),
-        }
-    }
-
-    fn queued(&self) {
-        self.shared.more.notify_one();
-    }
-
-    /// No more chunks: the sender sends what is queued and stops; the
-    /// receiver hears when it has.
-    fn producer_done(mut self) -> oneshot::Receiver<()> {
-        self.stopped.take().expect("taken once")
-    }
-}
-
-impl Drop for SendAhead {
-    /// However the producer ends (a panic included), the sender is told.
-    fn drop(&mut self) {
-        self.shared.producer_done.store(true, Ordering::Release);
-        self.shared.more.notify_one();
-    }
-}
-
-async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
-    // A descriptor of its own: registered for the sender's readiness (the
-    // connection has the socket registered under its own), written to, and
-    // open for as long as the sender may write. Without one the connection
-    // sends the rest itself once the application is done.
-    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor open for the
-    // exchange's life; the new one is owned below.
-    let dup = unsafe { libc::fcntl(exchange.out_fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return;
-    }
-    // SAFETY: `dup` was just made and nothing else owns it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
-    // SAFETY: the OwnedFd is a valid descriptor the AsyncFd owns, so it
-    // stays open, on the same socket, for the AsyncFd's life.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)
-    };
-    let Ok(ready) = registered else {
-        return;
-    };
-    let own_fd = std::os::fd::AsRawFd::as_raw_fd(ready.get_ref());
-    loop {
-        let (all_sent, queued) = {
-            let mut st = exchange.lock();
-            if st.write_failed {
-                return;
-            }
-            (st.flush_now(own_fd), st.out.len())
-        };
-        match all_sent {
-            Err(_) => return,
-            Ok(true) => {
-                if state.producer_done.load(Ordering::Acquire) {
-                    // Queued before the flag was set: sent above, unless
-                    // queued between the flush and the flag.
-                    if exchange.lock().out.is_empty() {
-                        return;
-                    }
-                    continue;
-                }
-                state.more.notified().await;
-            }
-            Ok(false) => {
-                let writable = tokio::select! {
-                    w = timeout(exchange.socket_timeout, ready.writable()) => Some(w),
-                    // The producer queued more, or is done: look again.
-                    _ = state.more.notified() => None,
-                };
-                match writable {
-                    None => {}
-                    Some(Ok(Ok(mut guard))) => guard.clear_ready(),
-                    Some(_) => {
-                        // No writable edge for --socket-timeout: the client
-                        // failed, unless the producer's writes went on.
-                        let mut st = exchange.lock();
-                        if st.out.len() >= queued {
-                            st.write_failed = true;
-                            return;
-                        }
-                    }
-                }
-            }
         }
     }
 }

@@ -437,8 +437,10 @@ impl Arbiter<'_> {
     }
 
     fn spawn(&mut self, py: Python<'_>) -> Result<(), String> {
-        let slot =
-            Arc::new(Slot::new(usize::from(self.config.threads)).map_err(|e| e.to_string())?);
+        let slot = Arc::new(
+            Slot::new(server::runtime_threads(usize::from(self.config.threads)))
+                .map_err(|e| e.to_string())?,
+        );
         let id = self.next_id;
         self.next_id += 1;
         let process = py.import("ferrule._process").map_err(|e| e.to_string())?;

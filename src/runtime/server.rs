@@ -1,5 +1,6 @@
 //! Serving: one tokio worker thread per application thread (`--threads`),
-//! accept loops on the listeners, and the stop on SIGTERM (graceful) or
+//! and with more than one a spare (`runtime_threads`), accept loops on the
+//! listeners, and the stop on SIGTERM (graceful) or
 //! SIGINT/SIGQUIT (fast). Runs as a worker process under the master
 //! (`master.rs`) or alone for `ferrule.serve()`.
 //!
@@ -25,6 +26,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
 use crate::config::Config;
 use crate::driver::lane::{self, Lane};
+use crate::driver::send_ahead::SenderThread;
 use crate::driver::static_files::StaticFiles;
 use crate::driver::ServerCtx;
 use crate::has_hook;
@@ -168,7 +170,15 @@ pub fn run(
         in_flight: AtomicUsize::new(0),
         thread_freed: Notify::new(),
         file_turns: Semaphore::new(1),
-        lane: Lane::new(usize::from(config.threads)),
+        lane: Lane::new(
+            usize::from(config.threads),
+            runtime_threads(usize::from(config.threads)),
+        ),
+        sender: if config.threads > 1 {
+            Some(SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?)
+        } else {
+            None
+        },
         request_hooks,
         static_files,
         metrics,
@@ -203,8 +213,10 @@ pub fn run(
 /// The metrics of a process without a master: its own page, and the
 /// listener answering from it.
 fn serve_own_scrapes(address: &str, threads: u16) -> Result<Arc<Slot>, String> {
-    let slot =
-        Arc::new(Slot::new(usize::from(threads)).map_err(|e| format!("shared memory: {e}"))?);
+    let slot = Arc::new(
+        Slot::new(runtime_threads(usize::from(threads)))
+            .map_err(|e| format!("shared memory: {e}"))?,
+    );
     let listener = crate::metrics::exporter::bind(address)?;
     if let Ok(local) = listener.local_addr() {
         log_at!(
@@ -238,6 +250,21 @@ struct ServeParams {
     hooks: Option<Py<PyAny>>,
 }
 
+/// The runtime's threads for `threads` application threads. With more than
+/// one, one more than the lane runs loops on (`Lane::new`): an application
+/// thread may wait for its client past --response-buffer, and if every one
+/// does, the runtime's own tasks (accepting, the liveness stamp, the
+/// lane's timeouts, reading clients' requests) still have a thread, so the
+/// worker goes on and is not taken for hung. With one thread there is no
+/// such wait: a streamed response is sent from the connection's task.
+pub fn runtime_threads(threads: usize) -> usize {
+    if threads > 1 {
+        threads + 1
+    } else {
+        1
+    }
+}
+
 fn serve(p: ServeParams) -> Result<Stop, String> {
     // Blocked before the runtime's threads exist, so they inherit the mask
     // and only this thread receives the signals, even while every worker
@@ -250,7 +277,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         libc::SIGABRT,
     ]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(p.threads)
+        .worker_threads(runtime_threads(p.threads))
         .thread_name("ferrule-worker")
         .enable_all()
         .on_thread_start({

@@ -553,6 +553,43 @@ def test_past_the_response_buffer_the_thread_waits_and_nothing_is_lost(serve):
         sock.close()
 
 
+def test_threads_waiting_past_the_response_buffer_stop_neither_the_loop_nor_other_sends(serve):
+    """Every application thread of the worker waits for a client that reads
+    nothing, past --response-buffer and for longer than --timeout: the
+    worker's event loop goes on (the master does not take the worker for
+    hung), and a response that ended within the buffer, whose thread was
+    freed, goes on being sent to its client meanwhile."""
+    # The buffer is larger than the kernel's send buffer (4 MiB at most
+    # here), so that what the kernel takes is not the whole response.
+    buffer = 8 << 20
+    server = serve("behaviours", "-w", "1", "--threads", "2", "--timeout", "1",
+                   "--response-buffer", str(buffer), "--socket-timeout", "60")
+    [worker] = worker_pids(server, 1)
+    # At most the buffer queued, so its thread is freed.
+    within = buffer
+    finished = slow_reader(server, f"/big?size={within}&chunk=65536&produced=within")
+    server.wait_for_log("app reached: within")
+    # Made up to the buffer at once; the wait comes right after.
+    past = 6 * buffer
+    waiting = [slow_reader(server, f"/big?size={past}&chunk=65536&produced=past{i}&at={buffer}") for i in range(2)]
+    try:
+        server.wait_for_log("app reached: past0")
+        server.wait_for_log("app reached: past1")
+        # Both threads have made more than the buffer and now wait for their
+        # clients. The finished response still reaches its client.
+        assert read_chunked_body(finished) == b"z" * within
+        # The master counts a loop as stalled after --timeout plus the one
+        # second between its stamps; it checks twice a second.
+        time.sleep(3.5)
+        assert "WORKER TIMEOUT" not in server.log, server.log
+        assert children(server.proc.pid) == [worker]
+        for sock in waiting:
+            assert read_chunked_body(sock) == b"z" * past
+    finally:
+        for sock in [finished, *waiting]:
+            sock.close()
+
+
 def test_term_to_the_whole_process_group_is_a_graceful_stop(serve):
     """systemd's default KillMode=control-group, `docker stop` of a shell
     entrypoint and `timeout` send SIGTERM to the master and every worker at

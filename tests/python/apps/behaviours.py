@@ -210,6 +210,11 @@ def r_filelike(environ, start_response):
 def r_big(environ, start_response):
     size = int(q(environ, "size"))
     chunk = int(q(environ, "chunk", "65536"))
+    # With `produced=TAG`, "app reached: TAG" is logged once `at` bytes
+    # (default: half the body) have been made: a test waits for it to know
+    # the generator got that far.
+    produced = q(environ, "produced")
+    at = int(q(environ, "at", str(size // 2)))
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
 
     def gen():
@@ -219,6 +224,9 @@ def r_big(environ, start_response):
             n = min(left, chunk)
             yield block[:n]
             left -= n
+            if produced and size - left >= at > size - left - n:
+                environ["wsgi.errors"].write(f"app reached: {produced}\n")
+                environ["wsgi.errors"].flush()
 
     return Tracked(gen(), "big")
 

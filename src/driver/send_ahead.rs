@@ -1,0 +1,185 @@
+//! Sending a streamed response's queued bytes while the application's
+//! thread makes the next ones (PEP 3333: the server must "continue
+//! transmission even while the application is producing its next block"),
+//! and after the application has finished, without holding its thread.
+//!
+//! The senders run on a thread of their own, with a runtime of its own,
+//! not as tasks of the lane or of the worker's runtime. A lane task runs
+//! only on a loop, and every loop may be held by an application thread
+//! waiting for its own client past --response-buffer: a response whose
+//! thread was freed would then wait for one of them. A task of the
+//! worker's runtime is woken onto the waking thread's LIFO slot, which no
+//! other thread may take, and the waking thread here is the producer,
+//! which goes on to call the application or to wait for its client: the
+//! bytes would wait for it. A wake-up across threads costs a system call,
+//! paid only by responses larger than the socket takes at once.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, Notify};
+
+use crate::exchange::Exchange;
+
+/// The thread the senders run on, for as long as it lives.
+pub struct SenderThread {
+    handle: Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SenderThread {
+    pub fn start() -> std::io::Result<SenderThread> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ferrule-sender".into())
+            .spawn(move || {
+                // Ends when told, or when the SenderThread is dropped; the
+                // senders still running are dropped with the runtime.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(SenderThread {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SenderThread {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The sender of one streamed response: the producer (the application's
+/// thread, `finish_on_this_thread`) queues bytes and says so; the sender
+/// writes them as the client takes them. Both write under the exchange's
+/// lock, so the bytes go out in order.
+pub struct SendAhead {
+    shared: Arc<SendAheadState>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+struct SendAheadState {
+    /// Bytes were queued, or the application's iterator ended.
+    more: Notify,
+    producer_done: AtomicBool,
+}
+
+impl SendAhead {
+    pub fn start(thread: &SenderThread, exchange: &Arc<Exchange>) -> SendAhead {
+        let shared = Arc::new(SendAheadState {
+            more: Notify::new(),
+            producer_done: AtomicBool::new(false),
+        });
+        let (stopped_tx, stopped) = oneshot::channel();
+        let task_state = shared.clone();
+        let exchange = exchange.clone();
+        thread.handle.spawn(async move {
+            send_ahead(&exchange, &task_state).await;
+            let _ = stopped_tx.send(());
+        });
+        SendAhead {
+            shared,
+            stopped: Some(stopped),
+        }
+    }
+
+    pub fn queued(&self) {
+        self.shared.more.notify_one();
+    }
+
+    /// No more chunks: the sender sends what is queued and stops; the
+    /// receiver hears when it has (or that the sender was dropped, when
+    /// the worker stops).
+    pub fn producer_done(mut self) -> oneshot::Receiver<()> {
+        self.stopped.take().expect("taken once")
+    }
+}
+
+impl Drop for SendAhead {
+    /// However the producer ends (a panic included), the sender is told.
+    fn drop(&mut self) {
+        self.shared.producer_done.store(true, Ordering::Release);
+        self.shared.more.notify_one();
+    }
+}
+
+async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
+    // A descriptor of its own: registered for the sender's readiness (the
+    // connection has the socket registered under its own runtime), written
+    // to, and open for as long as the sender may write. Without one the
+    // connection sends the rest itself once the application is done.
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor open for the
+    // exchange's life; the new one is owned below.
+    let dup = unsafe { libc::fcntl(exchange.out_fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return;
+    }
+    // SAFETY: `dup` was just made and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+    // SAFETY: the OwnedFd is a valid descriptor the AsyncFd owns, so it
+    // stays open, on the same socket, for the AsyncFd's life.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) };
+    let Ok(ready) = registered else {
+        return;
+    };
+    let own_fd = ready.get_ref().as_raw_fd();
+    loop {
+        let (all_sent, queued) = {
+            let mut st = exchange.lock();
+            if st.write_failed {
+                return;
+            }
+            (st.flush_now(own_fd), st.out.len())
+        };
+        match all_sent {
+            Err(_) => return,
+            Ok(true) => {
+                if state.producer_done.load(Ordering::Acquire) {
+                    // Queued before the flag was set: sent above, unless
+                    // queued between the flush and the flag.
+                    if exchange.lock().out.is_empty() {
+                        return;
+                    }
+                    continue;
+                }
+                state.more.notified().await;
+            }
+            Ok(false) => {
+                let writable = tokio::select! {
+                    w = tokio::time::timeout(exchange.socket_timeout, ready.writable()) => Some(w),
+                    // The producer queued more, or is done: look again.
+                    _ = state.more.notified() => None,
+                };
+                match writable {
+                    None => {}
+                    Some(Ok(Ok(mut guard))) => guard.clear_ready(),
+                    Some(_) => {
+                        // No writable edge for --socket-timeout: the client
+                        // failed, unless the producer's writes went on.
+                        let mut st = exchange.lock();
+                        if st.out.len() >= queued {
+                            st.write_failed = true;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
