@@ -6,7 +6,10 @@
 //! Python (0 while it is outside), and its event loop stamps a tick every
 //! second. The master's checks are two loads: a thread inside Python longer
 //! than `--timeout` is a hung request; a stale tick while no thread is in
-//! Python is a stuck event loop.
+//! Python is a stuck event loop. The tick is a task of the worker's
+//! runtime, so it says a runtime thread was free: with several threads
+//! there is a spare one (`server::runtime_threads`), and threads waiting
+//! for their clients past --response-buffer do not make the worker hung.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

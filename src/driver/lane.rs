@@ -371,6 +371,15 @@ pub fn yield_to_runtime() -> impl Future<Output = ()> {
     yield_once(true)
 }
 
+/// Makes the loop running the current task return to the runtime once the
+/// task's poll ends, without the task yielding: a task it woke on this
+/// thread (an accept loop waiting for a free thread) sits in the thread's
+/// LIFO slot, which no other thread may take, and must not wait there
+/// behind the loop's next tasks, which may block in the application.
+pub fn return_to_runtime_after_this_task() {
+    YIELD_TO_RUNTIME.with(|y| y.set(true));
+}
+
 fn yield_once(to_runtime: bool) -> impl Future<Output = ()> {
     let mut yielded = false;
     std::future::poll_fn(move |cx| {

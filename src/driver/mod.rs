@@ -13,7 +13,7 @@ pub mod static_files;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -138,8 +138,9 @@ pub struct ServerCtx {
     /// Where the connections run (see `lane`).
     pub lane: Arc<Lane>,
     /// Where streamed responses are sent from while their application
-    /// thread goes on (`send_ahead`), with more than one thread.
-    pub sender: Option<SenderThread>,
+    /// thread goes on (`send_ahead`), with more than one thread; started
+    /// once the serving thread has blocked the signals it waits for.
+    pub sender: OnceLock<SenderThread>,
     /// The worker's page, whose metrics block requests are recorded in
     /// (`--metrics-bind`); None records nothing.
     pub metrics: Option<Arc<Slot>>,
@@ -603,6 +604,7 @@ impl Drop for ThreadClaim<'_> {
         // An accept loop waits for a thread only when every one was busy.
         if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= self.ctx.threads {
             self.ctx.thread_freed.notify_waiters();
+            lane::return_to_runtime_after_this_task();
         }
     }
 }
@@ -922,7 +924,7 @@ fn finish_on_this_thread(
             sender
                 .get_or_insert_with(|| {
                     SendAhead::start(
-                        ctx.sender.as_ref().expect("one with --threads above 1"),
+                        ctx.sender.get().expect("started with --threads above 1"),
                         exchange,
                     )
                 })

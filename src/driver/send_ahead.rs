@@ -16,15 +16,21 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, ExchangeState};
+use crate::liveness::Slot;
+
+/// How soon a sender looks again at an exchange whose lock the
+/// application's side holds (`lock`).
+const LOCK_RETRY: Duration = Duration::from_millis(1);
 
 /// The thread the senders run on, for as long as it lives.
 pub struct SenderThread {
@@ -53,6 +59,22 @@ impl SenderThread {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl SenderThread {
+    /// Every `period`, sends into `runtime` a task that stamps `slot`'s
+    /// tick (`liveness`): from this thread, outside `runtime`, the task
+    /// goes to the runtime's shared queue and so runs on any free thread.
+    pub fn stamp_every(&self, period: Duration, runtime: Handle, slot: Arc<Slot>) {
+        self.handle.spawn(async move {
+            let mut every = tokio::time::interval(period);
+            loop {
+                every.tick().await;
+                let slot = slot.clone();
+                runtime.spawn(async move { slot.tick() });
+            }
+        });
     }
 }
 
@@ -91,6 +113,10 @@ impl SendAhead {
         let exchange = exchange.clone();
         thread.handle.spawn(async move {
             send_ahead(&exchange, &task_state).await;
+            // Let go of the exchange before the connection hears of it, so
+            // that its next request can reuse the request's objects.
+            drop(exchange);
+            drop(task_state);
             let _ = stopped_tx.send(());
         });
         SendAhead {
@@ -141,7 +167,7 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
     let own_fd = ready.get_ref().as_raw_fd();
     loop {
         let (all_sent, queued) = {
-            let mut st = exchange.lock();
+            let mut st = lock(exchange).await;
             if st.write_failed {
                 return;
             }
@@ -153,7 +179,7 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
                 if state.producer_done.load(Ordering::Acquire) {
                     // Queued before the flag was set: sent above, unless
                     // queued between the flush and the flag.
-                    if exchange.lock().out.is_empty() {
+                    if lock(exchange).await.out.is_empty() {
                         return;
                     }
                     continue;
@@ -172,7 +198,7 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
                     Some(_) => {
                         // No writable edge for --socket-timeout: the client
                         // failed, unless the producer's writes went on.
-                        let mut st = exchange.lock();
+                        let mut st = lock(exchange).await;
                         if st.out.len() >= queued {
                             st.write_failed = true;
                             return;
@@ -181,5 +207,19 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
                 }
             }
         }
+    }
+}
+
+/// The exchange's lock, without blocking the sender thread, which sends
+/// every streamed response of the worker: the application's side may hold
+/// the lock across a blocking read or write of up to --socket-timeout
+/// (`wsgi.input` under --stream-uploads, the `write()` callable), and one
+/// slow client must not hold up the others' responses.
+async fn lock(exchange: &Exchange) -> MutexGuard<'_, ExchangeState> {
+    loop {
+        if let Some(guard) = exchange.try_lock() {
+            return guard;
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
     }
 }

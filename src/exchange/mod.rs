@@ -127,6 +127,15 @@ impl Exchange {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock if it is free now.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, ExchangeState>> {
+        match self.state.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Ends the exchange and hands back the buffers it was lent: the read
     /// buffer (which may hold the next pipelined request), the output queue
     /// and the head scratch buffer.

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyo3::ffi;
@@ -174,11 +174,7 @@ pub fn run(
             usize::from(config.threads),
             runtime_threads(usize::from(config.threads)),
         ),
-        sender: if config.threads > 1 {
-            Some(SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?)
-        } else {
-            None
-        },
+        sender: OnceLock::new(),
         request_hooks,
         static_files,
         metrics,
@@ -253,9 +249,10 @@ struct ServeParams {
 /// The runtime's threads for `threads` application threads. With more than
 /// one, one more than the lane runs loops on (`Lane::new`): an application
 /// thread may wait for its client past --response-buffer, and if every one
-/// does, the runtime's own tasks (accepting, the liveness stamp, the
-/// lane's timeouts, reading clients' requests) still have a thread, so the
-/// worker goes on and is not taken for hung. With one thread there is no
+/// does, the runtime's own tasks (the accept loops, the liveness stamp)
+/// still have a thread, so the worker goes on and is not taken for hung.
+/// Loops move between the runtime's threads, so the application may run
+/// on any of them over time, never on more than `threads` at once. With one thread there is no
 /// such wait: a streamed response is sent from the connection's task.
 pub fn runtime_threads(threads: usize) -> usize {
     if threads > 1 {
@@ -314,14 +311,33 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 slots.clone(),
             )?;
         }
+        if p.threads > 1 {
+            let sender =
+                SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?;
+            let _ = p.ctx.sender.set(sender);
+        }
         if let Some(slot) = p.ctx.liveness.clone() {
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(crate::liveness::LOOP_TICK);
-                loop {
-                    every.tick().await;
-                    slot.tick();
+            match p.ctx.sender.get() {
+                // The stamp is a task sent into the runtime from the sender
+                // thread: it lands in the runtime's shared queue and runs on
+                // whichever thread is free (the spare one when every other
+                // waits). A timer of the runtime itself would wake its task
+                // into the LIFO slot of the thread that saw the timer, where
+                // it could wait behind a loop blocked for longer than
+                // --timeout.
+                Some(sender) => {
+                    sender.stamp_every(crate::liveness::LOOP_TICK, runtime.handle().clone(), slot)
                 }
-            });
+                None => {
+                    tokio::spawn(async move {
+                        let mut every = tokio::time::interval(crate::liveness::LOOP_TICK);
+                        loop {
+                            every.tick().await;
+                            slot.tick();
+                        }
+                    });
+                }
+            }
         }
     }
 

@@ -567,16 +567,17 @@ def test_threads_waiting_past_the_response_buffer_stop_neither_the_loop_nor_othe
     [worker] = worker_pids(server, 1)
     # At most the buffer queued, so its thread is freed.
     within = buffer
-    finished = slow_reader(server, f"/big?size={within}&chunk=65536&produced=within")
+    finished = slow_reader(server, f"/big?size={within}&chunk=65536&produced=within&at={within}")
     server.wait_for_log("app reached: within")
-    # Made up to the buffer at once; the wait comes right after.
-    past = 6 * buffer
+    # Made up to the buffer at once; the wait comes soon after, once the
+    # kernel's buffer is full too, and lasts while the client reads nothing.
+    past = 2 * buffer
     waiting = [slow_reader(server, f"/big?size={past}&chunk=65536&produced=past{i}&at={buffer}") for i in range(2)]
     try:
         server.wait_for_log("app reached: past0")
         server.wait_for_log("app reached: past1")
-        # Both threads have made more than the buffer and now wait for their
-        # clients. The finished response still reaches its client.
+        # Both threads have made the buffer's worth and are about to wait
+        # for their clients. The finished response still reaches its client.
         assert read_chunked_body(finished) == b"z" * within
         # The master counts a loop as stalled after --timeout plus the one
         # second between its stamps; it checks twice a second.
