@@ -14,7 +14,8 @@ use clap::{
 
 use crate::access_log::AccessFormat;
 use crate::net::allow::AllowedPeer;
-use crate::net::listen::{Bind, BindAddress, Protocol};
+use crate::net::listen::{Bind, BindAddress, ListenSpec, Protocol};
+use crate::net::tls::{CertReqs, MinVersion, TlsSettings};
 use crate::proto::forwarded::SchemeHeader;
 use crate::proto::request::HeadLimits;
 use crate::proto::static_file::StaticRoute;
@@ -226,11 +227,49 @@ pub struct Config {
     )]
     pub metrics_bind: Option<String>,
 
+    /// The server's TLS certificate chain (PEM, the server's certificate first). With it, every TCP listener of HTTP whose --bind names no scheme serves HTTPS, as in gunicorn; https:// binds always do and need it; http:// binds never do.
+    #[arg(
+        help_heading = "TLS",
+        long,
+        visible_alias = "ssl-certificate",
+        value_name = "FILE",
+        env = "FERRULE_CERTFILE"
+    )]
+    pub certfile: Option<PathBuf>,
+
+    /// The private key of --certfile (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1). Default: the key in --certfile.
+    #[arg(
+        help_heading = "TLS",
+        long,
+        visible_alias = "ssl-keyfile",
+        value_name = "FILE",
+        env = "FERRULE_KEYFILE"
+    )]
+    pub keyfile: Option<PathBuf>,
+
+    /// CA certificates (PEM) that vouch for clients' certificates, for --cert-reqs optional or required.
+    #[arg(
+        help_heading = "TLS",
+        long,
+        visible_alias = "ssl-ca",
+        value_name = "FILE",
+        env = "FERRULE_CA_CERTS"
+    )]
+    pub ca_certs: Option<PathBuf>,
+
+    /// Whether clients present a certificate: none (0), optional (1: asked for; a client without one is served, one --ca-certs does not vouch for is refused) or required (2), as gunicorn takes Python's ssl.CERT_* values. The environ's SSL_CLIENT_VERIFY says which.
+    #[arg(help_heading = "TLS", long, value_name = "WHICH", env = "FERRULE_CERT_REQS", value_enum, default_value_t = CertReqs::None)]
+    pub cert_reqs: CertReqs,
+
+    /// The oldest TLS version served: tls1.2 or tls1.3.
+    #[arg(help_heading = "TLS", long, value_name = "VERSION", env = "FERRULE_SSL_PROTOCOL_MIN", value_enum, default_value_t = MinVersion::Tls12)]
+    pub ssl_protocol_min: MinVersion,
+
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
     pub wsgi_app: Option<String>,
 
-    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, uwsgi://, scgi:// or fastcgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    /// Where to listen: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N, optionally after a protocol: http://, https://, uwsgi://, scgi:// or fastcgi:// (uwsgi://unix:/run/app.sock). Repeat for several listeners. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
     #[arg(
         help_heading = "Server socket",
         short = 'b',
@@ -803,15 +842,55 @@ impl Config {
         }
     }
 
+    /// The TLS settings, when a certificate is given; an error names a
+    /// setting given without the others it needs.
+    pub fn tls_settings(&self) -> Result<Option<TlsSettings<'_>>, String> {
+        let https_bind = self
+            .bind
+            .iter()
+            .any(|b| b.scheme.is_some_and(|(_, tls)| tls));
+        let Some(certfile) = &self.certfile else {
+            if https_bind {
+                return Err("an https:// --bind needs --certfile (and --keyfile, unless the key is in the certificate's file)".into());
+            }
+            if self.keyfile.is_some() || self.ca_certs.is_some() || self.cert_reqs != CertReqs::None
+            {
+                return Err("--keyfile, --ca-certs and --cert-reqs need --certfile".into());
+            }
+            return Ok(None);
+        };
+        if self.proxy_protocol {
+            return Err("--proxy-protocol and --certfile together are not supported: the PROXY header would come before the TLS handshake, which is not read for it".into());
+        }
+        Ok(Some(TlsSettings {
+            certfile,
+            keyfile: self.keyfile.as_deref().unwrap_or(certfile),
+            ca_certs: self.ca_certs.as_deref(),
+            cert_reqs: self.cert_reqs,
+            min_version: self.ssl_protocol_min,
+        }))
+    }
+
+    /// The TLS server configuration, when a certificate is given.
+    pub fn tls_config(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        self.tls_settings()?
+            .map(|settings| crate::net::tls::server_config(&settings))
+            .transpose()
+    }
+
     /// The listeners to open: as given, else 0.0.0.0:$PORT when PORT is set
     /// (Heroku, containers), else 127.0.0.1:8000.
     /// Each with its protocol: the one it names, else --protocol.
-    pub fn bind_addresses(&self) -> Result<Vec<(Protocol, BindAddress)>, String> {
+    pub fn bind_addresses(&self) -> Result<Vec<ListenSpec>, String> {
         if !self.bind.is_empty() {
             return Ok(self
                 .bind
                 .iter()
-                .map(|b| (b.protocol.unwrap_or(self.protocol), b.address.clone()))
+                .map(|b| ListenSpec {
+                    protocol: b.scheme.map_or(self.protocol, |(protocol, _)| protocol),
+                    tls: b.scheme.map(|(_, tls)| tls),
+                    address: b.address.clone(),
+                })
                 .collect());
         }
         let default = match std::env::var("PORT") {
@@ -821,7 +900,13 @@ impl Config {
         default
             .parse()
             .map_err(|e| format!("invalid value '{default}' for '--bind' (from PORT): {e}"))
-            .map(|a| vec![(self.protocol, a)])
+            .map(|address| {
+                vec![ListenSpec {
+                    protocol: self.protocol,
+                    tls: None,
+                    address,
+                }]
+            })
     }
 }
 

@@ -48,7 +48,7 @@ SIGNATURES = {
 # gunicorn settings whose value is a function but which ferrule has no use
 # for, with what to do instead.
 UNSUPPORTED = {
-    "ssl_context": "ferrule does not serve TLS; terminate TLS in the proxy in front",
+    "ssl_context": "ferrule's TLS is rustls, not Python's ssl module: use certfile, keyfile, ca_certs, cert_reqs and ssl_protocol_min",
 }
 
 

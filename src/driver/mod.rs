@@ -27,6 +27,7 @@ use crate::driver::lane::{deadline_after, timeout, timeout_at, Lane};
 use crate::driver::send_ahead::{SendAhead, SenderThread};
 use crate::exchange::out_queue::{OutQueue, KEPT_BUFFER, MAX_SLICES};
 use crate::exchange::spool::Spool;
+use crate::exchange::wire::Wire;
 use crate::exchange::{Exchange, ExchangeState, ReceivedBody, READ_CHUNK};
 use crate::liveness::{self, Slot};
 use crate::log;
@@ -242,7 +243,7 @@ pub async fn refuse<S: Socket>(
     }
     let mut out = Vec::new();
     framer.error(&mut out, code, phrase);
-    if timeout(ctx.socket_timeout, stream.write_all(&out))
+    if timeout(ctx.socket_timeout, send_all(stream, &out))
         .await
         .is_ok()
     {
@@ -334,7 +335,7 @@ async fn receive_body<S: Socket>(
         rbuf.drain(..used);
         let replies = decoder.take_replies();
         if !replies.is_empty()
-            && timeout(ctx.socket_timeout, stream.write_all(&replies))
+            && timeout(ctx.socket_timeout, send_all(stream, &replies))
                 .await
                 .map_or(true, |r| r.is_err())
         {
@@ -474,7 +475,7 @@ pub async fn handle_request<S: Socket>(
         first_request.take();
         if continue_owed && bufs.rbuf.is_empty() {
             let go_ahead = framer.continue_bytes();
-            if timeout(ctx.socket_timeout, stream.write_all(go_ahead))
+            if timeout(ctx.socket_timeout, send_all(stream, go_ahead))
                 .await
                 .is_err()
             {
@@ -604,7 +605,10 @@ impl Drop for ThreadClaim<'_> {
         // An accept loop waits for a thread only when every one was busy.
         if self.ctx.in_flight.fetch_sub(1, Ordering::AcqRel) >= self.ctx.threads {
             self.ctx.thread_freed.notify_waiters();
-            lane::return_to_runtime_after_this_task();
+            // Only with several workers does an accept loop wait for it.
+            if self.ctx.environ_settings.multiprocess {
+                lane::return_to_runtime_after_this_task();
+            }
         }
     }
 }
@@ -643,7 +647,14 @@ async fn run_request<S: Socket>(
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
     let call_started = ctx.in_python(|py| {
-        let objects = RequestObjects::for_request(py, spare, (fd, fd), ctx.socket_timeout, state)?;
+        let wire = Wire::new(fd, stream.tls_session());
+        let objects = RequestObjects::for_request(
+            py,
+            spare,
+            (wire.clone(), wire),
+            ctx.socket_timeout,
+            state,
+        )?;
         let environ = environ::build(
             py,
             ctx.environ_base.bind(py),
@@ -682,7 +693,7 @@ async fn run_request<S: Socket>(
             let mut out = Vec::new();
             refusal.error(&mut out, 500, "Internal Server Error");
             drop(call_on_thread);
-            let _ = timeout(ctx.socket_timeout, stream.write_all(&out)).await;
+            let _ = timeout(ctx.socket_timeout, send_all(stream, &out)).await;
             return false;
         }
     };
@@ -846,11 +857,18 @@ async fn run_request<S: Socket>(
     keep
 }
 
+/// Writes all of `data` and what the socket's TLS session made of it.
+pub async fn send_all<S: Socket>(stream: &mut S, data: &[u8]) -> io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
+}
+
 /// Sends the queue with writev(2); false if the connection failed or the
 /// client made no progress for `wait`. Most responses fit the socket
-/// buffer, so usually no timer is ever armed.
+/// buffer, so usually no timer is ever armed. Under TLS, the records made
+/// of the queue must leave too.
 async fn send_queue<S: Socket>(stream: &mut S, queue: &mut OutQueue, wait: Duration) -> bool {
-    while !queue.is_empty() {
+    while !queue.is_empty() || stream.has_pending_output() {
         let written = {
             let mut slots = [IoSlice::new(&[]); MAX_SLICES];
             let count = queue.slices(&mut slots);
@@ -910,7 +928,7 @@ fn finish_on_this_thread(
             let sent = if st.write_failed {
                 Err(io::ErrorKind::BrokenPipe.into())
             } else {
-                st.flush_now(exchange.out_fd)
+                st.flush_now(&exchange.output)
             };
             match sent {
                 Ok(_) => st.out.len(),
@@ -956,14 +974,16 @@ fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()
         let before = queued;
         queued = {
             let mut st = exchange.lock();
-            st.flush_now(exchange.out_fd)?;
+            st.flush_now(&exchange.output)?;
             st.out.len()
         };
         if queued <= bound {
             return Ok(());
         }
-        let waited =
-            crate::exchange::blocking_io::wait_writable(exchange.out_fd, exchange.socket_timeout);
+        let waited = crate::exchange::blocking_io::wait_writable(
+            exchange.output.fd,
+            exchange.socket_timeout,
+        );
         if waited.is_err() && exchange.lock().out.len() >= queued.min(before) {
             exchange.lock().write_failed = true;
             return waited;
@@ -987,7 +1007,7 @@ fn next_chunks(py: Python<'_>, call: &mut AppCall<'_>, exchange: &Exchange) -> S
         if !matches!(step, Step::More) {
             return step;
         }
-        match exchange.lock().flush_now(exchange.out_fd) {
+        match exchange.lock().flush_now(&exchange.output) {
             Ok(true) => {}
             Ok(false) => return Step::More,
             Err(_) => return Step::Abort,

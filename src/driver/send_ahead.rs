@@ -152,7 +152,7 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
     // connection sends the rest itself once the application is done.
     // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor open for the
     // exchange's life; the new one is owned below.
-    let dup = unsafe { libc::fcntl(exchange.out_fd, libc::F_DUPFD_CLOEXEC, 0) };
+    let dup = unsafe { libc::fcntl(exchange.output.fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return;
     }
@@ -164,14 +164,15 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
     let Ok(ready) = registered else {
         return;
     };
-    let own_fd = ready.get_ref().as_raw_fd();
+    // Written through its own descriptor (and the TLS session, if any).
+    let wire = exchange.output.through(ready.get_ref().as_raw_fd());
     loop {
         let (all_sent, queued) = {
             let mut st = lock(exchange).await;
             if st.write_failed {
                 return;
             }
-            (st.flush_now(own_fd), st.out.len())
+            (st.flush_now(&wire), st.out.len())
         };
         match all_sent {
             Err(_) => return,

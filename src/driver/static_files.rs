@@ -343,7 +343,7 @@ async fn send_body<S: Socket>(
     len: u64,
     ctx: &ServerCtx,
 ) -> bool {
-    if framer.allows_sendfile() {
+    if framer.allows_sendfile() && stream.carries_raw_bytes() {
         let n = framer.piece_start(out.buf(), len);
         if n > 0 {
             // The head goes with MSG_MORE, so that it leaves in one segment

@@ -105,6 +105,11 @@ pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<()> {
     wait(fd, libc::POLLOUT, timeout)
 }
 
+/// Waits until `fd` has bytes to read, at most `timeout`.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    wait(fd, libc::POLLIN, timeout)
+}
+
 /// Sends everything in `queue` with writev(2).
 pub fn send_queue(fd: RawFd, queue: &mut OutQueue, timeout: Duration) -> io::Result<()> {
     while !send_queue_now(fd, queue)? {

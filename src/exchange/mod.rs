@@ -15,14 +15,15 @@
 pub mod blocking_io;
 pub mod out_queue;
 pub mod spool;
+pub mod wire;
 
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::exchange::out_queue::OutQueue;
 use crate::exchange::spool::Spool;
+use crate::exchange::wire::Wire;
 use crate::proto::app_head::AppHead;
 use crate::proto::body::{BodyDecoder, Chunk};
 use crate::proto::error::{ClientError, ClientErrorKind};
@@ -36,10 +37,10 @@ pub const READ_CHUNK: usize = 64 * 1024;
 
 pub struct Exchange {
     /// Where the request body is read from.
-    pub fd: RawFd,
+    pub input: Wire,
     /// Where the response is written: the same socket, but for a CGI
     /// script (stdin and stdout).
-    pub out_fd: RawFd,
+    pub output: Wire,
     pub socket_timeout: Duration,
     state: Mutex<ExchangeState>,
 }
@@ -104,14 +105,13 @@ pub struct ExchangeState {
 
 impl Exchange {
     pub fn new(
-        fd: RawFd,
-        out_fd: RawFd,
+        (input, output): (Wire, Wire),
         socket_timeout: Duration,
         state: ExchangeState,
     ) -> Exchange {
         Exchange {
-            fd,
-            out_fd,
+            input,
+            output,
             socket_timeout,
             state: Mutex::new(state),
         }
@@ -244,7 +244,12 @@ impl ExchangeState {
 
     /// Blocks until more body is available or the body has ended. Returns
     /// false at the end of the body.
-    pub fn fill(&mut self, fd: RawFd, out_fd: RawFd, timeout: Duration) -> Result<bool, BodyError> {
+    pub fn fill(
+        &mut self,
+        input: &Wire,
+        output: &Wire,
+        timeout: Duration,
+    ) -> Result<bool, BodyError> {
         if !self.open {
             return Err(BodyError::Closed);
         }
@@ -274,10 +279,11 @@ impl ExchangeState {
             }
             if self.continue_owed {
                 self.continue_owed = false;
-                blocking_io::send_all(out_fd, self.response.continue_bytes(), timeout)
+                output
+                    .send_all(self.response.continue_bytes(), timeout)
                     .map_err(|e| self.client_failed(&e))?;
             }
-            match blocking_io::recv_some(fd, &mut self.rbuf, READ_CHUNK, timeout) {
+            match input.recv_some(&mut self.rbuf, READ_CHUNK, timeout) {
                 Ok(0) => {
                     let e = ClientError::bad_request(
                         "client closed the connection before the end of the request body",
@@ -388,8 +394,8 @@ impl ExchangeState {
 
     /// Sends what the socket takes of `out` without waiting: true if all
     /// of it. A failure marks the connection dead, as in `flush_blocking`.
-    pub fn flush_now(&mut self, fd: RawFd) -> io::Result<bool> {
-        let result = blocking_io::send_queue_now(fd, &mut self.out);
+    pub fn flush_now(&mut self, output: &Wire) -> io::Result<bool> {
+        let result = output.send_queue_now(&mut self.out);
         match result {
             Ok(true) => self.out.clear(),
             Ok(false) => {}
@@ -399,8 +405,8 @@ impl ExchangeState {
     }
 
     /// Sends what is framed in `out` now, blocking (the `write()` callable).
-    pub fn flush_blocking(&mut self, fd: RawFd, timeout: Duration) -> io::Result<()> {
-        let result = blocking_io::send_queue(fd, &mut self.out, timeout);
+    pub fn flush_blocking(&mut self, output: &Wire, timeout: Duration) -> io::Result<()> {
+        let result = output.send_queue(&mut self.out, timeout);
         self.out.clear();
         if result.is_err() {
             self.write_failed = true;

@@ -58,11 +58,25 @@ impl Protocol {
     }
 }
 
+/// A listener's protocol, and whether TLS is on.
+pub type Scheme = (Protocol, bool);
+
+/// What a scheme names: a protocol, over TLS or not (`https` is HTTP over
+/// TLS). The names of `--bind` schemes and of LISTEN_FDNAMES.
+pub fn scheme_named(name: &str) -> Option<Scheme> {
+    if name == "https" {
+        return Some((Protocol::Http, true));
+    }
+    Protocol::named(name).map(|protocol| (protocol, false))
+}
+
 /// A `--bind` value: an address, and the protocol if it names one
-/// (`uwsgi://127.0.0.1:3031`, `scgi://unix:/run/app.sock`).
+/// (`uwsgi://127.0.0.1:3031`, `scgi://unix:/run/app.sock`,
+/// `https://0.0.0.0:443`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    pub protocol: Option<Protocol>,
+    /// The protocol and whether TLS is on, when the value names a scheme.
+    pub scheme: Option<Scheme>,
     pub address: BindAddress,
 }
 
@@ -70,27 +84,28 @@ impl FromStr for Bind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        for protocol in [
-            Protocol::Http,
-            Protocol::Uwsgi,
-            Protocol::Scgi,
-            Protocol::Fastcgi,
-        ] {
-            if let Some(rest) = s
-                .strip_prefix(protocol.scheme())
-                .and_then(|r| r.strip_prefix("://"))
-            {
+        if let Some((name, rest)) = s.split_once("://") {
+            if let Some(scheme) = scheme_named(name) {
                 return Ok(Bind {
-                    protocol: Some(protocol),
+                    scheme: Some(scheme),
                     address: rest.parse()?,
                 });
             }
         }
         Ok(Bind {
-            protocol: None,
+            scheme: None,
             address: s.parse()?,
         })
     }
+}
+
+/// A listener to open: its protocol, whether TLS is on (None when no
+/// scheme said: then by `ListenOptions::tls_by_default`), and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub protocol: Protocol,
+    pub tls: Option<bool>,
+    pub address: BindAddress,
 }
 
 /// The port of a `--bind` that names none (`-b localhost`), as in gunicorn.
@@ -180,6 +195,8 @@ impl FromStr for BindAddress {
 pub struct Listener {
     pub socket: ListenSocket,
     pub protocol: Protocol,
+    /// Connections start with a TLS handshake.
+    pub tls: bool,
 }
 
 /// An open listening socket.
@@ -203,11 +220,21 @@ impl Listener {
         Ok(Listener {
             socket: ListenSocket::bind(addr, backlog, reuse_port, socket_mode)?,
             protocol,
+            tls: false,
         })
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.socket.raw_fd()
+    }
+
+    /// The scheme that names it (`https` for HTTP over TLS).
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            self.protocol.scheme()
+        }
     }
 
     /// The socket file to remove on exit: that of a unix listener this
@@ -298,7 +325,7 @@ impl fmt::Display for Listener {
     /// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/path` for
     /// HTTP; `uwsgi://127.0.0.1:3031` or `uwsgi://unix:/path` for the others.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self.protocol.scheme();
+        let scheme = self.scheme();
         match &self.socket {
             ListenSocket::Tcp(l) => match l.local_addr() {
                 Ok(addr) => write!(f, "{scheme}://{addr}"),
@@ -310,8 +337,8 @@ impl fmt::Display for Listener {
                     .ok()
                     .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
                 let path = path.unwrap_or_default();
-                match self.protocol {
-                    Protocol::Http => write!(f, "unix:{path}"),
+                match scheme {
+                    "http" => write!(f, "unix:{path}"),
                     _ => write!(f, "{scheme}://unix:{path}"),
                 }
             }
@@ -324,7 +351,7 @@ impl fmt::Display for Listener {
 /// with its protocol when its name in LISTEN_FDNAMES is one (systemd's
 /// FileDescriptorName=uwsgi; a USR2 upgrade names them so). The variables
 /// are removed so that child processes do not take them as theirs.
-pub fn systemd_fds() -> Option<Vec<(RawFd, Option<Protocol>)>> {
+pub fn systemd_fds() -> Option<Vec<(RawFd, Option<Scheme>)>> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
     let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
@@ -337,7 +364,7 @@ pub fn systemd_fds() -> Option<Vec<(RawFd, Option<Protocol>)>> {
     let mut names = names.split(':');
     Some(
         (3..3 + count)
-            .map(|fd| (fd, names.next().and_then(Protocol::named)))
+            .map(|fd| (fd, names.next().and_then(scheme_named)))
             .collect(),
     )
 }
@@ -357,27 +384,26 @@ pub struct ListenOptions {
     pub defer: Duration,
     /// The permissions of unix socket files ferrule creates.
     pub socket_mode: u32,
+    /// Whether TCP listeners whose scheme says nothing of TLS serve HTTPS
+    /// when their protocol is HTTP (gunicorn's rule with --certfile).
+    pub tls_by_default: bool,
 }
 
 /// Opens every listener: systemd's when socket-activated, else each --bind.
-pub fn open_all(
-    binds: &[(Protocol, BindAddress)],
-    options: &ListenOptions,
-) -> Result<Vec<Listener>, String> {
+pub fn open_all(binds: &[ListenSpec], options: &ListenOptions) -> Result<Vec<Listener>, String> {
     // A USR2 upgrade also names the socket files of the listeners it hands
     // over (one a line, empty for TCP): the new master removes them on exit.
     let upgraded_files: Vec<String> = std::env::var(UPGRADE_SOCKET_FILES)
         .map(|v| v.split('\n').map(String::from).collect())
         .unwrap_or_default();
     std::env::remove_var(UPGRADE_SOCKET_FILES);
-    let activated: Vec<(Protocol, BindAddress)> = systemd_fds()
+    let activated: Vec<ListenSpec> = systemd_fds()
         .unwrap_or_default()
         .into_iter()
-        .map(|(fd, protocol)| {
-            (
-                protocol.unwrap_or(options.default_protocol),
-                BindAddress::Fd(fd),
-            )
+        .map(|(fd, scheme)| ListenSpec {
+            protocol: scheme.map_or(options.default_protocol, |(protocol, _)| protocol),
+            tls: scheme.map(|(_, tls)| tls),
+            address: BindAddress::Fd(fd),
         })
         .collect();
     let binds = if activated.is_empty() {
@@ -388,15 +414,23 @@ pub fn open_all(
     binds
         .iter()
         .enumerate()
-        .map(|(index, (protocol, addr))| {
+        .map(|(index, spec)| {
+            let addr = &spec.address;
             let mut listener = Listener::bind(
                 addr,
-                *protocol,
+                spec.protocol,
                 options.backlog,
                 options.reuse_port,
                 options.socket_mode,
             )
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            // gunicorn's rule: with a certificate, TCP listeners of HTTP
+            // that name no scheme serve HTTPS; a scheme decides for itself.
+            listener.tls = spec.tls.unwrap_or(
+                options.tls_by_default
+                    && spec.protocol == Protocol::Http
+                    && matches!(listener.socket, ListenSocket::Tcp(_)),
+            );
             if let ListenSocket::Tcp(l) = &listener.socket {
                 defer_accept(l.as_raw_fd(), options.defer);
             }
@@ -491,19 +525,23 @@ mod tests {
         assert_eq!(
             "uwsgi://unix:/a/b".parse(),
             Ok(Bind {
-                protocol: Some(Protocol::Uwsgi),
+                scheme: Some((Protocol::Uwsgi, false)),
                 address: BindAddress::Unix("/a/b".into())
             })
         );
         assert_eq!(
-            "scgi://127.0.0.1:4000".parse::<Bind>().map(|b| b.protocol),
-            Ok(Some(Protocol::Scgi))
+            "scgi://127.0.0.1:4000".parse::<Bind>().map(|b| b.scheme),
+            Ok(Some((Protocol::Scgi, false)))
         );
         assert_eq!(
-            "http://[::1]:80".parse::<Bind>().map(|b| b.protocol),
-            Ok(Some(Protocol::Http))
+            "http://[::1]:80".parse::<Bind>().map(|b| b.scheme),
+            Ok(Some((Protocol::Http, false)))
         );
-        assert_eq!("127.0.0.1:80".parse::<Bind>().map(|b| b.protocol), Ok(None));
+        assert_eq!(
+            "https://[::1]:443".parse::<Bind>().map(|b| b.scheme),
+            Ok(Some((Protocol::Http, true)))
+        );
+        assert_eq!("127.0.0.1:80".parse::<Bind>().map(|b| b.scheme), Ok(None));
         assert!("gopher://127.0.0.1:70".parse::<Bind>().is_err());
         assert_eq!("fd://3".parse(), Ok(BindAddress::Fd(3)));
         assert_eq!(

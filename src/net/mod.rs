@@ -5,3 +5,4 @@
 pub mod allow;
 pub mod listen;
 pub mod socket;
+pub mod tls;

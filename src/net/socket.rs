@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
@@ -54,7 +55,25 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
     /// Runs a non-blocking write `f` on the descriptor, clearing readiness on
     /// WouldBlock (for sendfile(2), which tokio does not wrap).
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// Runs a non-blocking read `f`, clearing readiness on WouldBlock.
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Output taken by a write but not yet on the socket (TLS records):
+    /// a response is sent only once there is none.
+    fn has_pending_output(&self) -> bool {
+        false
+    }
+    /// Whether bytes may go on the socket as they are, from a file
+    /// (sendfile(2)): not under TLS.
+    fn carries_raw_bytes(&self) -> bool {
+        true
+    }
+    /// The TLS session the connection's bytes go through, if any.
+    fn tls_session(&self) -> Option<&std::sync::Arc<crate::net::tls::Session>> {
+        None
+    }
 }
 
 /// How long ago the kernel last received data on the TCP socket `fd`
@@ -91,6 +110,15 @@ macro_rules! impl_socket {
             }
             fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
                 self.try_io(tokio::io::Interest::WRITABLE, f)
+            }
+            fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+                self.try_io(tokio::io::Interest::READABLE, f)
+            }
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_write_ready(self, cx)
             }
             fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
                 self.writable()

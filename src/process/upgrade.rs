@@ -49,7 +49,7 @@ pub fn start_new_master(
     arg_ptrs.push(std::ptr::null());
     let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     let fds: Vec<libc::c_int> = listeners.iter().map(Listener::raw_fd).collect();
-    let names: Vec<&str> = listeners.iter().map(|l| l.protocol.scheme()).collect();
+    let names: Vec<&str> = listeners.iter().map(Listener::scheme).collect();
     let count = CString::new(fds.len().to_string()).map_err(|e| e.to_string())?;
     let names = CString::new(names.join(":")).map_err(|e| e.to_string())?;
     let files: Vec<String> = listeners

@@ -10,6 +10,8 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
+
+use crate::exchange::wire::Wire;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -98,8 +100,13 @@ pub fn run(py: Python<'_>, config: &Config, spec: &str) -> i32 {
     );
     let started = (|| {
         let base = base_environ(py, &settings)?;
-        let objects =
-            RequestObjects::for_request(py, None, (STDIN, STDOUT), config.socket_timeout, state)?;
+        let objects = RequestObjects::for_request(
+            py,
+            None,
+            (Wire::plain(STDIN), Wire::plain(STDOUT)),
+            config.socket_timeout,
+            state,
+        )?;
         let environ = environ::build(
             py,
             &base,
@@ -156,7 +163,7 @@ fn flush(py: Python<'_>, exchange: &Exchange) -> io::Result<()> {
     py.detach(|| {
         exchange
             .lock()
-            .flush_blocking(exchange.out_fd, exchange.socket_timeout)
+            .flush_blocking(&exchange.output, exchange.socket_timeout)
     })
 }
 

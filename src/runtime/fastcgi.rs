@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use crate::driver::lane::timeout;
@@ -103,7 +102,11 @@ async fn next_request<S: Socket>(
             if !parser.replies.is_empty() {
                 let replies = std::mem::take(&mut parser.replies);
                 if !matches!(
-                    timeout(ctx.socket_timeout, stream.write_all(&replies)).await,
+                    timeout(
+                        ctx.socket_timeout,
+                        crate::driver::send_all(stream, &replies)
+                    )
+                    .await,
                     Ok(Ok(()))
                 ) {
                     return None;

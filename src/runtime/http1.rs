@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::driver::{self, ConnBuffers, ServerCtx};
+use crate::driver::{self, lane, ConnBuffers, ServerCtx};
 use crate::log_at;
 use crate::net::socket::Socket;
+use crate::net::tls;
 use crate::proto::error::{ClientError, ClientErrorKind};
 use crate::proto::http1::head::HeadParser;
 use crate::proto::http1::response::ResponseEncoder;
 use crate::proto::proxy_protocol::{self, ProxyHeader};
 use crate::proto::response::ResponseFramer;
-use crate::runtime::head::{read_head, HeadOutcome};
+use crate::runtime::head::{read_head, HeadOutcome, STOP_GRACE};
 use crate::wsgi::environ::ConnInfo;
 
 /// Serves a connection. `first_head` is told when the first request claims
@@ -91,6 +92,57 @@ pub async fn serve<S: Socket>(
         // Dropping the sender tells the accept loop too.
         first_head = None;
     }
+}
+
+/// Serves a connection of an https listener: the TLS handshake, within
+/// --header-timeout, then HTTP/1.x over it.
+pub async fn serve_tls<S: Socket>(
+    stream: S,
+    config: Arc<rustls::ServerConfig>,
+    mut conn: ConnInfo,
+    ctx: Arc<ServerCtx>,
+    first_head: oneshot::Sender<()>,
+) {
+    // A handshake claims no thread: the accept loop need not wait for it
+    // (the client's first request comes a round trip after it).
+    drop(first_head);
+    let deadline = lane::deadline_after(ctx.header_timeout);
+    let mut handshake = std::pin::pin!(tls::accept(stream, config));
+    let finished = loop {
+        if ctx.lane.stopping() {
+            // Stopping: a handshake under way is a request on its way, and
+            // gets the stop's grace, as a head partway does (`read_head`).
+            let grace = deadline.min(lane::deadline_after(STOP_GRACE));
+            break lane::timeout_at(grace, handshake.as_mut()).await;
+        }
+        let wait = lane::timeout_at(deadline, handshake.as_mut());
+        if let Some(finished) = lane::unless_stopping(&ctx.lane, wait).await {
+            break finished;
+        }
+    };
+    let (stream, facts) = match finished {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            log_at!(
+                Info,
+                "{}: closed: TLS handshake failed: {e}",
+                driver::display_remote(&conn)
+            );
+            return;
+        }
+        Err(_) => {
+            log_at!(
+                Info,
+                "{}: closed: no TLS handshake within --header-timeout",
+                driver::display_remote(&conn)
+            );
+            return;
+        }
+    };
+    conn.url_scheme = "https";
+    conn.tls = Some(Arc::new(facts));
+    let (told, _) = oneshot::channel();
+    serve(stream, conn, ctx, told).await;
 }
 
 /// The client a PROXY header names becomes the connection's peer: its

@@ -85,6 +85,7 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         socket_mode: config
             .chmod_socket
             .unwrap_or(0o777 & !config.umask.unwrap_or(0)),
+        tls_by_default: config.certfile.is_some(),
     };
     listen::open_all(&config.bind_addresses()?, &options)
 }
@@ -188,6 +189,7 @@ pub fn run(
     let proxy_from: Option<Arc<[AllowedPeer]>> = config
         .proxy_protocol
         .then(|| config.proxy_allow_from.clone().into());
+    let tls = config.tls_config()?;
 
     py.detach(move || {
         serve(ServeParams {
@@ -195,6 +197,7 @@ pub fn run(
             allow_from,
             forwarded_allow,
             proxy_from,
+            tls,
             ctx,
             stop_tx,
             threads,
@@ -236,6 +239,8 @@ struct ServeParams {
     forwarded_allow: Arc<[AllowedPeer]>,
     /// Peers that must send a PROXY header (`--proxy-protocol`).
     proxy_from: Option<Arc<[AllowedPeer]>>,
+    /// The TLS configuration of https listeners.
+    tls: Option<Arc<rustls::ServerConfig>>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
@@ -307,6 +312,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 &p.allow_from,
                 &p.forwarded_allow,
                 &p.proxy_from,
+                &p.tls,
                 p.ctx.clone(),
                 slots.clone(),
             )?;
@@ -496,10 +502,12 @@ fn spawn_accept_loop(
     allow_from: &Arc<[AllowedPeer]>,
     forwarded_allow: &Arc<[AllowedPeer]>,
     proxy_from: &Option<Arc<[AllowedPeer]>>,
+    tls: &Option<Arc<rustls::ServerConfig>>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
     let protocol = listener.protocol;
+    let tls = if listener.tls { tls.clone() } else { None };
     match listener.socket {
         ListenSocket::Tcp(std_listener) => {
             let local = std_listener.local_addr().map_err(|e| e.to_string())?;
@@ -515,11 +523,11 @@ fn spawn_accept_loop(
                     .flatten(),
                 refused_peers: Mutex::default(),
             };
-            tokio::spawn(accept_loop(acceptor, protocol, ctx, slots));
+            tokio::spawn(accept_loop(acceptor, protocol, tls, ctx, slots));
         }
         ListenSocket::Unix(std_listener, _) => {
             let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
-            tokio::spawn(accept_loop(listener, protocol, ctx, slots));
+            tokio::spawn(accept_loop(listener, protocol, tls, ctx, slots));
         }
     }
     Ok(())
@@ -619,6 +627,7 @@ impl Acceptor for TcpAcceptor {
                 .as_ref()
                 .is_some_and(|from| allow::allowed(from, peer.ip())),
             strings: Default::default(),
+            tls: None,
         };
         Ok((stream, conn))
     }
@@ -637,6 +646,7 @@ impl Acceptor for UnixListener {
 async fn accept_loop<A: Acceptor>(
     acceptor: A,
     protocol: Protocol,
+    tls: Option<Arc<rustls::ServerConfig>>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) {
@@ -657,9 +667,16 @@ async fn accept_loop<A: Acceptor>(
                 // Counted while the task lives, and released however it
                 // ends (dropped unrun when the lane is closing).
                 let open = ctx.metrics.clone().map(OpenConnection::new);
+                let tls = tls.clone();
                 ctx.lane.spawn(async move {
                     match protocol {
-                        Protocol::Http => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
+                        Protocol::Http => match tls {
+                            None => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
+                            Some(config) => {
+                                http1::serve_tls(stream, config, conn, conn_ctx, first_head_tx)
+                                    .await
+                            }
+                        },
                         Protocol::Fastcgi => {
                             fastcgi::serve(stream, conn, conn_ctx, first_head_tx).await
                         }

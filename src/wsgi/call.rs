@@ -144,7 +144,9 @@ impl<'a> AppCall<'a> {
     /// where the protocol sends bodies as they are. Anything else (a pipe,
     /// BytesIO, a socket, a FastCGI response) is iterated instead.
     fn sendfile_step(&mut self, py: Python<'_>, wrapper: &FileWrapper) -> Option<Step> {
-        if SENDFILE_OFF.load(Ordering::Relaxed) || !self.exchange.lock().response.allows_sendfile()
+        if SENDFILE_OFF.load(Ordering::Relaxed)
+            || !self.exchange.output.carries_raw_bytes()
+            || !self.exchange.lock().response.allows_sendfile()
         {
             return None;
         }

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{ffi, intern};
 
+use crate::net::tls::TlsFacts;
 use crate::proto::forwarded::{self, SecureSchemeHeaders};
 use crate::proto::request::split_host_port;
 use crate::proto::request::RequestHead;
@@ -39,6 +40,8 @@ pub struct ConnInfo {
     /// Python strings made for this connection's requests, reused by the
     /// next ones.
     pub strings: Mutex<ConnStrings>,
+    /// What the TLS handshake settled, on an https listener.
+    pub tls: Option<Arc<TlsFacts>>,
 }
 
 impl ConnInfo {
@@ -55,6 +58,7 @@ impl ConnInfo {
             trusted_proxy,
             proxy_header_required: false,
             strings: Default::default(),
+            tls: None,
         }
     }
 }
@@ -514,6 +518,9 @@ pub fn build<'py>(
             intern!(py, "wsgi.url_scheme"),
             PyString::intern(py, conn.url_scheme),
         )?;
+        if let Some(tls) = &conn.tls {
+            tls_variables(py, &env, tls)?;
+        }
     } else if conn.trusted_proxy
         && (head.proxy_fields || proxy.look_always)
         && forwarded::says_https(head, &proxy.secure_scheme_headers)
@@ -574,6 +581,24 @@ fn strip_script_name<'a>(path: &'a [u8], script: &[u8]) -> &'a [u8] {
         Some(rest) if !script.is_empty() && (rest.is_empty() || rest[0] == b'/') => rest,
         _ => path,
     }
+}
+
+/// The variables mod_ssl and nginx's fastcgi_params give an application
+/// about a TLS connection: HTTPS, SSL_PROTOCOL, SSL_CIPHER,
+/// SSL_CLIENT_VERIFY (SUCCESS with a client certificate, which the server
+/// then checked against --ca-certs; else NONE) and SSL_CLIENT_CERT (PEM).
+fn tls_variables(py: Python<'_>, env: &Bound<'_, PyDict>, tls: &TlsFacts) -> PyResult<()> {
+    env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+    env.set_item(intern!(py, "SSL_PROTOCOL"), tls.protocol)?;
+    env.set_item(intern!(py, "SSL_CIPHER"), &tls.cipher)?;
+    match &tls.client_cert {
+        Some(pem) => {
+            env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "SUCCESS"))?;
+            env.set_item(intern!(py, "SSL_CLIENT_CERT"), pem)?;
+        }
+        None => env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "NONE"))?,
+    }
+    Ok(())
 }
 
 /// Whether a gateway's HTTPS variable says the client used TLS (RFC 3875

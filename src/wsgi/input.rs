@@ -86,7 +86,7 @@ impl Input {
                 if let Some(n) = take(st.available()) {
                     break Ok(take_vec(&mut st, n));
                 }
-                if !st.fill(exchange.fd, exchange.out_fd, exchange.socket_timeout)? {
+                if !st.fill(&exchange.input, &exchange.output, exchange.socket_timeout)? {
                     let n = st.available().len();
                     break Ok(take_vec(&mut st, n));
                 }

@@ -7,12 +7,12 @@
 //! cycle not yet collected) is never reused: it stays with its request,
 //! closed, and the next request gets new ones.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 
+use crate::exchange::wire::Wire;
 use crate::exchange::{Exchange, ExchangeState};
 use crate::wsgi::input::Input;
 use crate::wsgi::start_response::StartResponse;
@@ -28,13 +28,14 @@ pub struct RequestObjects {
 const EXCHANGE_HOLDERS: usize = 4;
 
 impl RequestObjects {
-    /// The objects for a request read from `fd` and answered on `out_fd`
-    /// (the same connection, but for a CGI script): `spare`, the last
-    /// request's, given `state` when nothing else holds them; else new ones.
+    /// The objects for a request read from `wires.0` and answered on
+    /// `wires.1` (the same connection, but for a CGI script): `spare`, the
+    /// last request's, given `state` when nothing else holds them; else new
+    /// ones.
     pub fn for_request(
         py: Python<'_>,
         spare: Option<RequestObjects>,
-        (fd, out_fd): (RawFd, RawFd),
+        wires: (Wire, Wire),
         socket_timeout: Duration,
         state: ExchangeState,
     ) -> PyResult<RequestObjects> {
@@ -42,7 +43,7 @@ impl RequestObjects {
             objects.exchange.renew(state);
             return Ok(objects);
         }
-        let exchange = Arc::new(Exchange::new(fd, out_fd, socket_timeout, state));
+        let exchange = Arc::new(Exchange::new(wires, socket_timeout, state));
         Ok(RequestObjects {
             input: Py::new(py, Input::new(exchange.clone()))?,
             start_response: Py::new(py, StartResponse::new(py, exchange.clone())?)?,

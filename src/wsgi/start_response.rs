@@ -166,7 +166,7 @@ impl Write {
         py.detach(|| {
             exchange
                 .lock()
-                .flush_blocking(exchange.out_fd, exchange.socket_timeout)
+                .flush_blocking(&exchange.output, exchange.socket_timeout)
                 .map_err(|e| PyOSError::new_err(format!("client connection lost: {e}")))
         })
     }

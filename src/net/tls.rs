@@ -1,0 +1,588 @@
+//! TLS on HTTP listeners, with rustls: the server's configuration from the
+//! settings (gunicorn's --certfile, --keyfile, --ca-certs, --cert-reqs),
+//! the handshake, and a connection's TLS session.
+//!
+//! A session is shared, behind a mutex, by everyone who reads or writes
+//! the connection: its task (through `TlsStream`, the `Socket` the front
+//! end serves) and, for the request in progress, the application's thread
+//! (`wsgi.input` reads, the `write()` callable, a streamed response) and
+//! the sender thread, through `exchange::wire::Wire`. The inline design
+//! stays: the application still writes from its own thread, only through
+//! the session. What a session holds is bounded: rustls keeps at most
+//! `SEND_BUFFER` bytes of encrypted output and one record of input.
+//!
+//! Files are never sent with sendfile(2) over TLS (the bytes must be
+//! encrypted in user space): `wsgi.file_wrapper` files and static files
+//! are read and sent in pieces, as over FastCGI.
+
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::net::socket::Socket;
+
+/// Encrypted output a session keeps before a write must wait for the
+/// client (rustls's own default, named here).
+const SEND_BUFFER: usize = 64 * 1024;
+
+/// Whether and how clients present certificates (gunicorn's --cert-reqs,
+/// Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertReqs {
+    /// No certificate is asked for (0).
+    #[value(name = "none", alias = "0")]
+    None,
+    /// A certificate is asked for; a client without one is served, one
+    /// with a certificate --ca-certs does not vouch for is refused (1).
+    #[value(name = "optional", alias = "1")]
+    Optional,
+    /// A certificate --ca-certs vouches for is required (2).
+    #[value(name = "required", alias = "2")]
+    Required,
+}
+
+/// The oldest TLS version served (`--ssl-protocol-min`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MinVersion {
+    #[value(name = "tls1.2")]
+    Tls12,
+    #[value(name = "tls1.3")]
+    Tls13,
+}
+
+/// What the TLS settings say.
+pub struct TlsSettings<'a> {
+    pub certfile: &'a std::path::Path,
+    pub keyfile: &'a std::path::Path,
+    pub ca_certs: Option<&'a std::path::Path>,
+    pub cert_reqs: CertReqs,
+    pub min_version: MinVersion,
+}
+
+/// The server's TLS configuration, or a message naming the setting and
+/// file at fault.
+pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(settings.certfile)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("--certfile {}: {e}", settings.certfile.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--certfile {}: no PEM certificate in it",
+            settings.certfile.display()
+        ));
+    }
+    // PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC
+    // PRIVATE KEY"), the first in the file.
+    let key = PrivateKeyDer::from_pem_file(settings.keyfile).map_err(|e| {
+        format!(
+            "--keyfile {}: {e} (expected an unencrypted PEM private key: PKCS#8, PKCS#1 or SEC1)",
+            settings.keyfile.display()
+        )
+    })?;
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match (settings.cert_reqs, settings.ca_certs) {
+        (CertReqs::None, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            return Err(
+                "--cert-reqs optional or required needs --ca-certs, the CA certificates that vouch for clients"
+                    .into(),
+            )
+        }
+        (reqs, Some(ca_certs)) => {
+            let mut roots = RootCertStore::empty();
+            let found = CertificateDer::pem_file_iter(ca_certs)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--ca-certs {}: {e}", ca_certs.display()))?;
+            let (added, _) = roots.add_parsable_certificates(found);
+            if added == 0 {
+                return Err(format!(
+                    "--ca-certs {}: no usable PEM certificate in it",
+                    ca_certs.display()
+                ));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let verifier = if reqs == CertReqs::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| {
+                format!("--ca-certs {}: {e}", ca_certs.display())
+            })?)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        format!(
+            "--certfile {} and --keyfile {}: {e}",
+            settings.certfile.display(),
+            settings.keyfile.display()
+        )
+    })?;
+    // HTTP/1.1 only for now: a client offering h2 as well settles on it.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A connection's TLS state, shared by the connection's task and the
+/// application's side of its requests. It owns no descriptor: each caller
+/// names the one it reads or writes, all of the same socket.
+pub struct Session {
+    conn: Mutex<ServerConnection>,
+}
+
+/// A raw descriptor as `Read`/`Write` for rustls: a non-blocking socket,
+/// so either answers WouldBlock rather than wait.
+struct Fd(RawFd);
+
+impl Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: send reads at most `buf.len()` bytes from `buf`;
+        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE.
+        let n = unsafe { libc::send(self.0, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Session {
+    fn new(config: Arc<ServerConfig>) -> io::Result<Session> {
+        let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        conn.set_buffer_limit(Some(SEND_BUFFER));
+        Ok(Session {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ServerConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decrypted bytes already received, without touching the socket:
+    /// None when there are none (Some(0) at the end of the stream).
+    fn take_plain(&self, dst: &mut [u8]) -> io::Result<Option<usize>> {
+        read_plain_locked(&mut self.lock(), dst)
+    }
+
+    /// Reads decrypted bytes, receiving from `fd` as needed, without
+    /// waiting: WouldBlock when the client has sent nothing more. Ok(0) is
+    /// the end of the stream (with or without the client's close_notify:
+    /// HTTP/1.1 frames its own messages, RFC 9112 §9.8).
+    pub fn read_plain(&self, fd: RawFd, dst: &mut [u8]) -> io::Result<usize> {
+        let mut conn = self.lock();
+        loop {
+            if let Some(n) = read_plain_locked(&mut conn, dst)? {
+                return Ok(n);
+            }
+            if conn.read_tls(&mut Fd(fd))? == 0 {
+                // The peer closed: what rustls holds is read above, then
+                // the end.
+                if let Some(n) = read_plain_locked(&mut conn, dst)? {
+                    return Ok(n);
+                }
+                return Ok(0);
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // rustls queued an alert for the client: one try to send it.
+                let _ = conn.write_tls(&mut Fd(fd));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    /// Encrypts what of `bufs` the session takes and sends what the socket
+    /// takes, without waiting. WouldBlock before taking anything when
+    /// earlier output is still waiting for the client; an empty `bufs`
+    /// only sends what waits.
+    pub fn write_plain(&self, fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut conn = self.lock();
+        flush_locked(&mut conn, fd)?;
+        let n = conn.writer().write_vectored(bufs)?;
+        match flush_locked(&mut conn, fd) {
+            Err(e) if !is_would_block(&e) => Err(e),
+            _ => Ok(n),
+        }
+    }
+
+    /// Whether encrypted output still waits for the client.
+    pub fn has_pending_output(&self) -> bool {
+        self.lock().wants_write()
+    }
+
+    /// Queues the close_notify alert (RFC 8446 §6.1) once.
+    fn close_notify(&self) {
+        let mut conn = self.lock();
+        conn.send_close_notify();
+    }
+
+    /// What the environ tells of the session, once the handshake is done.
+    fn facts(&self) -> TlsFacts {
+        let conn = self.lock();
+        let protocol = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        // IANA's names (which OpenSSL also uses for TLS 1.3 suites):
+        // rustls calls the TLS 1.3 ones TLS13_*.
+        let cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| {
+                let name = format!("{:?}", s.suite());
+                match name.strip_prefix("TLS13_") {
+                    Some(rest) => format!("TLS_{rest}"),
+                    None => name,
+                }
+            })
+            .unwrap_or_default();
+        let client_cert = conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|cert| pem_certificate(cert.as_ref()));
+        TlsFacts {
+            protocol,
+            cipher,
+            client_cert,
+        }
+    }
+}
+
+fn read_plain_locked(conn: &mut ServerConnection, dst: &mut [u8]) -> io::Result<Option<usize>> {
+    match conn.reader().read(dst) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if is_would_block(&e) => Ok(None),
+        // Closed without close_notify: the end, as above.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends what waits; WouldBlock if the socket does not take all of it.
+fn flush_locked(conn: &mut ServerConnection, fd: RawFd) -> io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(&mut Fd(fd))?;
+    }
+    Ok(())
+}
+
+/// What a TLS connection adds to its requests' environ, as mod_ssl and
+/// nginx name them.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFacts {
+    /// SSL_PROTOCOL: TLSv1.2 or TLSv1.3.
+    pub protocol: &'static str,
+    /// SSL_CIPHER, by its IANA name.
+    pub cipher: String,
+    /// SSL_CLIENT_CERT: the client's certificate as PEM, when it sent one
+    /// (and so --ca-certs vouched for it: SSL_CLIENT_VERIFY SUCCESS).
+    pub client_cert: Option<String>,
+}
+
+/// A DER certificate as PEM (RFC 7468 §2: base64 in lines of 64).
+fn pem_certificate(der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize]
+            } else {
+                b'='
+            });
+        }
+    }
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// A stream socket with TLS on it, served like any other (`Socket`).
+pub struct TlsStream<S> {
+    io: S,
+    session: Arc<Session>,
+    closing: bool,
+}
+
+impl<S: Socket> TlsStream<S> {
+    /// The session, for the application's side of requests.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Receives and sends until the handshake is done.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let fd = self.io.as_raw_fd();
+        loop {
+            let (handshaking, wants_write) = {
+                let conn = self.session.lock();
+                (conn.is_handshaking(), conn.wants_write())
+            };
+            if wants_write {
+                ready!(self.poll_flush_output(cx))?;
+                continue;
+            }
+            if !handshaking {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.io.poll_read_ready(cx))?;
+            let session = &self.session;
+            let received = self.io.try_read_io(|| {
+                let mut conn = session.lock();
+                let n = conn.read_tls(&mut Fd(fd))?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                if let Err(e) = conn.process_new_packets() {
+                    let _ = conn.write_tls(&mut Fd(fd));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                Ok(())
+            });
+            match received {
+                Ok(()) => {}
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Sends all waiting output.
+    fn poll_flush_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let fd = self.io.as_raw_fd();
+        loop {
+            if !self.session.has_pending_output() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.io.poll_write_ready(cx))?;
+            let session = &self.session;
+            match self
+                .io
+                .try_write_io(|| session.write_plain(fd, &[]).map(drop))
+            {
+                Ok(()) => {}
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Performs the TLS handshake on an accepted connection.
+pub async fn accept<S: Socket>(
+    io: S,
+    config: Arc<ServerConfig>,
+) -> io::Result<(TlsStream<S>, TlsFacts)> {
+    let session = Arc::new(Session::new(config)?);
+    let mut stream = TlsStream {
+        io,
+        session,
+        closing: false,
+    };
+    std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
+    let facts = stream.session.facts();
+    Ok((stream, facts))
+}
+
+impl<S: Socket> AsRawFd for TlsStream<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
+impl<S: Socket> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let fd = this.io.as_raw_fd();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            let dst = buf.initialize_unfilled();
+            // Decrypted bytes waiting need no readiness (a pipelined
+            // request decrypted with the one before it).
+            if let Some(n) = this.session.take_plain(dst)? {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.io.poll_read_ready(cx))?;
+            let session = &this.session;
+            let dst = buf.initialize_unfilled();
+            match this.io.try_read_io(|| session.read_plain(fd, dst)) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<S: Socket> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let fd = this.io.as_raw_fd();
+        loop {
+            ready!(this.io.poll_write_ready(cx))?;
+            let session = &this.session;
+            match this.io.try_write_io(|| session.write_plain(fd, bufs)) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if is_would_block(&e) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flush_output(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closing {
+            this.closing = true;
+            this.session.close_notify();
+        }
+        ready!(this.poll_flush_output(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl<S: Socket> Socket for TlsStream<S> {
+    fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the spare capacity is handed to rustls as a byte slice it
+        // writes into; only the bytes it reports written are then counted.
+        let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
+        let n = self.session.read_plain(self.io.as_raw_fd(), dst)?;
+        // SAFETY: `n` bytes were written above.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    fn send_more(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write_vectored_now(&[IoSlice::new(buf)])
+    }
+
+    fn try_write_vectored_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = self.io.as_raw_fd();
+        self.io.try_write_io(|| self.session.write_plain(fd, bufs))
+    }
+
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.io.try_write_io(f)
+    }
+
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.io.try_read_io(f)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_read_ready(cx)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_write_ready(cx)
+    }
+
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.io.wait_writable()
+    }
+
+    fn has_pending_output(&self) -> bool {
+        self.session.has_pending_output()
+    }
+
+    fn carries_raw_bytes(&self) -> bool {
+        false
+    }
+
+    fn tls_session(&self) -> Option<&Arc<Session>> {
+        Some(&self.session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pem_certificate;
+
+    #[test]
+    fn pem_is_base64_in_lines_of_64() {
+        let pem = pem_certificate(b"Man");
+        assert_eq!(
+            pem,
+            "-----BEGIN CERTIFICATE-----\nTWFu\n-----END CERTIFICATE-----\n"
+        );
+        assert!(pem_certificate(b"Ma").contains("\nTWE=\n"));
+        assert!(pem_certificate(b"M").contains("\nTQ==\n"));
+        let long = pem_certificate(&[0u8; 49]);
+        let lines: Vec<&str> = long.lines().collect();
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2], "AA==");
+    }
+}
