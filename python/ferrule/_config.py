@@ -61,6 +61,10 @@ def load(path):
             settings.append((name, "list", [str(v) for v in value]))
         elif value is None:
             continue
+        elif isinstance(value, int):
+            # int(), for an IntEnum such as ssl.CERT_REQUIRED, which str()
+            # names as "VerifyMode.CERT_REQUIRED" before Python 3.11.
+            settings.append((name, "scalar", [str(int(value))]))
         else:
             settings.append((name, "scalar", [str(value)]))
     return settings, sorted(file_hooks), unsupported

@@ -255,11 +255,13 @@ pub async fn refuse<S: Socket>(
 /// that closing with unread input does not reset the connection before the
 /// client has read the response.
 pub async fn linger_close<S: Socket>(stream: &mut S) {
-    let _ = stream.shutdown().await;
+    let deadline = deadline_after(LINGER);
+    // Under TLS the shutdown sends close_notify, which waits for a client
+    // that may read nothing more: bounded like the rest.
+    let _ = timeout_at(deadline, stream.shutdown()).await;
     // Read into spare capacity: a zeroed 16 KiB buffer cost about 16,000
     // instructions a connection, most of a connection-per-request's cost.
     let mut sink = Vec::with_capacity(16 * 1024);
-    let deadline = deadline_after(LINGER);
     let mut discarded = 0u64;
     while discarded < MAX_DRAIN {
         sink.clear();
@@ -739,7 +741,9 @@ async fn run_request<S: Socket>(
     let mut first_send = true;
     loop {
         std::mem::swap(&mut out, &mut exchange.lock().out);
-        if !out.is_empty() {
+        // Under TLS the application's side may have left records in the
+        // session that the socket did not take: they go out here too.
+        if !out.is_empty() || stream.has_pending_output() {
             // Let the other connections that are ready run their requests
             // first, so that the responses go out in one burst: the client
             // then reads them in one wake-up instead of being woken (an
@@ -922,7 +926,7 @@ fn finish_on_this_thread(
     while matches!(step, Step::More) {
         // What is queued goes out before the next chunk is asked for: now,
         // as far as the socket takes it, and the rest from the sender.
-        let queued = {
+        let (queued, all_sent) = {
             let mut st = exchange.lock();
             // The sender gave up on the client: so does the response.
             let sent = if st.write_failed {
@@ -931,14 +935,16 @@ fn finish_on_this_thread(
                 st.flush_now(&exchange.output)
             };
             match sent {
-                Ok(_) => st.out.len(),
+                Ok(all_sent) => (st.out.len(), all_sent),
                 Err(_) => {
                     step = Step::Abort;
                     break;
                 }
             }
         };
-        if queued > 0 {
+        // Not all sent: bytes queued, or (TLS) records the socket did not
+        // take yet.
+        if !all_sent {
             sender
                 .get_or_insert_with(|| {
                     SendAhead::start(

@@ -167,26 +167,22 @@ async fn send_ahead(exchange: &Exchange, state: &SendAheadState) {
     // Written through its own descriptor (and the TLS session, if any).
     let wire = exchange.output.through(ready.get_ref().as_raw_fd());
     loop {
-        let (all_sent, queued) = {
+        let (all_sent, queued, producer_done) = {
             let mut st = lock(exchange).await;
             if st.write_failed {
                 return;
             }
-            (st.flush_now(&wire), st.out.len())
+            // Read before flushing, under the lock the producer writes
+            // under: if it was done then, everything it made is in `out` or
+            // (TLS) in the session now, and a flush that sends it all is
+            // the end.
+            let producer_done = state.producer_done.load(Ordering::Acquire);
+            (st.flush_now(&wire), st.out.len(), producer_done)
         };
         match all_sent {
             Err(_) => return,
-            Ok(true) => {
-                if state.producer_done.load(Ordering::Acquire) {
-                    // Queued before the flag was set: sent above, unless
-                    // queued between the flush and the flag.
-                    if lock(exchange).await.out.is_empty() {
-                        return;
-                    }
-                    continue;
-                }
-                state.more.notified().await;
-            }
+            Ok(true) if producer_done => return,
+            Ok(true) => state.more.notified().await,
             Ok(false) => {
                 let writable = tokio::select! {
                     w = tokio::time::timeout(exchange.socket_timeout, ready.writable()) => Some(w),

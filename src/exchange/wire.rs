@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::exchange::blocking_io;
 use crate::exchange::out_queue::{OutQueue, MAX_SLICES};
-use crate::net::tls::Session;
+use crate::net::tls::{read_into_spare, Session};
 
 #[derive(Clone)]
 pub struct Wire {
@@ -85,17 +85,8 @@ impl Wire {
         };
         buf.reserve(max);
         loop {
-            let spare = buf.spare_capacity_mut();
-            let len = spare.len().min(max);
-            // SAFETY: the spare capacity is handed to the session as bytes
-            // to write into; only what it reports written is then counted.
-            let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), len) };
-            match session.read_plain(self.fd, dst) {
-                Ok(n) => {
-                    // SAFETY: `n` bytes were written above.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    return Ok(n);
-                }
+            match read_into_spare(buf, max, |dst| session.read_plain(self.fd, dst)) {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocking_io::wait_readable(self.fd, timeout)?
                 }

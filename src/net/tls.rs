@@ -172,6 +172,28 @@ impl Write for Fd {
         Ok(n as usize)
     }
 
+    /// rustls hands over its pending records together: one sendmsg(2)
+    /// for all of them, not one send(2) each.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let msg = libc::msghdr {
+            msg_name: std::ptr::null_mut(),
+            msg_namelen: 0,
+            // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+            msg_iov: bufs.as_ptr() as *mut libc::iovec,
+            msg_iovlen: bufs.len().min(libc::UIO_MAXIOV as usize),
+            msg_control: std::ptr::null_mut(),
+            msg_controllen: 0,
+            msg_flags: 0,
+        };
+        // SAFETY: the iovecs point into buffers borrowed for the call;
+        // MSG_NOSIGNAL as above.
+        let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -245,10 +267,17 @@ impl Session {
         self.lock().wants_write()
     }
 
-    /// Queues the close_notify alert (RFC 8446 §6.1) once.
-    fn close_notify(&self) {
+    /// Queues the close_notify alert (RFC 8446 §6.1), and sends what the
+    /// socket takes of it now; the rest goes with the next flush.
+    /// Not during a handshake, which a failure or timeout ends with its own
+    /// alert or none.
+    fn close_notify(&self, fd: RawFd) {
         let mut conn = self.lock();
+        if conn.is_handshaking() {
+            return;
+        }
         conn.send_close_notify();
+        let _ = flush_locked(&mut conn, fd);
     }
 
     /// What the environ tells of the session, once the handshake is done.
@@ -341,7 +370,7 @@ fn pem_certificate(der: &[u8]) -> String {
 }
 
 /// A stream socket with TLS on it, served like any other (`Socket`).
-pub struct TlsStream<S> {
+pub struct TlsStream<S: Socket> {
     io: S,
     session: Arc<Session>,
     closing: bool,
@@ -427,6 +456,34 @@ pub async fn accept<S: Socket>(
     Ok((stream, facts))
 }
 
+impl<S: Socket> Drop for TlsStream<S> {
+    /// A connection closed without `shutdown` (idle past keep-alive, the
+    /// client's request read whole) still tells the client it was not cut
+    /// short (RFC 8446 §6.1): close_notify, if the socket takes it at once.
+    fn drop(&mut self) {
+        if !self.closing {
+            self.session.close_notify(self.io.as_raw_fd());
+        }
+    }
+}
+
+/// Reads with `read` into `buf`'s spare capacity (at most `max` bytes),
+/// zeroed first since `read` takes an initialised slice; the length then
+/// covers what it read.
+pub fn read_into_spare(
+    buf: &mut Vec<u8>,
+    max: usize,
+    read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let len = buf.len();
+    let room = (buf.capacity() - len).min(max);
+    buf.resize(len + room, 0);
+    let result = read(&mut buf[len..]);
+    let n = *result.as_ref().unwrap_or(&0);
+    buf.truncate(len + n);
+    result
+}
+
 impl<S: Socket> AsRawFd for TlsStream<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.io.as_raw_fd()
@@ -506,7 +563,7 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
         let this = self.get_mut();
         if !this.closing {
             this.closing = true;
-            this.session.close_notify();
+            this.session.close_notify(this.io.as_raw_fd());
         }
         ready!(this.poll_flush_output(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
@@ -515,14 +572,9 @@ impl<S: Socket> AsyncWrite for TlsStream<S> {
 
 impl<S: Socket> Socket for TlsStream<S> {
     fn read_now(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: the spare capacity is handed to rustls as a byte slice it
-        // writes into; only the bytes it reports written are then counted.
-        let dst = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast(), spare.len()) };
-        let n = self.session.read_plain(self.io.as_raw_fd(), dst)?;
-        // SAFETY: `n` bytes were written above.
-        unsafe { buf.set_len(buf.len() + n) };
-        Ok(n)
+        read_into_spare(buf, usize::MAX, |dst| {
+            self.session.read_plain(self.io.as_raw_fd(), dst)
+        })
     }
 
     fn send_more(&self, buf: &[u8]) -> io::Result<usize> {

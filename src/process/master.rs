@@ -511,6 +511,13 @@ impl Arbiter<'_> {
 
     fn reload(&mut self) {
         log_at!(Info, "Handling signal: SIGHUP: reloading");
+        // The new workers serve with certificates and keys read again now.
+        if let Err(e) = server::prepare_tls(self.config) {
+            log_at!(
+                Error,
+                "SIGHUP: the TLS files cannot be used, so the new workers keep the old ones: {e}"
+            );
+        }
         let old: Vec<libc::pid_t> = self
             .workers
             .iter()

@@ -122,6 +122,16 @@ pub async fn serve_tls<S: Socket>(
     };
     let (stream, facts) = match finished {
         Ok(Ok(done)) => done,
+        // A connection closed before a handshake began: a load balancer's
+        // TCP check, a port scan.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            log_at!(
+                Debug,
+                "{}: closed before a TLS handshake",
+                driver::display_remote(&conn)
+            );
+            return;
+        }
         Ok(Err(e)) => {
             log_at!(
                 Info,
@@ -133,7 +143,7 @@ pub async fn serve_tls<S: Socket>(
         Err(_) => {
             log_at!(
                 Info,
-                "{}: closed: no TLS handshake within --header-timeout",
+                "{}: closed: no TLS handshake within --header-timeout (or the stop's grace)",
                 driver::display_remote(&conn)
             );
             return;

@@ -189,7 +189,7 @@ pub fn run(
     let proxy_from: Option<Arc<[AllowedPeer]>> = config
         .proxy_protocol
         .then(|| config.proxy_allow_from.clone().into());
-    let tls = config.tls_config()?;
+    let tls = prepared_tls(config)?;
 
     py.detach(move || {
         serve(ServeParams {
@@ -207,6 +207,30 @@ pub fn run(
             hooks: signal_hooks,
         })
     })
+}
+
+/// The TLS configuration workers serve with, made by the process that
+/// forks them (`prepare_tls`) and inherited across fork: the files are
+/// read as the master's user, before --user applies to a worker, once for
+/// all workers, and again on HUP.
+static TLS_CONFIG: Mutex<Option<Arc<rustls::ServerConfig>>> = Mutex::new(None);
+
+/// Reads the certificates and keys the settings name into the
+/// configuration workers forked from now on serve with; on failure the one
+/// made before stays.
+pub fn prepare_tls(config: &Config) -> Result<(), String> {
+    let made = config.tls_config()?;
+    *TLS_CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = made;
+    Ok(())
+}
+
+/// The prepared TLS configuration, else one made now (`ferrule.serve()`).
+fn prepared_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let prepared = TLS_CONFIG.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match prepared {
+        Some(made) => Ok(Some(made)),
+        None => config.tls_config(),
+    }
 }
 
 /// The metrics of a process without a master: its own page, and the
@@ -507,7 +531,16 @@ fn spawn_accept_loop(
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
     let protocol = listener.protocol;
-    let tls = if listener.tls { tls.clone() } else { None };
+    let tls = match (listener.tls, tls) {
+        (false, _) => None,
+        (true, Some(made)) => Some(made.clone()),
+        // Named https by systemd's FileDescriptorName or LISTEN_FDNAMES.
+        (true, None) => {
+            return Err(format!(
+                "{listener} is to serve TLS, but no --certfile is given"
+            ))
+        }
+    };
     match listener.socket {
         ListenSocket::Tcp(std_listener) => {
             let local = std_listener.local_addr().map_err(|e| e.to_string())?;

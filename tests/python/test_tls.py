@@ -8,6 +8,8 @@ that CA and from a CA the server does not trust."""
 import hashlib
 import json
 import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -16,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, run_ferrule, wait_until
+from conftest import Server, children, run_ferrule, wait_until, worker_pids
 
 
 def openssl(*args, cwd):
@@ -314,3 +316,101 @@ def test_gunicorn_config_file_and_granian_flags(pki, started, tmp_path):
                      bind=["127.0.0.1:0"])
     started(granian)
     assert httpx.get(granian.url, verify=client_context(pki, cert="client")).text == "SUCCESS"
+
+
+def read_response(tls, slowly=False):
+    """One response with a Content-Length off `tls`: (head, body)."""
+    size, pause = (16384, 0.001) if slowly else (1 << 16, 0)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        block = tls.recv(1 << 16)
+        assert block, "closed before the head"
+        data += block
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    while len(body) < length:
+        time.sleep(pause)
+        block = tls.recv(size)
+        assert block, f"closed after {len(body)} of {length} body bytes"
+        body += block
+    return head, body
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_the_end_of_a_streamed_response_is_not_left_in_the_session(pki, started, threads):
+    """The last chunk of a streamed response with a Content-Length goes into
+    the TLS session while the kernel's buffer is full: its records must
+    still leave, and the connection carry the next request."""
+    server = tls_server(pki, "behaviours", "--threads", threads)
+    started(server)
+    tls = client_context(pki).wrap_socket(socket.create_connection(server.address), server_hostname="localhost")
+    tls.settimeout(20)
+    size = 4 * 1024 * 1024 + 7
+    tls.sendall(f"GET /big?size={size}&chunk=100000&cl=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    # A client slower than the application: the kernel's buffer is full
+    # whenever the application makes its next chunk, the last one too.
+    head, body = read_response(tls, slowly=True)
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == size and body == b"z" * size
+    tls.sendall(b"GET /list3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(tls)[1] == b"one two three"
+    tls.close()
+
+
+def test_connections_end_with_close_notify(pki, started):
+    """A client can tell a whole response from one cut short: the server
+    ends the connection with TLS's close_notify (RFC 8446 §6.1), which
+    Python reports as a clean end only when it came."""
+    server = tls_server(pki, "behaviours")
+    started(server)
+    for request in (b"GET /list3 HTTP/1.0\r\n\r\n", b"GET /list3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        raw = socket.create_connection(server.address)
+        tls = client_context(pki).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+        tls.settimeout(20)
+        tls.sendall(request)
+        data = b""
+        while block := tls.recv(1 << 16):  # raises SSLEOFError without close_notify
+            data += block
+        assert data.endswith(b"one two three")
+        tls.close()
+    # An idle kept connection the server closes at --keep-alive.
+    idle = tls_server(pki, "behaviours", "--keep-alive", "1")
+    started(idle)
+    raw = socket.create_connection(idle.address)
+    tls = client_context(pki).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    tls.settimeout(20)
+    tls.sendall(b"GET /list3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(tls)[1] == b"one two three"
+    assert tls.recv(100) == b""
+    tls.close()
+
+
+def served_certificate(server, pki):
+    raw = socket.create_connection(server.address)
+    with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+def test_hup_reads_the_certificates_again_and_keeps_them_when_the_new_ones_are_bad(pki, started, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text((pki / "server.pem").read_text())
+    key.write_text((pki / "server.key").read_text())
+    server = Server("behaviours", "-w", "2", "--certfile", str(cert), "--keyfile", str(key),
+                    bind=["https://127.0.0.1:0"])
+    started(server)
+    first = worker_pids(server, 2)
+    old = served_certificate(server, pki)
+    # A new certificate (another key), in place of the old.
+    cert.write_text((pki / "rsa.pem").read_text())
+    key.write_text((pki / "rsa.key").read_text())
+    server.send_signal(signal.SIGHUP)
+    wait_until(lambda: not set(first) & set(children(server.proc.pid)), what="the old workers replaced")
+    second = worker_pids(server, 2)
+    new = served_certificate(server, pki)
+    assert new != old
+    # A broken one: logged, and the last good one stays.
+    key.write_text("not a key\n")
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log("the TLS files cannot be used, so the new workers keep the old ones")
+    wait_until(lambda: not set(second) & set(children(server.proc.pid)), what="the workers replaced again")
+    worker_pids(server, 2)
+    assert served_certificate(server, pki) == new

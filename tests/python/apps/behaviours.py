@@ -215,7 +215,10 @@ def r_big(environ, start_response):
     # the generator got that far.
     produced = q(environ, "produced")
     at = int(q(environ, "at", str(size // 2)))
-    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    headers = [("Content-Type", "application/octet-stream")]
+    if q(environ, "cl"):
+        headers.append(("Content-Length", str(size)))
+    start_response("200 OK", headers)
 
     def gen():
         left = size
