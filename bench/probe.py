@@ -2,7 +2,7 @@
 """A latecomer client for one timed run: what a client that arrives while
 wrk's connections keep the server busy waits for an answer.
 
-    probe.py PORT PATH SECONDS [--post BYTES] [--close]
+    probe.py PORT PATH SECONDS [--post BYTES] [--close] [--tls]
 
 wrk's latency counts only the requests that were answered. A server that
 serves one keep-alive connection at a time answers one of wrk's connections
@@ -15,6 +15,7 @@ time it waited) and how many requests were answered, as JSON.
 
 import json
 import socket
+import ssl
 import sys
 import time
 
@@ -63,6 +64,12 @@ def main():
     port, path, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     post = int(sys.argv[sys.argv.index("--post") + 1]) if "--post" in sys.argv else None
     close = "--close" in sys.argv
+    tls = None
+    if "--tls" in sys.argv:
+        # The bench's own self-signed certificate.
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     begin = time.monotonic()
     stop_sending = begin + seconds - 0.3
     deadline = begin + seconds + GRACE
@@ -78,6 +85,8 @@ def main():
         try:
             if sock is None:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=deadline - sent)
+                if tls:
+                    sock = tls.wrap_socket(sock)
             sock.sendall(request)
             keep = read_response(sock, deadline)
         except (OSError, ValueError):

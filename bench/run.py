@@ -44,6 +44,7 @@ import platform
 import re
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -77,9 +78,43 @@ def py_runner(module_expr):
     return [str(PEERS / "python"), "-c", module_expr]
 
 
-def server_command(name, app, port, workers, threads):
+def tls_files():
+    """A self-signed certificate and its key for the TLS cell, made once
+    (never checked in): (certificate, key)."""
+    d = RESULTS / ".tls"
+    d.mkdir(parents=True, exist_ok=True)
+    cert, key = d / "cert.pem", d / "key.pem"
+    if not cert.exists() or not key.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "3650", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+# Each server's flags for a certificate and key (the TLS cell), for those
+# that serve TLS themselves.
+TLS_FLAGS = {
+    "ferrule": ("--certfile", "--keyfile"),
+    "gunicorn": ("--certfile", "--keyfile"),
+    "granian": ("--ssl-certificate", "--ssl-keyfile"),
+}
+
+
+def server_command(name, app, port, workers, threads, tls=False):
     """The command that serves `app` (a module in bench/apps) on `port`, or
     None when the server cannot take this shape."""
+    if tls:
+        if name not in TLS_FLAGS:
+            return None
+        cmd = server_command(name, app, port, workers, threads)
+        cert, key = tls_files()
+        cert_flag, key_flag = TLS_FLAGS[name]
+        given = [cert_flag, cert, key_flag, key]
+        if name == "ferrule":
+            return cmd + given
+        # Before the application, the last argument of gunicorn's and
+        # Granian's command lines.
+        return cmd[:-1] + given + cmd[-1:]
     if name == "ferrule":
         return [str(FERRULE), "-w", str(workers), "--threads", str(threads), f"{app}:application",
                 "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
@@ -218,6 +253,10 @@ WORKLOADS = [
     dict(name="static_4k", app="hello", path="/static/4k.bin", expect=4096, kind="static", target=("best", 1.0)),
     dict(name="static_1m", app="hello", path="/static/1m.bin", expect=1024 * 1024, kind="static",
          target=("best", 1.0)),
+    # HTTPS with keep-alive connections (wrk's), against the peers that
+    # serve TLS themselves; docs/performance.md sets it against "hello".
+    dict(name="tls_hello", app="hello", expect=13, tls=True, only=("ferrule", "granian", "gunicorn"),
+         target=("best", 1.0)),
     dict(name="gw_hello", app="hello", expect=13, kind="gateway", target=("gateway", 1.0)),
     dict(name="gw_flask", app="flask_app", expect=None, kind="gateway", target=("gateway", 1.0)),
 ]
@@ -229,13 +268,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_ready(port, proc, timeout=30):
+def unverified_tls():
+    """A client context for the bench's own self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def wait_ready(port, proc, timeout=30, tls=False):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=1)
+            with unverified_tls().wrap_socket(raw) if tls else raw as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -282,13 +330,13 @@ def pin(cpus):
     return ["taskset", "-c", cpus] if cpus else []
 
 
-def wrk(port, seconds, connections, env, path="/", cpus="1", threads=1, check=False, expect=None):
+def wrk(port, seconds, connections, env, path="/", cpus="1", threads=1, check=False, expect=None, tls=False):
     # The verification run builds every body in Lua, which slows wrk; it
     # checks correctness, so it waits longer than wrk's 2 s default.
     timeout = ["--timeout", "30s"] if check else []
     cmd = pin(cpus) + [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *timeout, "-s", str(CHECK_LUA),
-        f"http://127.0.0.1:{port}{path}",
+        f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}",
     ]
     full_env = dict(os.environ, **env)
     if check and expect is not None:
@@ -430,7 +478,7 @@ def launch(server, w, cmd, port, log):
     proc = subprocess.Popen(pin(server_cpus(w)) + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     running = Running(server, proc, port, log)
-    if not wait_ready(port, proc):
+    if not wait_ready(port, proc, tls=w.get("tls", False)):
         running.stop()
         return None, {"status": "failed", "why": "did not start"}
     return running, None
@@ -446,7 +494,7 @@ def start_server(server, w):
     workers = w.get("workers", 1)
     threads = w.get("threads", 1)
     port = free_port()
-    cmd = server_command(server, w["app"], port, workers, threads)
+    cmd = server_command(server, w["app"], port, workers, threads, tls=w.get("tls", False))
     if server not in w.get("only", (server,)):
         cmd = None
     if cmd is None or (server == "hyper" and w["name"] != "hello"):
@@ -461,9 +509,10 @@ def verify(running, w, warmup):
     env_w = w.get("env", {})
     cpus, threads = client_cpus(w), w.get("wrk_threads", 1)
     path = w.get("path", "/")
-    wrk(running.port, warmup, 64, env_w, path=path, cpus=cpus, threads=threads)
+    tls = w.get("tls", False)
+    wrk(running.port, warmup, 64, env_w, path=path, cpus=cpus, threads=threads, tls=tls)
     _, _, errors, bad = wrk(running.port, max(1, warmup), 64, env_w, path=path, cpus=cpus, threads=threads,
-                            check=True, expect=w["expect"])
+                            check=True, expect=w["expect"], tls=tls)
     if errors or bad:
         return {"status": "failed", "why": f"{errors} errors, {bad} bad responses in verification"}
     return None
@@ -519,7 +568,7 @@ def one_round(running, w, secs):
         sample = slow_mixed_round(running.port, secs)
     else:
         rps, p99, errors, _ = wrk(running.port, secs, 64, w.get("env", {}), path=w.get("path", "/"),
-                                  cpus=client_cpus(w), threads=w.get("wrk_threads", 1))
+                                  cpus=client_cpus(w), threads=w.get("wrk_threads", 1), tls=w.get("tls", False))
         if errors or not rps:
             sample = {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
         else:
@@ -557,6 +606,8 @@ def start_probe(port, w, secs):
         cmd += ["--post", env.get("WRK_BODY_LEN", "0")]
     if env.get("WRK_CLOSE"):
         cmd += ["--close"]
+    if w.get("tls"):
+        cmd += ["--tls"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
