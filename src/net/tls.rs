@@ -440,6 +440,25 @@ impl<S: Socket> TlsStream<S> {
     }
 }
 
+/// Whether a connection to a TLS listener starts with a plain HTTP request
+/// (someone typed http:// for an https:// port): its first byte, already
+/// received, is a method's letter, where a TLS client's is a record type
+/// (22 for a handshake; RFC 8446 §5.1), never a letter.
+pub fn starts_like_plain_http<S: Socket>(stream: &S) -> bool {
+    let mut first = 0u8;
+    // SAFETY: recv writes at most one byte into `first`; MSG_PEEK leaves it
+    // for the handshake.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut first as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 1 && first.is_ascii_uppercase()
+}
+
 /// Performs the TLS handshake on an accepted connection.
 pub async fn accept<S: Socket>(
     io: S,

@@ -106,6 +106,14 @@ pub async fn serve_tls<S: Socket>(
     // A handshake claims no thread: the accept loop need not wait for it
     // (the client's first request comes a round trip after it).
     drop(first_head);
+    let mut stream = stream;
+    if tls::starts_like_plain_http(&stream) {
+        // As nginx does, an answer the person at the browser can read.
+        let framer = ResponseFramer::Direct(ResponseEncoder::new(1, false, false));
+        let err = ClientError::bad_request("plain HTTP sent to an HTTPS listener (use https://)");
+        driver::refuse(&mut stream, framer, &err, &conn, &ctx, None).await;
+        return;
+    }
     let deadline = lane::deadline_after(ctx.header_timeout);
     let mut handshake = std::pin::pin!(tls::accept(stream, config));
     let finished = loop {

@@ -222,12 +222,20 @@ def test_a_slow_reader_of_a_streamed_response_over_tls(pki, started):
 def test_clients_that_do_not_speak_tls_are_closed_and_logged_at_info(pki, started):
     server = tls_server(pki, "behaviours", "--header-timeout", "1")
     started(server)
+    # Plain HTTP to an HTTPS port: a 400 a browser shows, as nginx answers.
     with socket.create_connection(server.address, timeout=10) as plain:
         plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = b""
         while block := plain.recv(100):
             answer += block
-        # At most a TLS alert record, never a response.
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+    server.wait_for_log("refused (400): plain HTTP sent to an HTTPS listener (use https://)")
+    # Anything else that is not TLS fails the handshake.
+    with socket.create_connection(server.address, timeout=10) as garbage:
+        garbage.sendall(b"\x01\x02\x03\x04\x05garbage")
+        answer = b""
+        while block := garbage.recv(100):
+            answer += block
         assert answer == b"" or answer.startswith(b"\x15"), answer
     server.wait_for_log("closed: TLS handshake failed")
     # A client that says nothing is closed at --header-timeout.
