@@ -227,7 +227,7 @@ pub struct Config {
     )]
     pub metrics_bind: Option<String>,
 
-    /// The server's TLS certificate chain (PEM, the server's certificate first). With it, every TCP listener of HTTP whose --bind names no scheme serves HTTPS, as in gunicorn; https:// binds always do and need it; http:// binds never do.
+    /// The server's TLS certificate chain (PEM, the server's certificate first). With it, every TCP listener of HTTP whose --bind names no scheme serves HTTPS, as in gunicorn; https:// binds always do and need it; http:// binds never do. Repeat it (with --keyfile in the same order) for several certificates: a client gets the first whose names match the server name it asks for (SNI), else the first.
     #[arg(
         help_heading = "TLS",
         long,
@@ -235,9 +235,9 @@ pub struct Config {
         value_name = "FILE",
         env = "FERRULE_CERTFILE"
     )]
-    pub certfile: Option<PathBuf>,
+    pub certfile: Vec<PathBuf>,
 
-    /// The private key of --certfile (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1). Default: the key in --certfile.
+    /// The private key of --certfile (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1), one for each --certfile, in the same order. Default: each key in its --certfile.
     #[arg(
         help_heading = "TLS",
         long,
@@ -245,7 +245,7 @@ pub struct Config {
         value_name = "FILE",
         env = "FERRULE_KEYFILE"
     )]
-    pub keyfile: Option<PathBuf>,
+    pub keyfile: Vec<PathBuf>,
 
     /// CA certificates (PEM) that vouch for clients' certificates, for --cert-reqs optional or required.
     #[arg(
@@ -849,22 +849,39 @@ impl Config {
             .bind
             .iter()
             .any(|b| b.scheme.is_some_and(|(_, tls)| tls));
-        let Some(certfile) = &self.certfile else {
+        if self.certfile.is_empty() {
             if https_bind {
                 return Err("an https:// --bind needs --certfile (and --keyfile, unless the key is in the certificate's file)".into());
             }
-            if self.keyfile.is_some() || self.ca_certs.is_some() || self.cert_reqs != CertReqs::None
+            if !self.keyfile.is_empty()
+                || self.ca_certs.is_some()
+                || self.cert_reqs != CertReqs::None
             {
                 return Err("--keyfile, --ca-certs and --cert-reqs need --certfile".into());
             }
             return Ok(None);
+        }
+        let keys = if self.keyfile.is_empty() {
+            &self.certfile
+        } else if self.keyfile.len() == self.certfile.len() {
+            &self.keyfile
+        } else {
+            return Err(format!(
+                "{} --certfile and {} --keyfile: give one --keyfile for each --certfile, in the same order (or none, with each key in its certificate's file)",
+                self.certfile.len(),
+                self.keyfile.len()
+            ));
         };
         if self.proxy_protocol {
             return Err("--proxy-protocol and --certfile together are not supported: the PROXY header would come before the TLS handshake, which is not read for it".into());
         }
         Ok(Some(TlsSettings {
-            certfile,
-            keyfile: self.keyfile.as_deref().unwrap_or(certfile),
+            certs: self
+                .certfile
+                .iter()
+                .zip(keys)
+                .map(|(cert, key)| (cert.as_path(), key.as_path()))
+                .collect(),
             ca_certs: self.ca_certs.as_deref(),
             cert_reqs: self.cert_reqs,
             min_version: self.ssl_protocol_min,

@@ -18,13 +18,16 @@
 use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -61,8 +64,8 @@ pub enum MinVersion {
 
 /// What the TLS settings say.
 pub struct TlsSettings<'a> {
-    pub certfile: &'a std::path::Path,
-    pub keyfile: &'a std::path::Path,
+    /// Each certificate chain's file and its key's, the first the default.
+    pub certs: Vec<(&'a Path, &'a Path)>,
     pub ca_certs: Option<&'a std::path::Path>,
     pub cert_reqs: CertReqs,
     pub min_version: MinVersion,
@@ -72,23 +75,11 @@ pub struct TlsSettings<'a> {
 /// file at fault.
 pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(settings.certfile)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("--certfile {}: {e}", settings.certfile.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "--certfile {}: no PEM certificate in it",
-            settings.certfile.display()
-        ));
-    }
-    // PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC
-    // PRIVATE KEY"), the first in the file.
-    let key = PrivateKeyDer::from_pem_file(settings.keyfile).map_err(|e| {
-        format!(
-            "--keyfile {}: {e} (expected an unencrypted PEM private key: PKCS#8, PKCS#1 or SEC1)",
-            settings.keyfile.display()
-        )
-    })?;
+    let keys = settings
+        .certs
+        .iter()
+        .map(|&(certfile, keyfile)| certified_key(certfile, keyfile, &provider))
+        .collect::<Result<Vec<_>, _>>()?;
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinVersion::Tls13 => &[&rustls::version::TLS13],
@@ -127,16 +118,74 @@ pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, St
             })?)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        format!(
-            "--certfile {} and --keyfile {}: {e}",
-            settings.certfile.display(),
-            settings.keyfile.display()
-        )
-    })?;
+    let mut config = builder.with_cert_resolver(Arc::new(ByServerName { keys }));
     // HTTP/1.1 only for now: a client offering h2 as well settles on it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A certificate chain and its key, read from their files, checked to
+/// belong together.
+fn certified_key(
+    certfile: &Path,
+    keyfile: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("--certfile {}: {e}", certfile.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--certfile {}: no PEM certificate in it",
+            certfile.display()
+        ));
+    }
+    // PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC
+    // PRIVATE KEY"), the first in the file.
+    let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| {
+        format!(
+            "--keyfile {}: {e} (expected an unencrypted PEM private key: PKCS#8, PKCS#1 or SEC1)",
+            keyfile.display()
+        )
+    })?;
+    CertifiedKey::from_der(certs, key, provider)
+        .map(Arc::new)
+        .map_err(|e| {
+            format!(
+                "--certfile {} and --keyfile {}: {e}",
+                certfile.display(),
+                keyfile.display()
+            )
+        })
+}
+
+/// Chooses a connection's certificate by the server name its client asks
+/// for (SNI, RFC 6066 §3): the first whose names cover it, else the first.
+#[derive(Debug)]
+struct ByServerName {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ByServerName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let default = self.keys.first().cloned();
+        let (Some(name), true) = (hello.server_name(), self.keys.len() > 1) else {
+            return default;
+        };
+        let Ok(name) = ServerName::try_from(name) else {
+            return default;
+        };
+        self.keys
+            .iter()
+            .find(|key| {
+                key.end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+            })
+            .cloned()
+            .or(default)
+    }
 }
 
 /// A connection's TLS state, shared by the connection's task and the

@@ -85,7 +85,7 @@ pub fn open_listeners(config: &Config) -> Result<Vec<Listener>, String> {
         socket_mode: config
             .chmod_socket
             .unwrap_or(0o777 & !config.umask.unwrap_or(0)),
-        tls_by_default: config.certfile.is_some(),
+        tls_by_default: !config.certfile.is_empty(),
     };
     listen::open_all(&config.bind_addresses()?, &options)
 }

@@ -45,6 +45,8 @@ def pki(tmp_path_factory):
     issue(d, "ca", "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     issue(d, "ca", "client", "/CN=alice", "extendedKeyUsage=clientAuth\n")
     issue(d, "stranger", "intruder", "/CN=mallory", "extendedKeyUsage=clientAuth\n")
+    issue(d, "ca", "alpha", "/CN=alpha", "subjectAltName=DNS:alpha.test,DNS:*.alpha.test\n")
+    issue(d, "ca", "beta", "/CN=beta", "subjectAltName=DNS:beta.test\n")
     # The key formats a PEM key file comes in: PKCS#8 (what req wrote),
     # PKCS#1 (RSA) and SEC1 (EC), and a certificate file with its key in it.
     issue(d, "ca", "rsa", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
@@ -422,3 +424,41 @@ def test_hup_reads_the_certificates_again_and_keeps_them_when_the_new_ones_are_b
     wait_until(lambda: not set(second) & set(children(server.proc.pid)), what="the workers replaced again")
     worker_pids(server, 2)
     assert served_certificate(server, pki) == new
+
+
+def test_several_certificates_chosen_by_server_name(pki, started):
+    """Repeated --certfile/--keyfile: the client gets the certificate that
+    covers the server name it sends (SNI), wildcards included, else the
+    first."""
+    args = []
+    for name in ("server", "alpha", "beta"):
+        args += ["--certfile", str(pki / f"{name}.pem"), "--keyfile", str(pki / f"{name}.key")]
+    server = Server("behaviours", *args, bind=["https://127.0.0.1:0"])
+    started(server)
+
+    def common_name(server_name, check=True):
+        ctx = client_context(pki)
+        ctx.check_hostname = check
+        raw = socket.create_connection(server.address)
+        with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+        for name in ("server", "alpha", "beta"):
+            pem = (pki / f"{name}.pem").read_text()
+            if ssl.PEM_cert_to_DER_cert(pem) == der:
+                return name
+        return None
+
+    assert common_name("beta.test") == "beta"
+    assert common_name("alpha.test") == "alpha"
+    assert common_name("www.alpha.test") == "alpha"
+    assert common_name("localhost") == "server"
+    assert common_name("unknown.test", check=False) == "server"
+    with httpx.Client(verify=client_context(pki)) as client:
+        assert client.get(server.url + "/list3").text == "one two three"
+
+
+def test_one_keyfile_for_each_certfile(pki):
+    result = run_ferrule("behaviours", "--certfile", str(pki / "server.pem"), "--certfile", str(pki / "alpha.pem"),
+                         "--keyfile", str(pki / "server.key"))
+    assert result.returncode == 2
+    assert "give one --keyfile for each --certfile" in result.stderr, result.stderr
