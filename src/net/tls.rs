@@ -352,7 +352,7 @@ impl Session {
         let client_cert = conn
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .map(|cert| pem_certificate(cert.as_ref()));
+            .map(|cert| ClientCert::of(cert.as_ref()));
         TlsFacts {
             protocol,
             cipher,
@@ -387,9 +387,113 @@ pub struct TlsFacts {
     pub protocol: &'static str,
     /// SSL_CIPHER, by its IANA name.
     pub cipher: String,
-    /// SSL_CLIENT_CERT: the client's certificate as PEM, when it sent one
-    /// (and so --ca-certs vouched for it: SSL_CLIENT_VERIFY SUCCESS).
-    pub client_cert: Option<String>,
+    /// The client's certificate, when it sent one (and so --ca-certs
+    /// vouched for it: SSL_CLIENT_VERIFY SUCCESS).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// What the environ tells of a client's certificate.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCert {
+    /// SSL_CLIENT_CERT: as PEM.
+    pub pem: String,
+    /// SSL_CLIENT_S_DN and SSL_CLIENT_I_DN: subject and issuer as RFC 4514
+    /// strings (mod_ssl's and nginx's form: `CN=alice,O=Example`).
+    pub subject: String,
+    pub issuer: String,
+    /// SSL_CLIENT_SERIAL (mod_ssl's SSL_CLIENT_M_SERIAL): upper-case hex.
+    pub serial: String,
+}
+
+impl ClientCert {
+    fn of(der: &[u8]) -> ClientCert {
+        let mut cert = ClientCert {
+            pem: pem_certificate(der),
+            ..ClientCert::default()
+        };
+        // rustls verified the certificate, so it parses; if this parser
+        // disagrees, the names stay empty rather than fail the request.
+        if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) {
+            cert.subject = dn_text(parsed.subject());
+            cert.issuer = dn_text(parsed.issuer());
+            cert.serial = parsed
+                .raw_serial()
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect();
+        }
+        cert
+    }
+}
+
+/// A distinguished name as RFC 4514 §2 writes it: the last RDN first,
+/// RDNs joined by ',' and the values of one by '+', each value escaped.
+fn dn_text(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let oid = atv.attr_type().to_id_string();
+                    let value = match atv.as_str() {
+                        Ok(text) => escape_dn_value(text),
+                        // §2.4: a value of no string type, as '#' and hex.
+                        Err(_) => {
+                            let hex: String =
+                                atv.as_slice().iter().map(|b| format!("{b:02x}")).collect();
+                            format!("#{hex}")
+                        }
+                    };
+                    format!("{}={value}", attribute_name(&oid))
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.reverse();
+    rdns.join(",")
+}
+
+/// RFC 4514 §3's short names (and OpenSSL's for e-mail and serial
+/// numbers); any other attribute by its dotted OID.
+fn attribute_name(oid: &str) -> &str {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.5" => "serialNumber",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "1.2.840.113549.1.9.1" => "emailAddress",
+        other => other,
+    }
+}
+
+/// RFC 4514 §2.4: '"', '+', ',', ';', '<', '>' and '\\' anywhere, '#' or a
+/// space first, a space last, and NUL are escaped.
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | ' ' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A DER certificate as PEM (RFC 7468 §2: base64 in lines of 64).
@@ -689,7 +793,20 @@ impl<S: Socket> Socket for TlsStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::pem_certificate;
+    use super::{escape_dn_value, pem_certificate};
+
+    #[test]
+    fn dn_values_are_escaped_as_rfc_4514_says() {
+        assert_eq!(escape_dn_value("alice"), "alice");
+        assert_eq!(escape_dn_value("Smith, John"), "Smith\\, John");
+        assert_eq!(
+            escape_dn_value("a+b=c;<d>\"e\\"),
+            "a\\+b=c\\;\\<d\\>\\\"e\\\\"
+        );
+        assert_eq!(escape_dn_value("#1 "), "\\#1\\ ");
+        assert_eq!(escape_dn_value(" x"), "\\ x");
+        assert_eq!(escape_dn_value("a\0b"), "a\\00b");
+    }
 
     #[test]
     fn pem_is_base64_in_lines_of_64() {

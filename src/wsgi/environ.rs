@@ -586,15 +586,21 @@ fn strip_script_name<'a>(path: &'a [u8], script: &[u8]) -> &'a [u8] {
 /// The variables mod_ssl and nginx's fastcgi_params give an application
 /// about a TLS connection: HTTPS, SSL_PROTOCOL, SSL_CIPHER,
 /// SSL_CLIENT_VERIFY (SUCCESS with a client certificate, which the server
-/// then checked against --ca-certs; else NONE) and SSL_CLIENT_CERT (PEM).
+/// then checked against --ca-certs; else NONE), and with a certificate
+/// SSL_CLIENT_CERT (PEM), SSL_CLIENT_S_DN, SSL_CLIENT_I_DN and the serial
+/// as SSL_CLIENT_SERIAL and mod_ssl's SSL_CLIENT_M_SERIAL.
 fn tls_variables(py: Python<'_>, env: &Bound<'_, PyDict>, tls: &TlsFacts) -> PyResult<()> {
     env.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
     env.set_item(intern!(py, "SSL_PROTOCOL"), tls.protocol)?;
     env.set_item(intern!(py, "SSL_CIPHER"), &tls.cipher)?;
     match &tls.client_cert {
-        Some(pem) => {
+        Some(cert) => {
             env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "SUCCESS"))?;
-            env.set_item(intern!(py, "SSL_CLIENT_CERT"), pem)?;
+            env.set_item(intern!(py, "SSL_CLIENT_CERT"), &cert.pem)?;
+            env.set_item(intern!(py, "SSL_CLIENT_S_DN"), &cert.subject)?;
+            env.set_item(intern!(py, "SSL_CLIENT_I_DN"), &cert.issuer)?;
+            env.set_item(intern!(py, "SSL_CLIENT_SERIAL"), &cert.serial)?;
+            env.set_item(intern!(py, "SSL_CLIENT_M_SERIAL"), &cert.serial)?;
         }
         None => env.set_item(intern!(py, "SSL_CLIENT_VERIFY"), intern!(py, "NONE"))?,
     }

@@ -45,6 +45,7 @@ def pki(tmp_path_factory):
     issue(d, "ca", "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     issue(d, "ca", "client", "/CN=alice", "extendedKeyUsage=clientAuth\n")
     issue(d, "stranger", "intruder", "/CN=mallory", "extendedKeyUsage=clientAuth\n")
+    issue(d, "ca", "bob", "/C=US/O=Example, Inc./CN=bob", "extendedKeyUsage=clientAuth\n")
     issue(d, "ca", "alpha", "/CN=alpha", "subjectAltName=DNS:alpha.test,DNS:*.alpha.test\n")
     issue(d, "ca", "beta", "/CN=beta", "subjectAltName=DNS:beta.test\n")
     # The key formats a PEM key file comes in: PKCS#8 (what req wrote),
@@ -143,6 +144,11 @@ def test_client_certificates_required(pki, started):
     env = httpx.get(server.url + "/env", verify=client_context(pki, cert="client")).json()
     assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
     assert env["SSL_CLIENT_CERT"] == (pki / "client.pem").read_text()
+    assert env["SSL_CLIENT_S_DN"] == "CN=alice"
+    assert env["SSL_CLIENT_I_DN"] == "CN=ca"
+    serial = subprocess.run(["openssl", "x509", "-in", str(pki / "client.pem"), "-noout", "-serial"],
+                            capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    assert env["SSL_CLIENT_SERIAL"] == env["SSL_CLIENT_M_SERIAL"] == serial.upper()
     for cert in (None, "intruder"):
         with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
             httpx.get(server.url + "/env", verify=client_context(pki, cert=cert))
@@ -161,6 +167,9 @@ def test_client_certificates_optional(pki, started):
     assert httpx.get(server.url + "/env", verify=client_context(pki)).json()["SSL_CLIENT_VERIFY"] == "NONE"
     env = httpx.get(server.url + "/env", verify=client_context(pki, cert="client")).json()
     assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    # RFC 4514: the last RDN first, a comma in a value escaped.
+    env = httpx.get(server.url + "/env", verify=client_context(pki, cert="bob")).json()
+    assert env["SSL_CLIENT_S_DN"] == "CN=bob,O=Example\\, Inc.,C=US"
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
         httpx.get(server.url + "/env", verify=client_context(pki, cert="intruder"))
 
