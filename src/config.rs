@@ -872,9 +872,6 @@ impl Config {
                 self.keyfile.len()
             ));
         };
-        if self.proxy_protocol {
-            return Err("--proxy-protocol and --certfile together are not supported: the PROXY header would come before the TLS handshake, which is not read for it".into());
-        }
         Ok(Some(TlsSettings {
             certs: self
                 .certfile

@@ -107,6 +107,30 @@ pub async fn serve_tls<S: Socket>(
     // (the client's first request comes a round trip after it).
     drop(first_head);
     let mut stream = stream;
+    let deadline = lane::deadline_after(ctx.header_timeout);
+    if std::mem::take(&mut conn.proxy_header_required) {
+        // A load balancer that passes TLS through sends its PROXY header
+        // first, in the clear.
+        match lane::timeout_at(deadline, proxy_header_before_tls(&stream)).await {
+            Ok(Ok(header)) => take_proxy_header(&mut conn, header, &ctx),
+            Ok(Err(reason)) => {
+                log_at!(
+                    Info,
+                    "{}: closed: {reason} (--proxy-protocol; --proxy-allow-from peers must send one)",
+                    driver::display_remote(&conn)
+                );
+                return;
+            }
+            Err(_) => {
+                log_at!(
+                    Info,
+                    "{}: closed: no PROXY header within --header-timeout",
+                    driver::display_remote(&conn)
+                );
+                return;
+            }
+        }
+    }
     if tls::starts_like_plain_http(&stream) {
         // As nginx does, an answer the person at the browser can read.
         let framer = ResponseFramer::Direct(ResponseEncoder::new(1, false, false));
@@ -114,7 +138,6 @@ pub async fn serve_tls<S: Socket>(
         driver::refuse(&mut stream, framer, &err, &conn, &ctx, None).await;
         return;
     }
-    let deadline = lane::deadline_after(ctx.header_timeout);
     let mut handshake = std::pin::pin!(tls::accept(stream, config));
     let finished = loop {
         if ctx.lane.stopping() {
@@ -161,6 +184,60 @@ pub async fn serve_tls<S: Socket>(
     conn.tls = Some(Arc::new(facts));
     let (told, _) = oneshot::channel();
     serve(stream, conn, ctx, told).await;
+}
+
+/// Reads the PROXY header that comes before a TLS handshake. It is peeked
+/// until whole, then only its own bytes are taken off the socket, so that
+/// the ClientHello after it stays there for the handshake.
+async fn proxy_header_before_tls<S: Socket>(stream: &S) -> Result<ProxyHeader, String> {
+    let fd = stream.as_raw_fd();
+    let mut buf = vec![0u8; proxy_protocol::V2_MAX];
+    let (header, len) = std::future::poll_fn(|cx| loop {
+        if let Err(e) = std::task::ready!(stream.poll_read_ready(cx)) {
+            return std::task::Poll::Ready(Err(e.to_string()));
+        }
+        let peeked = stream.try_read_io(|| {
+            // SAFETY: recv writes at most `buf.len()` bytes into `buf`;
+            // MSG_PEEK leaves them in the socket.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            match proxy_protocol::parse(&buf[..n as usize]) {
+                Ok(Some(found)) => Ok(Ok(found)),
+                // Not whole yet: wait for more, as if nothing were there.
+                Ok(None) => Err(std::io::ErrorKind::WouldBlock.into()),
+                Err(reason) => Ok(Err(reason)),
+            }
+        });
+        match peeked {
+            Ok(Ok(found)) => return std::task::Poll::Ready(Ok(found)),
+            Ok(Err(reason)) => return std::task::Poll::Ready(Err(reason.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return std::task::Poll::Ready(Err("closed before a whole PROXY header".into()))
+            }
+            Err(e) => return std::task::Poll::Ready(Err(e.to_string())),
+        }
+    })
+    .await?;
+    // SAFETY: recv writes at most `len` bytes into `buf`, which is larger;
+    // they are the header's, received already.
+    let taken = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+    if taken != len as isize {
+        return Err("the PROXY header could not be taken off the socket".into());
+    }
+    Ok(header)
 }
 
 /// The client a PROXY header names becomes the connection's peer: its

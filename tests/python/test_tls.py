@@ -288,8 +288,6 @@ def test_which_listeners_serve_tls(pki, started, tmp_path):
      "--cert-reqs"),
     (["--certfile", "{pki}/server.pem", "--keyfile", "{pki}/server.key", "--ssl-protocol-min", "tls1.1"],
      "--ssl-protocol-min"),
-    (["--certfile", "{pki}/server.pem", "--keyfile", "{pki}/server.key", "--proxy-protocol"],
-     "--proxy-protocol and --certfile together are not supported"),
 ])
 def test_bad_tls_settings_are_refused_by_name(pki, args, message):
     args = [a.format(pki=pki) for a in args]
@@ -471,3 +469,27 @@ def test_one_keyfile_for_each_certfile(pki):
                          "--keyfile", str(pki / "server.key"))
     assert result.returncode == 2
     assert "give one --keyfile for each --certfile" in result.stderr, result.stderr
+
+
+def test_a_proxy_header_before_the_handshake(pki, started):
+    """A load balancer passing TLS through (HAProxy's send-proxy in TCP
+    mode) sends its PROXY header in the clear, then the client's TLS."""
+    server = tls_server(pki, "gateway_app", "--proxy-protocol")
+    started(server)
+    for header in (b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 443\r\n",
+                   b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 51, 100, 9, 127, 0, 0, 1]) +
+                   (40000).to_bytes(2, "big") + (443).to_bytes(2, "big")):
+        raw = socket.create_connection(server.address, timeout=20)
+        raw.sendall(header)
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /env HTTP/1.0\r\n\r\n")
+            data = b""
+            while block := tls.recv(65536):
+                data += block
+        env = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        assert env["REMOTE_ADDR"] in ("203.0.113.7", "198.51.100.9")
+        assert env["wsgi.url_scheme"] == "https"
+    # Without the header, from a peer that must send one: closed.
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+        httpx.get(server.url + "/env", verify=client_context(pki))
+    server.wait_for_log("(--proxy-protocol; --proxy-allow-from peers must send one)")
