@@ -237,7 +237,7 @@ pub struct Config {
     )]
     pub certfile: Vec<PathBuf>,
 
-    /// The private key of --certfile (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1), one for each --certfile, in the same order. Default: each key in its --certfile.
+    /// The private key of --certfile (PEM: PKCS#8, PKCS#1, SEC1, or encrypted PKCS#8 with --ssl-keyfile-password), one for each --certfile, in the same order. Default: each key in its --certfile.
     #[arg(
         help_heading = "TLS",
         long,
@@ -246,6 +246,16 @@ pub struct Config {
         env = "FERRULE_KEYFILE"
     )]
     pub keyfile: Vec<PathBuf>,
+
+    /// The password of an encrypted --keyfile (PKCS#8, "BEGIN ENCRYPTED PRIVATE KEY"), for every --keyfile. Give it by the environment variable rather than on the command line, which other users can read; --print-config does not show it.
+    #[arg(
+        help_heading = "TLS",
+        long,
+        value_name = "PASSWORD",
+        env = "FERRULE_SSL_KEYFILE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub ssl_keyfile_password: Option<String>,
 
     /// CA certificates (PEM) that vouch for clients' certificates, for --cert-reqs optional or required.
     #[arg(
@@ -879,6 +889,7 @@ impl Config {
                 .zip(keys)
                 .map(|(cert, key)| (cert.as_path(), key.as_path()))
                 .collect(),
+            key_password: self.ssl_keyfile_password.as_deref(),
             ca_certs: self.ca_certs.as_deref(),
             cert_reqs: self.cert_reqs,
             min_version: self.ssl_protocol_min,

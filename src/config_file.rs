@@ -353,6 +353,9 @@ pub struct Effective {
     pub source: String,
 }
 
+/// Settings whose values are secrets.
+const SECRETS: &[&str] = &["ssl-keyfile-password"];
+
 /// Every setting's effective value, from the expanded `argv`.
 pub fn effective_settings(
     argv: &[String],
@@ -380,6 +383,12 @@ pub fn effective_settings(
             })
             .unwrap_or_default();
         let from_env = matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        // A secret is said to be set, never shown (server.cfg, --print-config).
+        let values = if SECRETS.contains(&long) && !values.is_empty() {
+            vec!["(set; not shown)".to_string()]
+        } else {
+            values
+        };
         settings.push(Effective {
             name: long.replace('-', "_"),
             aliases: arg

@@ -66,6 +66,8 @@ pub enum MinVersion {
 pub struct TlsSettings<'a> {
     /// Each certificate chain's file and its key's, the first the default.
     pub certs: Vec<(&'a Path, &'a Path)>,
+    /// The password of encrypted keys.
+    pub key_password: Option<&'a str>,
     pub ca_certs: Option<&'a std::path::Path>,
     pub cert_reqs: CertReqs,
     pub min_version: MinVersion,
@@ -78,7 +80,9 @@ pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, St
     let keys = settings
         .certs
         .iter()
-        .map(|&(certfile, keyfile)| certified_key(certfile, keyfile, &provider))
+        .map(|&(certfile, keyfile)| {
+            certified_key(certfile, keyfile, settings.key_password, &provider)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -129,6 +133,7 @@ pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, St
 fn certified_key(
     certfile: &Path,
     keyfile: &Path,
+    password: Option<&str>,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certfile)
@@ -140,14 +145,7 @@ fn certified_key(
             certfile.display()
         ));
     }
-    // PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC
-    // PRIVATE KEY"), the first in the file.
-    let key = PrivateKeyDer::from_pem_file(keyfile).map_err(|e| {
-        format!(
-            "--keyfile {}: {e} (expected an unencrypted PEM private key: PKCS#8, PKCS#1 or SEC1)",
-            keyfile.display()
-        )
-    })?;
+    let key = private_key(keyfile, password)?;
     CertifiedKey::from_der(certs, key, provider)
         .map(Arc::new)
         .map_err(|e| {
@@ -157,6 +155,47 @@ fn certified_key(
                 keyfile.display()
             )
         })
+}
+
+/// The private key in `keyfile`: PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA
+/// PRIVATE KEY") or SEC1 ("EC PRIVATE KEY"), the first in the file, or an
+/// encrypted PKCS#8 one ("ENCRYPTED PRIVATE KEY", RFC 5958 §3) opened with
+/// `password`.
+fn private_key(keyfile: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, String> {
+    let at = keyfile.display();
+    let text = std::fs::read_to_string(keyfile).map_err(|e| format!("--keyfile {at}: {e}"))?;
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(format!(
+            "--keyfile {at}: a key encrypted in OpenSSL's traditional format, which is not read; \
+             convert it to encrypted PKCS#8 with `openssl pkcs8 -topk8 -in KEY -out NEW` (it asks \
+             for the password)"
+        ));
+    }
+    let Some(begin) = text.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") else {
+        return PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
+            format!(
+                "--keyfile {at}: {e} (expected a PEM private key: PKCS#8, PKCS#1, SEC1, or encrypted PKCS#8 with --ssl-keyfile-password)"
+            )
+        });
+    };
+    let Some(password) = password else {
+        return Err(format!(
+            "--keyfile {at} is encrypted: give its password with --ssl-keyfile-password \
+             (or FERRULE_SSL_KEYFILE_PASSWORD)"
+        ));
+    };
+    const END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+    let end = text[begin..]
+        .find(END)
+        .map_or(text.len(), |at| begin + at + END.len());
+    let (_, document) = pkcs8::der::Document::from_pem(&text[begin..end])
+        .map_err(|e| format!("--keyfile {at}: {e}"))?;
+    let decrypted = pkcs8::EncryptedPrivateKeyInfo::try_from(document.as_bytes())
+        .and_then(|info| info.decrypt(password))
+        .map_err(|e| {
+            format!("--keyfile {at}: cannot be decrypted with --ssl-keyfile-password: {e}")
+        })?;
+    Ok(PrivateKeyDer::Pkcs8(decrypted.as_bytes().to_vec().into()))
 }
 
 /// Chooses a connection's certificate by the server name its client asks

@@ -54,6 +54,12 @@ def pki(tmp_path_factory):
           key_args=("-newkey", "rsa:2048"))
     openssl("rsa", "-in", "rsa.key", "-traditional", "-out", "rsa-pkcs1.key", cwd=d)
     openssl("ec", "-in", "server.key", "-out", "server-sec1.key", cwd=d)
+    # Encrypted: PKCS#8 (PBES2, as openssl writes it today) and the old
+    # OpenSSL format, which is refused with the way to convert it.
+    openssl("pkcs8", "-topk8", "-in", "server.key", "-out", "server-encrypted.key", "-v2", "aes-256-cbc",
+            "-passout", "pass:sesame", cwd=d)
+    openssl("rsa", "-in", "rsa.key", "-traditional", "-aes256", "-passout", "pass:sesame",
+            "-out", "rsa-legacy-encrypted.key", cwd=d)
     (d / "combined.pem").write_text((d / "server.pem").read_text() + (d / "server.key").read_text())
     assert "BEGIN RSA PRIVATE KEY" in (d / "rsa-pkcs1.key").read_text()
     assert "BEGIN EC PRIVATE KEY" in (d / "server-sec1.key").read_text()
@@ -493,3 +499,23 @@ def test_a_proxy_header_before_the_handshake(pki, started):
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
         httpx.get(server.url + "/env", verify=client_context(pki))
     server.wait_for_log("(--proxy-protocol; --proxy-allow-from peers must send one)")
+
+
+def test_an_encrypted_key_and_its_password(pki, started):
+    assert "BEGIN ENCRYPTED PRIVATE KEY" in (pki / "server-encrypted.key").read_text()
+    server = Server("behaviours", "--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server-encrypted.key"),
+                    bind=["https://127.0.0.1:0"], env={"FERRULE_SSL_KEYFILE_PASSWORD": "sesame"})
+    started(server)
+    assert httpx.get(server.url + "/list3", verify=client_context(pki)).text == "one two three"
+    base = ["--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server-encrypted.key")]
+    result = run_ferrule("behaviours", *base)
+    assert result.returncode == 2 and "is encrypted: give its password with --ssl-keyfile-password" in result.stderr
+    result = run_ferrule("behaviours", *base, "--ssl-keyfile-password", "wrong")
+    assert result.returncode == 2 and "cannot be decrypted with --ssl-keyfile-password" in result.stderr
+    result = run_ferrule("behaviours", "--certfile", str(pki / "rsa.pem"), "--keyfile",
+                         str(pki / "rsa-legacy-encrypted.key"), "--ssl-keyfile-password", "sesame")
+    assert result.returncode == 2 and "openssl pkcs8 -topk8" in result.stderr, result.stderr
+    # The password is never printed.
+    result = run_ferrule("behaviours", *base, "--print-config", env={"FERRULE_SSL_KEYFILE_PASSWORD": "sesame"})
+    assert "ssl_keyfile_password = (set; not shown)" in result.stdout, result.stdout
+    assert "sesame" not in result.stdout + result.stderr
