@@ -523,8 +523,25 @@ impl Task {
             match slot.as_mut() {
                 Some(future) => {
                     let outer = CURRENT_TASK.with(|c| c.replace(Arc::as_ptr(&self)));
-                    let ready = future.as_mut().poll(&mut cx).is_ready();
+                    // A panic (a bug in ferrule: nothing the application
+                    // or a client does may cause one) ends this task and
+                    // closes its connection, not the loop: a loop lost to
+                    // a panic would stay counted and never run again.
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        future.as_mut().poll(&mut cx)
+                    }));
                     CURRENT_TASK.with(|c| c.set(outer));
+                    let ready = match polled {
+                        Ok(poll) => poll.is_ready(),
+                        Err(_) => {
+                            crate::log_at!(
+                                Critical,
+                                "a connection's task panicked (a bug in ferrule, reported above); \
+                                 its connection is closed and the worker goes on"
+                            );
+                            true
+                        }
+                    };
                     if ready || lane.closed.load(Ordering::Acquire) {
                         *slot = None;
                         true

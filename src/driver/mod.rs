@@ -162,14 +162,11 @@ impl ServerCtx {
     /// can tell a request that hangs in the application.
     fn in_python<R>(&self, f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
         let thread = lane::thread_index();
-        if let Some(slot) = &self.liveness {
-            slot.enter(thread);
-        }
-        let result = Python::attach(f);
-        if let Some(slot) = &self.liveness {
-            slot.leave(thread);
-        }
-        result
+        let _stamped = self
+            .liveness
+            .as_deref()
+            .map(|slot| InPython::enter(slot, thread));
+        Python::attach(f)
     }
 
     /// Waits until fewer requests run than there are application threads.
@@ -548,6 +545,27 @@ fn queued_too_long<S: Socket>(stream: &S, ctx: &ServerCtx) -> bool {
         metrics.queue_waited(waited);
     }
     waited > ctx.queue_timeout
+}
+
+/// A thread's stamp in the liveness page while it runs Python, taken off
+/// however the call ends (a panic too: else the master would take the
+/// thread for one hung in the application).
+struct InPython<'a> {
+    slot: &'a Slot,
+    thread: usize,
+}
+
+impl<'a> InPython<'a> {
+    fn enter(slot: &'a Slot, thread: usize) -> Self {
+        slot.enter(thread);
+        InPython { slot, thread }
+    }
+}
+
+impl Drop for InPython<'_> {
+    fn drop(&mut self) {
+        self.slot.leave(self.thread);
+    }
 }
 
 /// Counts a request in flight for the metrics while it lives.

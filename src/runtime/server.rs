@@ -316,6 +316,12 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         .lane
         .start(runtime.handle().clone())
         .map_err(|e| format!("starting the lane's watchdog: {e}"))?;
+    // Before any listener accepts: the first request may stream.
+    if p.threads > 1 {
+        let sender =
+            SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?;
+        let _ = p.ctx.sender.set(sender);
+    }
     let slots = Arc::new(Semaphore::new(p.max_connections));
     let mut socket_files = Vec::new();
     let listen_fds: Vec<RawFd> = p.listeners.iter().map(Listener::raw_fd).collect();
@@ -340,11 +346,6 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 p.ctx.clone(),
                 slots.clone(),
             )?;
-        }
-        if p.threads > 1 {
-            let sender =
-                SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?;
-            let _ = p.ctx.sender.set(sender);
         }
         if let Some(slot) = p.ctx.liveness.clone() {
             match p.ctx.sender.get() {
