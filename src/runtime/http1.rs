@@ -106,37 +106,66 @@ pub async fn serve_tls<S: Socket>(
     // A handshake claims no thread: the accept loop need not wait for it
     // (the client's first request comes a round trip after it).
     drop(first_head);
-    let mut stream = stream;
+    let remote = |conn: &ConnInfo| driver::display_remote(conn);
+    match open_tls(stream, config, &mut conn, &ctx).await {
+        Ok((stream, facts)) => {
+            conn.url_scheme = "https";
+            conn.tls = Some(Arc::new(facts));
+            let (told, _) = oneshot::channel();
+            serve(stream, conn, ctx, told).await;
+        }
+        Err(NotOpened::Refused) => {}
+        // A load balancer's TCP check, a port scan.
+        Err(NotOpened::Silent) => {
+            log_at!(Debug, "{}: closed before a TLS handshake", remote(&conn))
+        }
+        Err(NotOpened::Closed(why)) => log_at!(Info, "{}: closed: {why}", remote(&conn)),
+    }
+}
+
+/// Why a connection of an https listener ends before its first request.
+enum NotOpened {
+    /// Answered already (and logged) by `driver::refuse`.
+    Refused,
+    /// Closed before sending anything.
+    Silent,
+    /// Closed for the reason given.
+    Closed(String),
+}
+
+/// A PROXY header if the peer must send one, then the handshake: the TLS
+/// stream and what it settled.
+async fn open_tls<S: Socket>(
+    mut stream: S,
+    config: Arc<rustls::ServerConfig>,
+    conn: &mut ConnInfo,
+    ctx: &ServerCtx,
+) -> Result<(tls::TlsStream<S>, tls::TlsFacts), NotOpened> {
     let deadline = lane::deadline_after(ctx.header_timeout);
     if std::mem::take(&mut conn.proxy_header_required) {
         // A load balancer that passes TLS through sends its PROXY header
         // first, in the clear.
-        match lane::timeout_at(deadline, proxy_header_before_tls(&stream)).await {
-            Ok(Ok(header)) => take_proxy_header(&mut conn, header, &ctx),
+        let header = match lane::timeout_at(deadline, proxy_header_before_tls(&stream)).await {
+            Ok(Ok(header)) => header,
             Ok(Err(reason)) => {
-                log_at!(
-                    Info,
-                    "{}: closed: {reason} (--proxy-protocol; --proxy-allow-from peers must send one)",
-                    driver::display_remote(&conn)
-                );
-                return;
+                return Err(NotOpened::Closed(format!(
+                    "{reason} (--proxy-protocol; --proxy-allow-from peers must send one)"
+                )))
             }
             Err(_) => {
-                log_at!(
-                    Info,
-                    "{}: closed: no PROXY header within --header-timeout",
-                    driver::display_remote(&conn)
-                );
-                return;
+                return Err(NotOpened::Closed(
+                    "no PROXY header within --header-timeout".into(),
+                ))
             }
-        }
+        };
+        take_proxy_header(conn, header, ctx);
     }
     if tls::starts_like_plain_http(&stream) {
         // As nginx does, an answer the person at the browser can read.
         let framer = ResponseFramer::Direct(ResponseEncoder::new(1, false, false));
         let err = ClientError::bad_request("plain HTTP sent to an HTTPS listener (use https://)");
-        driver::refuse(&mut stream, framer, &err, &conn, &ctx, None).await;
-        return;
+        driver::refuse(&mut stream, framer, &err, conn, ctx, None).await;
+        return Err(NotOpened::Refused);
     }
     let mut handshake = std::pin::pin!(tls::accept(stream, config));
     let finished = loop {
@@ -151,39 +180,14 @@ pub async fn serve_tls<S: Socket>(
             break finished;
         }
     };
-    let (stream, facts) = match finished {
-        Ok(Ok(done)) => done,
-        // A connection closed before a handshake began: a load balancer's
-        // TCP check, a port scan.
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            log_at!(
-                Debug,
-                "{}: closed before a TLS handshake",
-                driver::display_remote(&conn)
-            );
-            return;
-        }
-        Ok(Err(e)) => {
-            log_at!(
-                Info,
-                "{}: closed: TLS handshake failed: {e}",
-                driver::display_remote(&conn)
-            );
-            return;
-        }
-        Err(_) => {
-            log_at!(
-                Info,
-                "{}: closed: no TLS handshake within --header-timeout (or the stop's grace)",
-                driver::display_remote(&conn)
-            );
-            return;
-        }
-    };
-    conn.url_scheme = "https";
-    conn.tls = Some(Arc::new(facts));
-    let (told, _) = oneshot::channel();
-    serve(stream, conn, ctx, told).await;
+    match finished {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NotOpened::Silent),
+        Ok(Err(e)) => Err(NotOpened::Closed(format!("TLS handshake failed: {e}"))),
+        Err(_) => Err(NotOpened::Closed(
+            "no TLS handshake within --header-timeout (or the stop's grace)".into(),
+        )),
+    }
 }
 
 /// Reads the PROXY header that comes before a TLS handshake. It is peeked
