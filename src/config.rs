@@ -253,7 +253,8 @@ pub struct Config {
         long,
         value_name = "PASSWORD",
         env = "FERRULE_SSL_KEYFILE_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub ssl_keyfile_password: Option<String>,
 
@@ -866,8 +867,12 @@ impl Config {
             if !self.keyfile.is_empty()
                 || self.ca_certs.is_some()
                 || self.cert_reqs != CertReqs::None
+                || self.ssl_keyfile_password.is_some()
             {
-                return Err("--keyfile, --ca-certs and --cert-reqs need --certfile".into());
+                return Err(
+                    "--keyfile, --ssl-keyfile-password, --ca-certs and --cert-reqs need --certfile"
+                        .into(),
+                );
             }
             return Ok(None);
         }

@@ -229,9 +229,13 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
     }
     log::set_access_format(config.access_logformat.clone());
     // -e KEY=VALUE: through os.environ, which the application reads (and
-    // which sets the process environment the workers inherit).
+    // which sets the process environment the workers inherit). The TLS key's
+    // password, read already, leaves it: the application, hooks and the
+    // programs they run never see it.
     if let Err(e) = py.import("os").and_then(|os| {
         let environ = os.getattr("environ")?;
+        let password_var = process::upgrade::KEY_PASSWORD_VAR.to_string_lossy();
+        environ.call_method1("pop", (password_var.as_ref(), py.None()))?;
         config
             .env
             .iter()

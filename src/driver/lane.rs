@@ -533,17 +533,25 @@ impl Task {
                     CURRENT_TASK.with(|c| c.set(outer));
                     let ready = match polled {
                         Ok(poll) => poll.is_ready(),
-                        Err(_) => {
+                        Err(payload) => {
                             crate::log_at!(
                                 Critical,
-                                "a connection's task panicked (a bug in ferrule, reported above); \
-                                 its connection is closed and the worker goes on"
+                                "a connection's task panicked (a bug in ferrule): {}; its \
+                                 connection is closed and the worker goes on",
+                                panic_message(&*payload)
                             );
                             true
                         }
                     };
                     if ready || lane.closed.load(Ordering::Acquire) {
-                        *slot = None;
+                        // Dropping a future runs its clean-up, which must
+                        // not take the loop with it either.
+                        let done = slot.take();
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(done)))
+                            .is_err()
+                        {
+                            crate::log_at!(Critical, "a connection's task panicked as it ended");
+                        }
                         true
                     } else {
                         false
@@ -570,6 +578,15 @@ impl Task {
             lane.push(self);
         }
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 impl Wake for Task {

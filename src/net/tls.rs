@@ -199,7 +199,9 @@ fn private_key(keyfile: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'
 }
 
 /// Chooses a connection's certificate by the server name its client asks
-/// for (SNI, RFC 6066 §3): the first whose names cover it, else the first.
+/// for (SNI, RFC 6066 §3): the first whose names (its subjectAltName) cover
+/// it and whose key can sign with a scheme the client offers, else the
+/// first.
 #[derive(Debug)]
 struct ByServerName {
     keys: Vec<Arc<CertifiedKey>>,
@@ -214,13 +216,16 @@ impl ResolvesServerCert for ByServerName {
         let Ok(name) = ServerName::try_from(name) else {
             return default;
         };
+        let schemes = hello.signature_schemes();
         self.keys
             .iter()
             .find(|key| {
-                key.end_entity_cert()
-                    .ok()
-                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
-                    .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+                key.key.choose_scheme(schemes).is_some()
+                    && key
+                        .end_entity_cert()
+                        .ok()
+                        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                        .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
             })
             .cloned()
             .or(default)
@@ -455,11 +460,13 @@ impl ClientCert {
         if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) {
             cert.subject = dn_text(parsed.subject());
             cert.issuer = dn_text(parsed.issuer());
-            cert.serial = parsed
-                .raw_serial()
-                .iter()
-                .map(|b| format!("{b:02X}"))
-                .collect();
+            // Without the sign byte DER adds before a high bit, as mod_ssl
+            // and nginx print it.
+            let serial = match parsed.raw_serial() {
+                [0, rest @ ..] if !rest.is_empty() => rest,
+                all => all,
+            };
+            cert.serial = serial.iter().map(|b| format!("{b:02X}")).collect();
         }
         cert
     }
@@ -474,10 +481,11 @@ fn dn_text(name: &x509_parser::x509::X509Name<'_>) -> String {
             rdn.iter()
                 .map(|atv| {
                     let oid = atv.attr_type().to_id_string();
-                    let value = match atv.as_str() {
-                        Ok(text) => escape_dn_value(text),
-                        // §2.4: a value of no string type, as '#' and hex.
-                        Err(_) => {
+                    let value = match dn_string(atv) {
+                        Some(text) => escape_dn_value(&text),
+                        // §2.4: a value of no string type, as '#' and hex
+                        // (of its contents here, not of its whole BER).
+                        None => {
                             let hex: String =
                                 atv.as_slice().iter().map(|b| format!("{b:02x}")).collect();
                             format!("#{hex}")
@@ -493,8 +501,35 @@ fn dn_text(name: &x509_parser::x509::X509Name<'_>) -> String {
     rdns.join(",")
 }
 
-/// RFC 4514 §3's short names (and OpenSSL's for e-mail and serial
-/// numbers); any other attribute by its dotted OID.
+/// An attribute's value as text, for the string types names use
+/// (RFC 5280 §4.1.2.4's DirectoryString and IA5String): UTF-8, printable,
+/// IA5 and numeric strings as they are, BMPString as UTF-16, and
+/// UniversalString as UTF-32 (both big-endian), TeletexString as Latin-1.
+fn dn_string(atv: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    if let Ok(text) = atv.as_str() {
+        return Some(text.to_string());
+    }
+    let bytes = atv.as_slice();
+    match atv.attr_value().tag() {
+        Tag::BmpString => char::decode_utf16(
+            bytes
+                .chunks_exact(2)
+                .map(|pair| u16::from_be_bytes([pair[0], pair[1]])),
+        )
+        .collect::<Result<String, _>>()
+        .ok(),
+        Tag::UniversalString => bytes
+            .chunks_exact(4)
+            .map(|quad| char::from_u32(u32::from_be_bytes([quad[0], quad[1], quad[2], quad[3]])))
+            .collect(),
+        Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        _ => None,
+    }
+}
+
+/// RFC 4514 §3's short names and OpenSSL's for the other common ones; any
+/// other attribute by its dotted OID.
 fn attribute_name(oid: &str) -> &str {
     match oid {
         "2.5.4.3" => "CN",
@@ -508,6 +543,16 @@ fn attribute_name(oid: &str) -> &str {
         "0.9.2342.19200300.100.1.1" => "UID",
         "0.9.2342.19200300.100.1.25" => "DC",
         "1.2.840.113549.1.9.1" => "emailAddress",
+        "2.5.4.4" => "SN",
+        "2.5.4.42" => "GN",
+        "2.5.4.12" => "title",
+        "2.5.4.17" => "postalCode",
+        "2.5.4.43" => "initials",
+        "2.5.4.46" => "dnQualifier",
+        "2.5.4.65" => "pseudonym",
+        "2.5.4.97" => "organizationIdentifier",
+        "1.3.6.1.4.1.311.60.2.1.3" => "jurisdictionC",
+        "2.5.4.15" => "businessCategory",
         other => other,
     }
 }
@@ -528,7 +573,9 @@ fn escape_dn_value(value: &str) -> String {
                 out.push(c);
             }
             ' ' if i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
+            // NUL (§2.4) and the other control characters, so that a name
+            // cannot put a line break into a log.
+            c if c.is_ascii_control() => out.push_str(&format!("\\{:02X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -845,6 +892,8 @@ mod tests {
         assert_eq!(escape_dn_value("#1 "), "\\#1\\ ");
         assert_eq!(escape_dn_value(" x"), "\\ x");
         assert_eq!(escape_dn_value("a\0b"), "a\\00b");
+        assert_eq!(escape_dn_value("a\nb"), "a\\0Ab");
+        assert_eq!(escape_dn_value("é"), "é");
     }
 
     #[test]

@@ -548,7 +548,13 @@ impl Arbiter<'_> {
         if let Some(path) = self.pid_file.take() {
             self.pid_file = Some(upgrade::set_pid_file_aside(&path).unwrap_or(path));
         }
-        match upgrade::start_new_master(py, &self.listeners, &self.start_dir, self.hooks.as_ref()) {
+        match upgrade::start_new_master(
+            py,
+            &self.listeners,
+            &self.start_dir,
+            self.hooks.as_ref(),
+            self.config.ssl_keyfile_password.as_deref(),
+        ) {
             Ok(pid) => {
                 log_at!(
                     Info,

@@ -23,11 +23,15 @@ const SCRATCH_FD: libc::c_int = 1000;
 /// Forks and executes the new master; returns its pid. `dir` is the
 /// directory the server was started from (a relative config file or APP
 /// path means the same there).
+/// Where the password of encrypted TLS keys may be given.
+pub const KEY_PASSWORD_VAR: &std::ffi::CStr = c"FERRULE_SSL_KEYFILE_PASSWORD";
+
 pub fn start_new_master(
     py: Python<'_>,
     listeners: &[Listener],
     dir: &Path,
     hooks: Option<&Py<PyAny>>,
+    key_password: Option<&str>,
 ) -> Result<libc::pid_t, String> {
     let sys = py.import("sys").map_err(|e| e.to_string())?;
     let executable: String = sys
@@ -48,6 +52,12 @@ pub fn start_new_master(
     let mut arg_ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     arg_ptrs.push(std::ptr::null());
     let dir = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // Taken out of this process's environment at start (`lib.rs`), so that
+    // the application never sees it; the new master reads it again.
+    let key_password = key_password
+        .map(CString::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let fds: Vec<libc::c_int> = listeners.iter().map(Listener::raw_fd).collect();
     let names: Vec<&str> = listeners.iter().map(Listener::scheme).collect();
     let count = CString::new(fds.len().to_string()).map_err(|e| e.to_string())?;
@@ -92,6 +102,9 @@ pub fn start_new_master(
         libc::setenv(c"LISTEN_PID".as_ptr(), own_pid.as_ptr(), 1);
         libc::setenv(c"LISTEN_FDNAMES".as_ptr(), names.as_ptr(), 1);
         libc::setenv(files_var.as_ptr(), files.as_ptr(), 1);
+        if let Some(password) = &key_password {
+            libc::setenv(KEY_PASSWORD_VAR.as_ptr(), password.as_ptr(), 1);
+        }
         // The new master blocks what it needs itself; execve keeps a mask.
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

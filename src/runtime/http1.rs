@@ -145,20 +145,32 @@ async fn open_tls<S: Socket>(
     if std::mem::take(&mut conn.proxy_header_required) {
         // A load balancer that passes TLS through sends its PROXY header
         // first, in the clear.
-        let header = match lane::timeout_at(deadline, proxy_header_before_tls(&stream)).await {
-            Ok(Ok(header)) => header,
-            Ok(Err(reason)) => {
-                return Err(NotOpened::Closed(format!(
-                    "{reason} (--proxy-protocol; --proxy-allow-from peers must send one)"
-                )))
-            }
-            Err(_) => {
-                return Err(NotOpened::Closed(
-                    "no PROXY header within --header-timeout".into(),
-                ))
-            }
-        };
+        let header =
+            match before_first_request(ctx, deadline, proxy_header_before_tls(&stream)).await {
+                Some(Ok(header)) => header,
+                Some(Err(reason)) => {
+                    return Err(NotOpened::Closed(format!(
+                        "{reason} (--proxy-protocol; --proxy-allow-from peers must send one)"
+                    )))
+                }
+                None => {
+                    return Err(NotOpened::Closed(
+                        "no PROXY header within --header-timeout (or the stop's grace)".into(),
+                    ))
+                }
+            };
         take_proxy_header(conn, header, ctx);
+    }
+    // The client's first bytes, to tell plain HTTP from a ClientHello
+    // (usually there already: TCP listeners defer accepting until data).
+    let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+    if before_first_request(ctx, deadline, readable)
+        .await
+        .is_none()
+    {
+        return Err(NotOpened::Closed(
+            "no TLS handshake within --header-timeout (or the stop's grace)".into(),
+        ));
     }
     if tls::starts_like_plain_http(&stream) {
         // As nginx does, an answer the person at the browser can read.
@@ -167,26 +179,48 @@ async fn open_tls<S: Socket>(
         driver::refuse(&mut stream, framer, &err, conn, ctx, None).await;
         return Err(NotOpened::Refused);
     }
-    let mut handshake = std::pin::pin!(tls::accept(stream, config));
-    let finished = loop {
-        if ctx.lane.stopping() {
-            // Stopping: a handshake under way is a request on its way, and
-            // gets the stop's grace, as a head partway does (`read_head`).
-            let grace = deadline.min(lane::deadline_after(STOP_GRACE));
-            break lane::timeout_at(grace, handshake.as_mut()).await;
-        }
-        let wait = lane::timeout_at(deadline, handshake.as_mut());
-        if let Some(finished) = lane::unless_stopping(&ctx.lane, wait).await {
-            break finished;
-        }
-    };
-    match finished {
-        Ok(Ok(opened)) => Ok(opened),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NotOpened::Silent),
-        Ok(Err(e)) => Err(NotOpened::Closed(format!("TLS handshake failed: {e}"))),
-        Err(_) => Err(NotOpened::Closed(
+    match before_first_request(ctx, deadline, tls::accept(stream, config)).await {
+        Some(Ok(opened)) => Ok(opened),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(NotOpened::Silent),
+        Some(Err(e)) => Err(NotOpened::Closed(format!("TLS handshake failed: {e}"))),
+        None => Err(NotOpened::Closed(
             "no TLS handshake within --header-timeout (or the stop's grace)".into(),
         )),
+    }
+}
+
+/// Whether the peer has closed its side (poll(2)'s POLLRDHUP, without
+/// waiting).
+fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Waits for `future` until `deadline`, or, once the server is stopping,
+/// for the stop's grace at most: what comes before a first request (a
+/// PROXY header, the handshake) is a request on its way, as a head partway
+/// is (`read_head`). None when the time is up.
+async fn before_first_request<F: std::future::Future>(
+    ctx: &ServerCtx,
+    deadline: u64,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    loop {
+        if ctx.lane.stopping() {
+            let grace = deadline.min(lane::deadline_after(STOP_GRACE));
+            return lane::timeout_at(grace, future.as_mut()).await.ok();
+        }
+        let wait = lane::timeout_at(deadline, future.as_mut());
+        if let Some(finished) = lane::unless_stopping(&ctx.lane, wait).await {
+            return finished.ok();
+        }
     }
 }
 
@@ -219,6 +253,9 @@ async fn proxy_header_before_tls<S: Socket>(stream: &S) -> Result<ProxyHeader, S
             }
             match proxy_protocol::parse(&buf[..n as usize]) {
                 Ok(Some(found)) => Ok(Ok(found)),
+                // Not whole, and no more will come: tokio keeps a closed
+                // socket readable, so waiting would spin.
+                Ok(None) if peer_closed(fd) => Err(std::io::ErrorKind::UnexpectedEof.into()),
                 // Not whole yet: wait for more, as if nothing were there.
                 Ok(None) => Err(std::io::ErrorKind::WouldBlock.into()),
                 Err(reason) => Ok(Err(reason)),

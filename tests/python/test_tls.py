@@ -18,7 +18,14 @@ import time
 import httpx
 import pytest
 
-from conftest import Server, children, run_ferrule, wait_until, worker_pids
+from conftest import Server, children, run_ferrule, socket_inodes, tcp_table, wait_until, worker_pids
+
+
+def worker_holds(server, sock):
+    """True once one of `server`'s workers has accepted `sock`'s connection."""
+    accepted = tcp_table().get((server.port, sock.getsockname()[1]))
+    held = set().union(*(socket_inodes(p) for p in children(server.proc.pid)))
+    return accepted is not None and accepted[3] in held
 
 
 def openssl(*args, cwd):
@@ -285,7 +292,8 @@ def test_which_listeners_serve_tls(pki, started, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["-b", "https://127.0.0.1:0"], "an https:// --bind needs --certfile"),
-    (["--keyfile", "{pki}/server.key"], "--keyfile, --ca-certs and --cert-reqs need --certfile"),
+    (["--keyfile", "{pki}/server.key"], "--keyfile, --ssl-keyfile-password, --ca-certs and --cert-reqs need --certfile"),
+    (["--ssl-keyfile-password", "-starts-with-a-dash"], "need --certfile"),
     (["--certfile", "{pki}/missing.pem"], "--certfile {pki}/missing.pem"),
     (["--certfile", "{pki}/server.pem", "--keyfile", "{pki}/ca.pem"], "--keyfile {pki}/ca.pem"),
     (["--certfile", "{pki}/server.pem", "--keyfile", "{pki}/server.key", "--cert-reqs", "required"],
@@ -482,19 +490,38 @@ def test_a_proxy_header_before_the_handshake(pki, started):
     mode) sends its PROXY header in the clear, then the client's TLS."""
     server = tls_server(pki, "gateway_app", "--proxy-protocol")
     started(server)
-    for header in (b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 443\r\n",
-                   b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 51, 100, 9, 127, 0, 0, 1]) +
-                   (40000).to_bytes(2, "big") + (443).to_bytes(2, "big")):
+    v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 443\r\n"
+    v2 = (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 51, 100, 9, 127, 0, 0, 1])
+          + (40000).to_bytes(2, "big") + (443).to_bytes(2, "big"))
+    for header, client, split in ((v1, "203.0.113.7", False), (v2, "198.51.100.9", False), (v1, "203.0.113.7", True)):
         raw = socket.create_connection(server.address, timeout=20)
-        raw.sendall(header)
+        if split:
+            # In two segments, the second once a worker holds the connection
+            # (it peeks the first and waits).
+            raw.sendall(header[:10])
+            wait_until(lambda: worker_holds(server, raw), what="the connection accepted")
+            raw.sendall(header[10:])
+        else:
+            raw.sendall(header)
         with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"GET /env HTTP/1.0\r\n\r\n")
             data = b""
             while block := tls.recv(65536):
                 data += block
         env = json.loads(data.split(b"\r\n\r\n", 1)[1])
-        assert env["REMOTE_ADDR"] in ("203.0.113.7", "198.51.100.9")
+        assert env["REMOTE_ADDR"] == client
         assert env["wsgi.url_scheme"] == "https"
+    # Half a header, then the peer closes its side: closed and logged (not
+    # waited for, not spun on), and the worker goes on.
+    with socket.create_connection(server.address, timeout=20) as half:
+        half.sendall(b"PROXY TCP4")
+        half.shutdown(socket.SHUT_WR)
+        try:
+            assert half.recv(100) == b""
+        except ConnectionResetError:
+            pass  # closed with the half header unread: a reset
+
+    server.wait_for_log("closed before a whole PROXY header")
     # Without the header, from a peer that must send one: closed.
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
         httpx.get(server.url + "/env", verify=client_context(pki))
