@@ -528,12 +528,18 @@ def test_a_proxy_header_before_the_handshake(pki, started):
     server.wait_for_log("(--proxy-protocol; --proxy-allow-from peers must send one)")
 
 
-def test_an_encrypted_key_and_its_password(pki, started):
+def test_an_encrypted_key_and_its_password(pki, started, tmp_path):
     assert "BEGIN ENCRYPTED PRIVATE KEY" in (pki / "server-encrypted.key").read_text()
-    server = Server("behaviours", "--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server-encrypted.key"),
-                    bind=["https://127.0.0.1:0"], env={"FERRULE_SSL_KEYFILE_PASSWORD": "sesame"})
+    # The application cannot read the password from its environment.
+    (tmp_path / "peek.py").write_text(
+        "import os\n"
+        "def application(e, s):\n"
+        "    s('200 OK', [])\n"
+        "    return [os.environ.get('FERRULE_SSL_KEYFILE_PASSWORD', 'absent').encode()]\n")
+    server = Server("peek", "--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server-encrypted.key"),
+                    cwd=tmp_path, bind=["https://127.0.0.1:0"], env={"FERRULE_SSL_KEYFILE_PASSWORD": "sesame"})
     started(server)
-    assert httpx.get(server.url + "/list3", verify=client_context(pki)).text == "one two three"
+    assert httpx.get(server.url, verify=client_context(pki)).text == "absent"
     base = ["--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server-encrypted.key")]
     result = run_ferrule("behaviours", *base)
     assert result.returncode == 2 and "is encrypted: give its password with --ssl-keyfile-password" in result.stderr
