@@ -60,9 +60,7 @@ impl SenderThread {
             thread: Some(thread),
         })
     }
-}
 
-impl SenderThread {
     /// Every `period`, sends into `runtime` a task that stamps `slot`'s
     /// tick (`liveness`): from this thread, outside `runtime`, the task
     /// goes to the runtime's shared queue and so runs on any free thread.
