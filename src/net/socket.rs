@@ -33,6 +33,24 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
         unsafe { buf.set_len(buf.len() + n as usize) };
         Ok(n as usize)
     }
+    /// Copies what the socket holds now into `buf` without taking it
+    /// (MSG_PEEK), without waiting: for what comes before the bytes a
+    /// protocol reads (a PROXY header, the first byte of a handshake).
+    fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
     /// A write that does not wait, telling the kernel more follows at once
     /// (MSG_MORE: held back to go out with the next write's bytes).
     fn send_more(&self, buf: &[u8]) -> io::Result<usize> {

@@ -325,18 +325,10 @@ impl Session {
             if let Some(n) = read_plain_locked(&mut conn, dst)? {
                 return Ok(n);
             }
-            if conn.read_tls(&mut Fd(fd))? == 0 {
+            if !receive_locked(&mut conn, fd)? {
                 // The peer closed: what rustls holds is read above, then
                 // the end.
-                if let Some(n) = read_plain_locked(&mut conn, dst)? {
-                    return Ok(n);
-                }
-                return Ok(0);
-            }
-            if let Err(e) = conn.process_new_packets() {
-                // rustls queued an alert for the client: one try to send it.
-                let _ = conn.write_tls(&mut Fd(fd));
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                return Ok(read_plain_locked(&mut conn, dst)?.unwrap_or(0));
             }
         }
     }
@@ -413,6 +405,20 @@ fn read_plain_locked(conn: &mut ServerConnection, dst: &mut [u8]) -> io::Result<
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(Some(0)),
         Err(e) => Err(e),
     }
+}
+
+/// Receives what the socket holds from `fd` and decrypts it: false when the
+/// peer has closed; WouldBlock when nothing has come. A record rustls
+/// refuses is an error, after one try to send the alert it queued.
+fn receive_locked(conn: &mut ServerConnection, fd: RawFd) -> io::Result<bool> {
+    if conn.read_tls(&mut Fd(fd))? == 0 {
+        return Ok(false);
+    }
+    if let Err(e) = conn.process_new_packets() {
+        let _ = conn.write_tls(&mut Fd(fd));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    Ok(true)
 }
 
 /// Sends what waits; WouldBlock if the socket does not take all of it.
@@ -638,18 +644,12 @@ impl<S: Socket> TlsStream<S> {
             }
             ready!(self.io.poll_read_ready(cx))?;
             let session = &self.session;
-            let received = self.io.try_read_io(|| {
-                let mut conn = session.lock();
-                let n = conn.read_tls(&mut Fd(fd))?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                if let Err(e) = conn.process_new_packets() {
-                    let _ = conn.write_tls(&mut Fd(fd));
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
-                Ok(())
-            });
+            let received = self
+                .io
+                .try_read_io(|| match receive_locked(&mut session.lock(), fd)? {
+                    true => Ok(()),
+                    false => Err(io::ErrorKind::UnexpectedEof.into()),
+                });
             match received {
                 Ok(()) => {}
                 Err(e) if is_would_block(&e) => {}
@@ -684,18 +684,8 @@ impl<S: Socket> TlsStream<S> {
 /// received, is a method's letter, where a TLS client's is a record type
 /// (22 for a handshake; RFC 8446 §5.1), never a letter.
 pub fn starts_like_plain_http<S: Socket>(stream: &S) -> bool {
-    let mut first = 0u8;
-    // SAFETY: recv writes at most one byte into `first`; MSG_PEEK leaves it
-    // for the handshake.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut first as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 1 && first.is_ascii_uppercase()
+    let mut first = [0u8];
+    matches!(stream.peek_now(&mut first), Ok(1)) && first[0].is_ascii_uppercase()
 }
 
 /// Performs the TLS handshake on an accepted connection.

@@ -235,23 +235,11 @@ async fn proxy_header_before_tls<S: Socket>(stream: &S) -> Result<ProxyHeader, S
             return std::task::Poll::Ready(Err(e.to_string()));
         }
         let peeked = stream.try_read_io(|| {
-            // SAFETY: recv writes at most `buf.len()` bytes into `buf`;
-            // MSG_PEEK leaves them in the socket.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            let n = stream.peek_now(&mut buf)?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            match proxy_protocol::parse(&buf[..n as usize]) {
+            match proxy_protocol::parse(&buf[..n]) {
                 Ok(Some(found)) => Ok(Ok(found)),
                 // Not whole, and no more will come: tokio keeps a closed
                 // socket readable, so waiting would spin.
