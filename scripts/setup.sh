@@ -12,9 +12,10 @@ PYTHON=${PYTHON:-python3}
 # Apache httpd and lighttpd are the front ends of the gateway tests;
 # cgi-fcgi is libfcgi's reference FastCGI client; HAProxy sends the PROXY
 # protocol; valgrind counts instructions for `make bench-guard`; the
-# prometheus package has the server and promtool the metrics tests use).
+# prometheus package has the server and promtool the metrics tests use;
+# nghttp2-client has h2load and nghttp, HTTP/2 clients).
 need_apt=()
-for pair in curl:curl wrk:wrk nginx:nginx apache2:apache2 lighttpd:lighttpd cgi-fcgi:libfcgi-bin haproxy:haproxy valgrind:valgrind promtool:prometheus; do
+for pair in curl:curl wrk:wrk nginx:nginx apache2:apache2 lighttpd:lighttpd cgi-fcgi:libfcgi-bin haproxy:haproxy valgrind:valgrind promtool:prometheus h2load:nghttp2-client; do
     tool=${pair%%:*}
     package=${pair#*:}
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("$package")

@@ -17,6 +17,7 @@ use crate::net::allow::AllowedPeer;
 use crate::net::listen::{Bind, BindAddress, ListenSpec, Protocol};
 use crate::net::tls::{CertReqs, MinVersion, TlsSettings};
 use crate::proto::forwarded::SchemeHeader;
+use crate::proto::http2::Http2Limits;
 use crate::proto::request::HeadLimits;
 use crate::proto::static_file::StaticRoute;
 
@@ -28,6 +29,29 @@ pub enum LogLevel {
     Warning,
     Error,
     Critical,
+}
+
+/// An HTTP version a listener serves (`--http-protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpProtocol {
+    /// HTTP/1.1 (and 1.0).
+    H1,
+    /// HTTP/2.
+    H2,
+}
+
+/// One entry of --http-protocols: gunicorn's config files write the list
+/// with spaces after the commas ("h2, h1").
+fn parse_http_protocol(s: &str) -> Result<HttpProtocol, String> {
+    HttpProtocol::from_str(s.trim(), true).map_err(|_| format!("'{s}' is not h1 or h2"))
+}
+
+/// Whether HTTP/2 is served in the clear (`--http2-cleartext`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Http2Cleartext {
+    Off,
+    /// A connection that opens with the HTTP/2 preface is HTTP/2.
+    PriorKnowledge,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -275,6 +299,30 @@ pub struct Config {
     /// The oldest TLS version served: tls1.2 or tls1.3.
     #[arg(help_heading = "TLS", long, value_name = "VERSION", env = "FERRULE_SSL_PROTOCOL_MIN", value_enum, default_value_t = MinVersion::Tls12)]
     pub ssl_protocol_min: MinVersion,
+
+    /// HTTP versions served, in order of preference, as gunicorn's --http-protocols: h1 (HTTP/1.1) and h2 (HTTP/2). Over TLS, ALPN offers them in this order; a list without h1 closes TLS connections of clients that do not choose h2. In the clear, h2 is served with --http2-cleartext.
+    #[arg(help_heading = "HTTP/2", long, value_name = "LIST", env = "FERRULE_HTTP_PROTOCOLS", value_delimiter = ',', default_value = "h1", value_parser = parse_http_protocol)]
+    pub http_protocols: Vec<HttpProtocol>,
+
+    /// HTTP/2 in the clear (h2c), for a proxy that ends TLS and speaks HTTP/2 to ferrule: off, or prior-knowledge (a connection that opens with HTTP/2's preface, RFC 9113 §3.3, is served as HTTP/2; any other as HTTP/1.x). As in gunicorn, only from peers in --forwarded-allow-ips, and it needs h2 in --http-protocols. The HTTP/1.1 Upgrade to h2c, which RFC 9113 deprecates, is not served
+    #[arg(help_heading = "HTTP/2", long, value_name = "HOW", env = "FERRULE_HTTP2_CLEARTEXT", value_enum, default_value_t = Http2Cleartext::Off)]
+    pub http2_cleartext: Http2Cleartext,
+
+    /// Most streams (requests) open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); at most --threads of them run the application at once.
+    #[arg(help_heading = "HTTP/2", long, value_name = "N", env = "FERRULE_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub http2_max_concurrent_streams: u32,
+
+    /// HTTP/2 flow-control window of each stream, in bytes (SETTINGS_INITIAL_WINDOW_SIZE): how much of a request body a client may send before ferrule has passed it on to the application. The connection's window is this times --http2-max-concurrent-streams.
+    #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_INITIAL_WINDOW_SIZE", default_value_t = 65535, value_parser = clap::value_parser!(u32).range(1..=2_147_483_647))]
+    pub http2_initial_window_size: u32,
+
+    /// Largest HTTP/2 frame payload accepted, in bytes (SETTINGS_MAX_FRAME_SIZE): 16384 to 16777215.
+    #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_MAX_FRAME_SIZE", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
+    pub http2_max_frame_size: u32,
+
+    /// Largest request header list of an HTTP/2 request, decompressed, in bytes, counted as RFC 9113 §6.5.2 does (each field's name and value plus 32): a larger one is answered 431 before it reaches the application, and an HPACK bomb is stopped there.
+    #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub http2_max_header_list_size: u32,
 
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
@@ -853,6 +901,43 @@ impl Config {
         }
     }
 
+    /// The HTTP/2 settings; an error names a setting given without what it
+    /// needs.
+    pub fn http2_limits(&self) -> Result<Http2Limits, String> {
+        let h2 = self.http_protocols.contains(&HttpProtocol::H2);
+        if self.http2_cleartext != Http2Cleartext::Off && !h2 {
+            return Err(
+                "--http2-cleartext needs h2 in --http-protocols (--http-protocols h2,h1)".into(),
+            );
+        }
+        if !self.http_protocols.contains(&HttpProtocol::H1) && self.certfile.is_empty() {
+            return Err("--http-protocols without h1 needs --certfile: HTTP/2 is chosen over TLS (ALPN), and plain HTTP listeners always serve HTTP/1.x".into());
+        }
+        Ok(Http2Limits {
+            max_concurrent_streams: self.http2_max_concurrent_streams,
+            initial_window_size: self.http2_initial_window_size,
+            max_frame_size: self.http2_max_frame_size,
+            max_header_list_size: self.http2_max_header_list_size,
+        })
+    }
+
+    /// The protocols TLS listeners offer by ALPN (RFC 7301), in order of
+    /// preference.
+    fn alpn_protocols(&self) -> Vec<&'static [u8]> {
+        self.http_protocols
+            .iter()
+            .map(|p| match p {
+                HttpProtocol::H1 => &b"http/1.1"[..],
+                HttpProtocol::H2 => &b"h2"[..],
+            })
+            .fold(Vec::new(), |mut seen, p| {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+                seen
+            })
+    }
+
     /// The TLS settings, when a certificate is given; an error names a
     /// setting given without the others it needs.
     pub fn tls_settings(&self) -> Result<Option<TlsSettings<'_>>, String> {
@@ -898,6 +983,7 @@ impl Config {
             ca_certs: self.ca_certs.as_deref(),
             cert_reqs: self.cert_reqs,
             min_version: self.ssl_protocol_min,
+            alpn: self.alpn_protocols(),
         }))
     }
 

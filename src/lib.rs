@@ -210,6 +210,7 @@ fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
         .prefix_mounts()
         .and(config.static_routes())
         .and(config.metrics_address().map(drop))
+        .and(config.http2_limits().map(drop))
         .and(runtime::server::prepare_tls(&config))
     {
         let _ = config::command()

@@ -36,6 +36,7 @@ use crate::metrics::{self, Block};
 use crate::net::socket::Socket;
 use crate::proto::body::{BodyDecoder, Chunk};
 use crate::proto::error::{ClientError, ClientErrorKind};
+use crate::proto::http2::Http2Limits;
 use crate::proto::request::HeadLimits;
 use crate::proto::request::{BodyFraming, RequestHead, RequestLabel};
 use crate::proto::response::ResponseFramer;
@@ -150,6 +151,14 @@ pub struct ServerCtx {
     /// The hooks (`ferrule._hooks.Hooks`) when pre_request or post_request
     /// is defined; None costs a request one branch.
     pub request_hooks: Option<Py<PyAny>>,
+    /// The HTTP/2 settings clients are held to.
+    pub http2: Http2Limits,
+    /// Whether a plain HTTP connection from a trusted peer that opens with
+    /// HTTP/2's preface is served as HTTP/2 (--http2-cleartext).
+    pub http2_cleartext: bool,
+    /// Whether a TLS connection whose client did not choose h2 by ALPN is
+    /// served HTTP/1.x (h1 in --http-protocols).
+    pub http1_over_tls: bool,
 }
 
 impl ServerCtx {

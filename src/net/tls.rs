@@ -71,6 +71,8 @@ pub struct TlsSettings<'a> {
     pub ca_certs: Option<&'a std::path::Path>,
     pub cert_reqs: CertReqs,
     pub min_version: MinVersion,
+    /// The protocols offered by ALPN, in order of preference.
+    pub alpn: Vec<&'static [u8]>,
 }
 
 /// The server's TLS configuration, or a message naming the setting and
@@ -123,8 +125,9 @@ pub fn server_config(settings: &TlsSettings<'_>) -> Result<Arc<ServerConfig>, St
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(ByServerName { keys }));
-    // HTTP/1.1 only for now: a client offering h2 as well settles on it.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // RFC 7301 §3.2: the server's preference decides among what the
+    // client offers; a client that offers none of these is refused.
+    config.alpn_protocols = settings.alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 
@@ -393,6 +396,7 @@ impl Session {
             protocol,
             cipher,
             client_cert,
+            http2: conn.alpn_protocol() == Some(b"h2"),
         }
     }
 }
@@ -440,6 +444,8 @@ pub struct TlsFacts {
     /// The client's certificate, when it sent one (and so --ca-certs
     /// vouched for it: SSL_CLIENT_VERIFY SUCCESS).
     pub client_cert: Option<ClientCert>,
+    /// The client chose h2 by ALPN.
+    pub http2: bool,
 }
 
 /// What the environ tells of a client's certificate.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fastcgi;
 pub mod forwarded;
 pub mod http1;
+pub mod http2;
 pub mod proxy_protocol;
 pub mod request;
 pub mod response;

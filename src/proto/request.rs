@@ -50,8 +50,10 @@ pub struct RequestHead {
     pub method: Range<usize>,
     /// The request target exactly as sent (RAW_URI / REQUEST_URI).
     pub target: Range<usize>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (and HTTP/2).
     pub minor_version: u8,
+    /// 1 for HTTP/1.x, 2 for HTTP/2.
+    pub major_version: u8,
     /// Header fields in the order received, values trimmed of OWS.
     pub headers: Vec<(Range<usize>, Range<usize>)>,
     pub framing: BodyFraming,
@@ -98,7 +100,9 @@ impl RequestHead {
     }
 
     pub fn protocol(&self) -> &'static str {
-        if self.minor_version == 0 {
+        if self.major_version == 2 {
+            "HTTP/2"
+        } else if self.minor_version == 0 {
             "HTTP/1.0"
         } else {
             "HTTP/1.1"

@@ -17,6 +17,7 @@ use crate::proto::http1::response::ResponseEncoder;
 use crate::proto::proxy_protocol::{self, ProxyHeader};
 use crate::proto::response::ResponseFramer;
 use crate::runtime::head::{read_head, HeadOutcome, STOP_GRACE};
+use crate::runtime::http2;
 use crate::wsgi::environ::ConnInfo;
 
 /// Serves a connection. `first_head` is told when the first request claims
@@ -110,9 +111,20 @@ pub async fn serve_tls<S: Socket>(
     match open_tls(stream, config, &mut conn, &ctx).await {
         Ok((stream, facts)) => {
             conn.url_scheme = "https";
+            let http2 = facts.http2;
             conn.tls = Some(Arc::new(facts));
-            let (told, _) = oneshot::channel();
-            serve(stream, conn, ctx, told).await;
+            if http2 {
+                http2::serve(stream, conn, ctx).await;
+            } else if ctx.http1_over_tls {
+                let (told, _) = oneshot::channel();
+                serve(stream, conn, ctx, told).await;
+            } else {
+                log_at!(
+                    Info,
+                    "{}: closed: the client did not choose h2 by ALPN, and --http-protocols has no h1",
+                    remote(&conn)
+                );
+            }
         }
         Err(NotOpened::Refused) => {}
         // A load balancer's TCP check, a port scan.
@@ -120,6 +132,56 @@ pub async fn serve_tls<S: Socket>(
             log_at!(Debug, "{}: closed before a TLS handshake", remote(&conn))
         }
         Err(NotOpened::Closed(why)) => log_at!(Info, "{}: closed: {why}", remote(&conn)),
+    }
+}
+
+/// Serves a plain connection of a listener that takes HTTP/2 in the clear
+/// from trusted peers (--http2-cleartext prior-knowledge): as HTTP/2 if it
+/// opens with the preface (RFC 9113 §3.3), else as HTTP/1.x.
+pub async fn serve_cleartext<S: Socket>(
+    stream: S,
+    conn: ConnInfo,
+    ctx: Arc<ServerCtx>,
+    first_head: oneshot::Sender<()>,
+) {
+    if conn.trusted_proxy && !conn.proxy_header_required && opens_with_preface(&stream, &ctx).await
+    {
+        drop(first_head);
+        return http2::serve(stream, conn, ctx).await;
+    }
+    serve(stream, conn, ctx, first_head).await
+}
+
+/// Whether the client's first bytes are HTTP/2's preface: as many of them
+/// as have come, at least four ("PRI "), peeked, so that either front end
+/// reads them again. Waits for them within --header-timeout; false for a
+/// connection that sends nothing.
+async fn opens_with_preface<S: Socket>(stream: &S, ctx: &ServerCtx) -> bool {
+    let preface = http2::PREFACE;
+    let mut first = [0u8; 24];
+    let peeked = std::future::poll_fn(|cx| loop {
+        if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
+            return std::task::Poll::Ready(0);
+        }
+        let peeked = stream.try_read_io(|| {
+            let n = stream.peek_now(&mut first)?;
+            let closed = n < 4 && peer_closed(stream.as_raw_fd());
+            if n >= 4 || n == preface.len() || closed {
+                Ok(n)
+            } else {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            }
+        });
+        match peeked {
+            Ok(n) => return std::task::Poll::Ready(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return std::task::Poll::Ready(0),
+        }
+    });
+    let deadline = lane::deadline_after(ctx.header_timeout);
+    match before_first_request(ctx, deadline, peeked).await {
+        Some(n) if n >= 4 => first[..n] == preface[..n],
+        _ => false,
     }
 }
 
@@ -206,7 +268,7 @@ fn peer_closed(fd: std::os::fd::RawFd) -> bool {
 /// for the stop's grace at most: what comes before a first request (a
 /// PROXY header, the handshake) is a request on its way, as a head partway
 /// is (`read_head`). None when the time is up.
-async fn before_first_request<F: std::future::Future>(
+pub async fn before_first_request<F: std::future::Future>(
     ctx: &ServerCtx,
     deadline: u64,
     future: F,

@@ -8,5 +8,6 @@ pub mod fastcgi;
 pub mod gateway;
 pub mod head;
 pub mod http1;
+pub mod http2;
 pub mod metrics;
 pub mod server;

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, Http2Cleartext, HttpProtocol};
 use crate::driver::lane::{self, Lane};
 use crate::driver::send_ahead::SenderThread;
 use crate::driver::static_files::StaticFiles;
@@ -179,6 +179,9 @@ pub fn run(
         request_hooks,
         static_files,
         metrics,
+        http2: config.http2_limits()?,
+        http2_cleartext: config.http2_cleartext != Http2Cleartext::Off,
+        http1_over_tls: config.http_protocols.contains(&HttpProtocol::H1),
     });
     let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
@@ -705,6 +708,9 @@ async fn accept_loop<A: Acceptor>(
                 ctx.lane.spawn(async move {
                     match protocol {
                         Protocol::Http => match tls {
+                            None if conn_ctx.http2_cleartext => {
+                                http1::serve_cleartext(stream, conn, conn_ctx, first_head_tx).await
+                            }
                             None => http1::serve(stream, conn, conn_ctx, first_head_tx).await,
                             Some(config) => {
                                 http1::serve_tls(stream, config, conn, conn_ctx, first_head_tx)

@@ -454,7 +454,9 @@ pub fn build<'py>(
             method_string(py, head.method()),
         )?;
     }
-    if head.minor_version == 0 {
+    if head.major_version == 2 {
+        env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/2"))?;
+    } else if head.minor_version == 0 {
         env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?;
     }
     let raw_uri = latin1(py, head.target());

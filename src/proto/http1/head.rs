@@ -169,6 +169,7 @@ fn parse_complete_head(
         method,
         target: target.clone(),
         minor_version,
+        major_version: 1,
         headers: fields,
         framing: BodyFraming::Empty,
         keep_alive: minor_version == 1,

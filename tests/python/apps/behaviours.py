@@ -336,6 +336,10 @@ def r_wait_for_file(environ, start_response):
 
 
 def r_sleep(environ, start_response):
+    # With `reached=TAG`, "app reached: TAG" is logged before the sleep.
+    if q(environ, "reached"):
+        environ["wsgi.errors"].write(f"app reached: {q(environ, 'reached')}\n")
+        environ["wsgi.errors"].flush()
     time.sleep(float(q(environ, "s", "1")))
     return text(start_response, "slept")
 

@@ -1,0 +1,521 @@
+//! The HTTP/2 front end (RFC 9113): over TLS when ALPN settles on h2, and
+//! in the clear for a connection that opens with HTTP/2's preface
+//! (`--http2-cleartext prior-knowledge`). The `h2` crate reads and writes
+//! frames, HPACK and flow control, and holds clients to the settings
+//! (`proto::http2::Http2Limits`).
+//!
+//! Each stream is one request, which the one driver runs as it runs any
+//! other: through a socket pair (a `Port`), one end of which a driver task
+//! serves as a connection, request after request, while this module
+//! relays between the other end and the stream. The request body goes in
+//! framed as the driver reads any body (DATA frames of unknown length as
+//! HTTP/1 chunks), and the response comes out framed as HTTP/1.1, whose
+//! head becomes the HEADERS frame and whose body, decoded, the DATA
+//! frames. The pair keeps the driver whole (the application's blocking
+//! reads and writes on a descriptor, responses sent ahead by the sender
+//! thread, sendfile(2) for `wsgi.file_wrapper`), and its socket buffers
+//! and the stream's window bound what waits between the application and
+//! the client. A connection keeps the ports its streams are done with for
+//! the next streams: making a pair and registering and closing its ends
+//! cost 8 system calls a request, most of its cost (measured with h2load
+//! and strace).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{Method, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::lane;
+use crate::driver::{self, ConnBuffers, ServerCtx};
+use crate::log_at;
+use crate::proto::body::{BodyDecoder, Chunk};
+use crate::proto::error::ClientError;
+use crate::proto::http1::response::ResponseEncoder;
+use crate::proto::http2::{self, chunk_size_line, parse_response_head, LAST_CHUNK};
+use crate::proto::request::{BodyFraming, RequestHead};
+use crate::proto::response::ResponseFramer;
+use crate::runtime::http1::before_first_request;
+use crate::wsgi::environ::ConnInfo;
+
+/// What `h2` keeps of a stream's response before it waits for the
+/// client's window (its default is 400 KiB).
+const SEND_BUFFER: usize = 64 * 1024;
+/// Bytes read from the driver's end at a time: most responses' heads and
+/// small bodies fit the first read. (16 KiB measured slower on hello: the
+/// allocator grew and shrank its heap about every fifth request.)
+const READ_SIZE: usize = 4 * 1024;
+/// Largest response head relayed (the application's fields are bounded
+/// by nothing else).
+const MAX_RESPONSE_HEAD: usize = 1 << 20;
+/// Most ports a connection keeps for its next streams; its streams past
+/// these each have a pair made and closed for them.
+const KEPT_PORTS: usize = 16;
+
+/// The preface every HTTP/2 connection opens with (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves an HTTP/2 connection until the client closes it, it stays idle
+/// past --keep-alive, or the server stops (GOAWAY, then the streams begun
+/// finish).
+pub async fn serve<T>(io: T, conn: ConnInfo, ctx: Arc<ServerCtx>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = ctx.http2;
+    let remote = driver::display_remote(&conn);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_window_size(limits.initial_window_size)
+        .initial_connection_window_size(limits.connection_window_size())
+        .max_frame_size(limits.max_frame_size)
+        .max_header_list_size(limits.max_header_list_size)
+        .max_send_buffer_size(SEND_BUFFER);
+    let deadline = lane::deadline_after(ctx.header_timeout);
+    let handshake = builder.handshake::<_, Bytes>(io);
+    let mut connection = match before_first_request(&ctx, deadline, handshake).await {
+        Some(Ok(connection)) => connection,
+        Some(Err(e)) => {
+            log_at!(Info, "{remote}: closed: HTTP/2 preface: {e}");
+            return;
+        }
+        None => {
+            log_at!(
+                Info,
+                "{remote}: closed: no HTTP/2 preface within --header-timeout (or the stop's grace)"
+            );
+            return;
+        }
+    };
+    let conn = Arc::new(conn);
+    let ports = Arc::new(Ports::default());
+    let mut stop = ctx.shutdown.clone();
+    let mut stopping = false;
+    let mut idle_deadline = lane::deadline_after(ctx.keep_alive);
+    loop {
+        if !stopping && *stop.borrow() {
+            // RFC 9113 §6.8: GOAWAY, and the streams begun go on.
+            stopping = true;
+            connection.graceful_shutdown();
+        }
+        let accepted = if stopping {
+            connection.accept().await
+        } else {
+            tokio::select! {
+                accepted = lane::timeout_at(idle_deadline, connection.accept()) => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) if connection.has_streams() => {
+                        idle_deadline = lane::deadline_after(ctx.keep_alive);
+                        continue;
+                    }
+                    Err(_) => {
+                        // Idle past --keep-alive.
+                        stopping = true;
+                        connection.graceful_shutdown();
+                        continue;
+                    }
+                },
+                _ = stop.changed() => continue,
+            }
+        };
+        match accepted {
+            Some(Ok((request, respond))) => {
+                idle_deadline = lane::deadline_after(ctx.keep_alive);
+                let stream =
+                    serve_stream(request, respond, ports.clone(), conn.clone(), ctx.clone());
+                ctx.lane.spawn(stream);
+            }
+            Some(Err(e)) => {
+                if e.is_io() {
+                    log_at!(Debug, "{remote}: HTTP/2 connection ended: {e}");
+                } else {
+                    log_at!(Info, "{remote}: HTTP/2 connection closed: {e}");
+                }
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// A request for a port's driver task: the head, and where to say whether
+/// the port may carry another.
+struct Job {
+    head: RequestHead,
+    finished: oneshot::Sender<bool>,
+}
+
+/// A socket pair whose one end a driver task serves (`serve_port`), and
+/// the way to hand that task its next request.
+struct Port {
+    relay_end: UnixStream,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The ports a connection's finished streams left for the next ones.
+#[derive(Default)]
+struct Ports(std::sync::Mutex<Vec<Port>>);
+
+impl Ports {
+    /// A kept port, else a new one with its driver task started.
+    fn take(&self, conn: &Arc<ConnInfo>, ctx: &Arc<ServerCtx>) -> std::io::Result<Port> {
+        if let Some(port) = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(port);
+        }
+        let (app_end, relay_end) = UnixStream::pair()?;
+        let (jobs, queue) = mpsc::channel(1);
+        ctx.lane
+            .spawn(serve_port(app_end, queue, conn.clone(), ctx.clone()));
+        Ok(Port { relay_end, jobs })
+    }
+
+    fn keep(&self, port: Port) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_PORTS {
+            kept.push(port);
+        }
+    }
+}
+
+/// The driver's side of a port: each request handed to it, run as a
+/// request on a connection (its end of the pair), until one leaves the
+/// connection unfit for another or the port is dropped.
+async fn serve_port(
+    mut app_end: UnixStream,
+    mut jobs: mpsc::Receiver<Job>,
+    conn: Arc<ConnInfo>,
+    ctx: Arc<ServerCtx>,
+) {
+    // The relay sends nothing past a request's body: a response whose
+    // request was read whole ends without lingering.
+    let mut bufs = ConnBuffers {
+        one_request: true,
+        ..ConnBuffers::new()
+    };
+    while let Some(Job { head, finished }) = jobs.recv().await {
+        // The driver frames the response as HTTP/1.1 (chunked when its
+        // length is unknown), so its end is plain in the relayed bytes.
+        let framer = ResponseFramer::Direct(ResponseEncoder::new(1, head.is_head(), true));
+        let mut no_claim = None;
+        let keep = driver::handle_request(
+            &mut app_end,
+            &head,
+            framer,
+            &mut bufs,
+            &conn,
+            &ctx,
+            &mut no_claim,
+        )
+        .await;
+        let _ = finished.send(keep);
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// Serves one stream: its request through a port's driver task, and the
+/// relay between the port and the stream.
+async fn serve_stream(
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    ports: Arc<Ports>,
+    conn: Arc<ConnInfo>,
+    ctx: Arc<ServerCtx>,
+) {
+    let (parts, body) = request.into_parts();
+    let is_head = parts.method == Method::HEAD;
+    let head = http2::request_head(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body.is_end_stream(),
+        &ctx.head_limits,
+    );
+    let head = match head {
+        Ok(head) => head,
+        Err(err) => return refuse_stream(err, respond, is_head, conn, ctx).await,
+    };
+    let mut port = match ports.take(&conn, &ctx) {
+        Ok(port) => port,
+        Err(e) => {
+            log_at!(Error, "HTTP/2 stream refused: no socket pair for it: {e}");
+            respond.send_reset(Reason::REFUSED_STREAM);
+            return;
+        }
+    };
+    let framing = head.framing;
+    let (finished, port_fit) = oneshot::channel();
+    if port.jobs.try_send(Job { head, finished }).is_err() {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    }
+    let (from_app, to_app) = port.relay_end.split();
+    let wait = ctx.socket_timeout;
+    let relayed = relay(
+        Some(body),
+        respond,
+        from_app,
+        to_app,
+        framing,
+        is_head,
+        wait,
+    )
+    .await;
+    // A port is kept only when both of its directions ended where a
+    // request's bytes end, and its driver task is ready for another.
+    if relayed && port_fit.await == Ok(true) {
+        ports.keep(port);
+    }
+}
+
+/// Answers a stream whose request the server refuses (an invalid field, a
+/// limit passed) with the driver's refusal, on a pair of its own.
+async fn refuse_stream(
+    err: ClientError,
+    respond: SendResponse<Bytes>,
+    is_head: bool,
+    conn: Arc<ConnInfo>,
+    ctx: Arc<ServerCtx>,
+) {
+    let (mut app_end, mut relay_end) = match UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(_) => return,
+    };
+    let refused = async {
+        let framer = ResponseFramer::Direct(ResponseEncoder::new(1, is_head, false));
+        driver::refuse(&mut app_end, framer, &err, &conn, &ctx, None).await;
+        drop(app_end);
+    };
+    // No body goes in: the relay's end closes its writing side at once.
+    let _ = relay_end.shutdown().await;
+    let (from_app, to_app) = relay_end.split();
+    let wait = ctx.socket_timeout;
+    let relay = relay(
+        None,
+        respond,
+        from_app,
+        to_app,
+        BodyFraming::Empty,
+        is_head,
+        wait,
+    );
+    tokio::join!(refused, relay);
+}
+
+/// Relays a stream's request body (`body`) to the driver and its response
+/// back, until the response is sent or the stream or the driver fails.
+/// True if both ended where the request's and the response's bytes end.
+async fn relay<R, W>(
+    body: Option<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    mut from_app: R,
+    mut to_app: W,
+    framing: BodyFraming,
+    is_head: bool,
+    wait: Duration,
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let chunked = framing == BodyFraming::Chunked;
+    let relayed = AtomicU64::new(0);
+    let upload = async {
+        match body {
+            Some(mut body) => relay_request_body(&mut body, &mut to_app, chunked, &relayed).await,
+            None => Ok(()),
+        }
+    };
+    let download = relay_response(&mut from_app, &mut respond, is_head, wait);
+    tokio::pin!(upload, download);
+    let mut uploaded = None;
+    let sent = loop {
+        tokio::select! {
+            biased;
+            done = &mut upload, if uploaded.is_none() => uploaded = Some(done.is_ok()),
+            sent = &mut download => break sent,
+        }
+    };
+    let Some(mut sent) = sent else { return false };
+    if uploaded.is_none() && framing == BodyFraming::Length(relayed.load(Ordering::Relaxed)) {
+        // Every byte of the body has come: only the end of the stream,
+        // which comes with or right after them, is still to be seen.
+        uploaded = tokio::time::timeout(wait, &mut upload)
+            .await
+            .ok()
+            .map(|done| done.is_ok());
+    }
+    match uploaded {
+        Some(whole) => whole,
+        None => {
+            // RFC 9113 §8.1: a complete response before the whole request
+            // tells the client to stop sending with RST_STREAM NO_ERROR.
+            sent.send_reset(Reason::NO_ERROR);
+            false
+        }
+    }
+}
+
+/// Passes the DATA frames of a request body to the driver, each window
+/// update sent only once the driver's end has taken its bytes (so a body
+/// the application does not read stops the client). `chunked`: the
+/// body's length is unknown and the frames go as HTTP/1 chunks.
+async fn relay_request_body<W: AsyncWrite + Unpin>(
+    body: &mut RecvStream,
+    to_app: &mut W,
+    chunked: bool,
+    relayed: &AtomicU64,
+) -> Result<(), ()> {
+    let mut framed = Vec::new();
+    while let Some(data) = body.data().await {
+        // An error: the client reset the stream, or broke the connection.
+        let data = data.map_err(drop)?;
+        let n = data.len();
+        if n == 0 {
+            continue;
+        }
+        if chunked {
+            framed.clear();
+            chunk_size_line(&mut framed, n);
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            to_app.write_all(&framed).await.map_err(drop)?;
+        } else {
+            to_app.write_all(&data).await.map_err(drop)?;
+        }
+        relayed.fetch_add(n as u64, Ordering::Relaxed);
+        let _ = body.flow_control().release_capacity(n);
+    }
+    if chunked {
+        to_app.write_all(LAST_CHUNK).await.map_err(drop)?;
+    }
+    Ok(())
+}
+
+/// Sends the response the driver writes to its end: the head as HEADERS,
+/// the body as DATA, the last frame ending the stream. Returns the stream
+/// when the whole response was sent; a response cut short (the driver's
+/// end closed before its length or last chunk: the application failed
+/// partway) resets the stream, so the client never takes it for whole.
+async fn relay_response<R: AsyncRead + Unpin>(
+    from_app: &mut R,
+    respond: &mut SendResponse<Bytes>,
+    is_head: bool,
+    wait: Duration,
+) -> Option<SendStream<Bytes>> {
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let (head, used) = loop {
+        match parse_response_head(&buf, is_head) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) if buf.len() < MAX_RESPONSE_HEAD => {}
+            Ok(None) | Err(_) => {
+                log_at!(
+                    Error,
+                    "HTTP/2 stream: the response head could not be relayed"
+                );
+                respond.send_reset(Reason::INTERNAL_ERROR);
+                return None;
+            }
+        }
+        buf.reserve(READ_SIZE);
+        match from_app.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            // The driver closed without a response: the client left.
+            _ => {
+                respond.send_reset(Reason::CANCEL);
+                return None;
+            }
+        }
+    };
+    buf.advance(used);
+    let mut response = http::Response::new(());
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    let bodiless = head.framing == BodyFraming::Empty;
+    let mut send = respond.send_response(response, bodiless).ok()?;
+    if bodiless {
+        return Some(send);
+    }
+    let mut decoder = BodyDecoder::new(head.framing, u64::MAX, MAX_RESPONSE_HEAD).ok()?;
+    let mut pieces: Vec<Bytes> = Vec::new();
+    loop {
+        while !buf.is_empty() && !decoder.is_done() {
+            match decoder.decode(&buf) {
+                Ok((n, Chunk::Data(range))) => {
+                    let taken = buf.split_to(n).freeze();
+                    pieces.push(taken.slice(range));
+                }
+                Ok((n, Chunk::Done)) => buf.advance(n),
+                Ok((n, Chunk::NeedMore)) => {
+                    buf.advance(n);
+                    break;
+                }
+                Err(_) => {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return None;
+                }
+            }
+        }
+        let done = decoder.is_done();
+        let count = pieces.len();
+        for (i, piece) in pieces.drain(..).enumerate() {
+            let last = done && i + 1 == count;
+            send_data(&mut send, piece, last, wait).await.ok()?;
+        }
+        if done {
+            if count == 0 {
+                send.send_data(Bytes::new(), true).ok()?;
+            }
+            return Some(send);
+        }
+        buf.reserve(READ_SIZE);
+        match from_app.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                // Cut short: the application failed partway, or the
+                // client's window stayed shut.
+                send.send_reset(Reason::INTERNAL_ERROR);
+                return None;
+            }
+        }
+    }
+}
+
+/// Sends `data` as the client's window allows, waiting at most `wait`
+/// (--socket-timeout) for it to open each time; `end` ends the stream
+/// with the last frame.
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    wait: Duration,
+) -> Result<(), ()> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx));
+        let n = match tokio::time::timeout(wait, granted).await {
+            Ok(Some(Ok(n))) => n,
+            // The client reset the stream, or the connection ended.
+            Ok(_) => return Err(()),
+            Err(_) => {
+                send.send_reset(Reason::CANCEL);
+                return Err(());
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        let piece = data.split_to(n.min(data.len()));
+        send.send_data(piece, end && data.is_empty())
+            .map_err(drop)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,396 @@
+"""HTTP/2 (RFC 9113): over TLS by ALPN with gunicorn's --http-protocols, in the
+clear with prior knowledge (--http2-cleartext) from trusted peers, every stream a
+WSGI request through the same driver as HTTP/1's. Real clients (httpx with h2,
+curl, h2load) and, for what they cannot send, frames crafted with the `h2`
+library on a raw socket."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import httpx
+import pytest
+
+from conftest import run_ferrule, wait_until
+from test_tls import client_context, issue, make_ca
+
+H2 = ("--http-protocols", "h2,h1")
+CLEARTEXT = (*H2, "--http2-cleartext", "prior-knowledge")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    issue(d, "ca", "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    return d
+
+
+def tls_args(pki):
+    return ("--certfile", str(pki / "server.pem"), "--keyfile", str(pki / "server.key"))
+
+
+class RawH2:
+    """An HTTP/2 client connection on a plain socket, driven frame by frame
+    with the `h2` library: for what real clients never send."""
+
+    def __init__(self, port, settings=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False))
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        self.flush()
+        self.events = []
+        self.closed = False
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, path, method="GET", extra=(), body=None, end=True, authority="localhost"):
+        stream = self.conn.get_next_available_stream_id()
+        headers = [(":method", method), (":scheme", "http"), (":authority", authority), (":path", path), *extra]
+        self.conn.send_headers(stream, headers, end_stream=end and body is None)
+        self.flush()
+        if body is not None:
+            self.send_body(stream, body, end)
+        return stream
+
+    def send_body(self, stream, body, end=True):
+        """Sends `body` on `stream` as the server's windows allow."""
+        while body:
+            window = min(self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                before = len(self.events)
+                self.pump(lambda ev: len(ev) > before)
+                continue
+            piece, body = body[:window], body[window:]
+            self.conn.send_data(stream, piece, end_stream=end and not body)
+            self.flush()
+
+    def pump(self, until, timeout=10):
+        """Reads frames until until(events) is true; returns the events."""
+        deadline = time.monotonic() + timeout
+        while not until(self.events):
+            if self.closed:
+                raise AssertionError(f"connection closed; events: {self.events}")
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; events: {self.events}")
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                self.closed = True
+                continue
+            try:
+                received = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                # Frames after the server's GOAWAY (RFC 9113 §6.8: its
+                # PING before the final GOAWAY), which the library will
+                # not take once the connection is over for it.
+                if self.conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+                    self.events.append(h2.events.ConnectionTerminated())
+                    self.closed = True
+                    continue
+                raise
+            for event in received:
+                self.events.append(event)
+                if isinstance(event, h2.events.DataReceived):
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self.flush()
+        return self.events
+
+    def response(self, stream, timeout=10):
+        """(status, headers dict, body, ended cleanly) of `stream`."""
+        def over(events):
+            return any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream
+                       for e in events)
+        events = self.pump(over, timeout)
+        headers, body, clean = {}, b"", False
+        for e in events:
+            if getattr(e, "stream_id", None) != stream:
+                continue
+            if isinstance(e, h2.events.ResponseReceived):
+                headers = {k.decode(): v.decode() for k, v in e.headers}
+            elif isinstance(e, h2.events.DataReceived):
+                body += e.data
+            elif isinstance(e, h2.events.StreamEnded):
+                clean = True
+        return int(headers.get(":status", 0)), headers, body, clean
+
+    def reset_of(self, stream, timeout=10):
+        events = self.pump(lambda ev: any(isinstance(e, h2.events.StreamReset) and e.stream_id == stream
+                                          for e in ev), timeout)
+        return next(e for e in events if isinstance(e, h2.events.StreamReset) and e.stream_id == stream)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_h2_over_tls_by_alpn_serves_the_same_environ(pki, serve):
+    server = serve("gateway_app", *tls_args(pki), *H2, bind=["https://127.0.0.1:0"])
+    body = os.urandom(3 * 1024 * 1024 + 5)
+    with httpx.Client(http2=True, verify=client_context(pki), timeout=30) as client:
+        r = client.get(server.url + "/env?x=1", headers={"X-Custom": "v"})
+        assert r.http_version == "HTTP/2"
+        env = r.json()
+        posted = client.post(server.url + "/upload", content=body)
+        # Several requests on the connection, one after another.
+        for _ in range(5):
+            assert client.get(server.url + "/missing").status_code == 404
+    assert posted.http_version == "HTTP/2"
+    assert posted.json()["_body_size"] == len(body)
+    assert posted.json()["_body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert env["SERVER_PROTOCOL"] == "HTTP/2"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTPS"] == "on"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3"
+    assert env["HTTP_HOST"] == f"127.0.0.1:{server.port}"
+    assert env["HTTP_X_CUSTOM"] == "v"
+    assert env["QUERY_STRING"] == "x=1"
+    assert env["PATH_INFO"] == "/env"
+    # An HTTP/1.1 client on the same listener is still served HTTP/1.1.
+    with httpx.Client(verify=client_context(pki)) as client:
+        r = client.get(server.url + "/env")
+    assert r.http_version == "HTTP/1.1"
+    assert r.json()["SERVER_PROTOCOL"] == "HTTP/1.1"
+    # curl, by name, negotiating h2.
+    out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(pki / "ca.pem"), "-o", "/dev/null",
+                          "-w", "%{http_version}", f"https://localhost:{server.port}/env"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "2"
+
+
+def test_without_h2_in_http_protocols_alpn_offers_only_http_1_1(pki, serve):
+    server = serve("gateway_app", *tls_args(pki), bind=["https://127.0.0.1:0"])
+    with httpx.Client(http2=True, verify=client_context(pki)) as client:
+        r = client.get(server.url + "/env")
+    assert r.http_version == "HTTP/1.1"
+
+
+def test_h2_only_refuses_clients_that_do_not_choose_it(pki, serve):
+    server = serve("gateway_app", *tls_args(pki), "--http-protocols", "h2", bind=["https://127.0.0.1:0"])
+    with httpx.Client(http2=True, verify=client_context(pki)) as client:
+        assert client.get(server.url + "/env").http_version == "HTTP/2"
+    # A client that offers only http/1.1 by ALPN is refused in the handshake.
+    ctx = client_context(pki)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with pytest.raises(ssl.SSLError):
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            ctx.wrap_socket(raw, server_hostname="localhost").close()
+    # One that offers nothing is closed after the handshake, and logged.
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /env HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert tls.recv(100) == b""
+    server.wait_for_log("did not choose h2")
+
+
+def test_h2c_with_prior_knowledge_from_trusted_peers_only(serve):
+    server = serve("gateway_app", *CLEARTEXT)
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", server.url + "/env"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    env = json.loads(out.stdout)
+    assert env["SERVER_PROTOCOL"] == "HTTP/2"
+    assert env["wsgi.url_scheme"] == "http"
+    # HTTP/1.1 on the same listener.
+    assert httpx.get(server.url + "/env").json()["SERVER_PROTOCOL"] == "HTTP/1.1"
+    # A peer outside --forwarded-allow-ips is served HTTP/1.x only: its
+    # preface is a malformed HTTP/1 request.
+    untrusted = serve("gateway_app", *CLEARTEXT, "--forwarded-allow-ips", "10.0.0.1")
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", untrusted.url + "/env"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    # And with --http2-cleartext off (the default), nobody gets h2c.
+    plain = serve("gateway_app", *H2)
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", plain.url + "/env"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+
+
+def test_cookie_fields_are_joined_and_authority_is_the_host(serve):
+    server = serve("gateway_app", *CLEARTEXT)
+    c = RawH2(server.port)
+    s = c.request("/env?q=%20x", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("x-forwarded-proto", "https")],
+                  authority="example.test:8443")
+    status, headers, body, clean = c.response(s)
+    assert (status, clean) == (200, True)
+    env = json.loads(body)
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert env["HTTP_HOST"] == "example.test:8443"
+    assert env["SERVER_NAME"] == "example.test"
+    assert env["SERVER_PORT"] == "8443"
+    assert env["QUERY_STRING"] == "q=%20x"
+    # From a trusted peer, its proxy fields are taken as over HTTP/1.
+    assert env["wsgi.url_scheme"] == "https"
+    # A Host naming another authority is refused (RFC 9113 §8.3.1).
+    s = c.request("/env", extra=[("host", "other.test")], authority="example.test")
+    assert c.response(s)[0] == 400
+    c.close()
+
+
+def test_many_streams_at_once_on_one_connection(serve):
+    server = serve("gateway_app", *CLEARTEXT, "--threads", "4")
+    c = RawH2(server.port)
+    bodies = {}
+    for i in range(40):
+        data = os.urandom(1000 + i * 997)
+        # Half with a Content-Length, half without (sent as DATA frames of
+        # unknown total length).
+        extra = [("content-length", str(len(data)))] if i % 2 else []
+        s = c.request(f"/upload/{i}", method="POST", extra=extra, body=data)
+        bodies[s] = data
+    for s, data in bodies.items():
+        status, _, body, clean = c.response(s, timeout=30)
+        assert (status, clean) == (200, True)
+        got = json.loads(body)
+        assert got["_body_size"] == len(data)
+        assert got["_body_sha256"] == hashlib.sha256(data).hexdigest()
+    c.close()
+
+
+def test_responses_of_every_shape(serve, tmp_path):
+    payload = os.urandom(300_000)
+    path = tmp_path / "file.bin"
+    path.write_bytes(payload)
+    server = serve("behaviours", *CLEARTEXT, "--threads", "2")
+    # h2c with prior knowledge: httpx's http1=False.
+    transport = httpx.HTTPTransport(http1=False, http2=True)
+    with httpx.Client(transport=transport, timeout=30) as client:
+        r = client.get(server.url + "/gen")
+        assert (r.http_version, r.content) == ("HTTP/2", b"abcdef")
+        r = client.get(server.url + "/big", params={"size": 5_000_000, "chunk": 70_000})
+        assert len(r.content) == 5_000_000 and r.content == b"z" * 5_000_000
+        r = client.get(server.url + "/file", params={"path": str(path)})
+        assert r.content == payload
+        r = client.get(server.url + "/write")
+        assert r.status_code == 200 and r.content
+        r = client.head(server.url + "/list3")
+        assert (r.status_code, r.content) == (200, b"")
+        r = client.get(server.url + "/no-content")
+        assert (r.status_code, r.content, r.headers["x-a"]) == (204, b"", "1")
+        r = client.get(server.url + "/lazy")
+        assert (r.status_code, r.content) == (201, b"lazy body")
+        r = client.get(server.url + "/exc-before")
+        assert r.status_code == 500
+        # HTTP/1's Connection field is not HTTP/2's: left out.
+        assert "connection" not in r.headers
+    server.wait_for_log("Traceback")
+
+
+def test_a_response_cut_short_resets_its_stream(serve):
+    server = serve("behaviours", *CLEARTEXT)
+    c = RawH2(server.port)
+    # The application fails after its first block: the client must not
+    # take what came for a whole response.
+    s = c.request("/exc-after")
+    status, _, body, clean = c.response(s)
+    assert not clean and b"second" not in body
+    # Fewer bytes than its Content-Length: the same.
+    s = c.request("/cl-less")
+    status, _, _, clean = c.response(s)
+    assert not clean
+    # The connection goes on serving.
+    s = c.request("/list3")
+    assert c.response(s)[2:] == (b"one two three", True)
+    c.close()
+
+
+def test_header_limits_hold_over_h2(serve):
+    server = serve("gateway_app", *CLEARTEXT, "--limit-request-fields", "10",
+                   "--http2-max-header-list-size", "4096")
+    c = RawH2(server.port)
+    # At --limit-request-fields (with the host made of :authority): served.
+    s = c.request("/env", extra=[(f"x-f{i}", "v") for i in range(9)])
+    assert c.response(s)[0] == 200
+    # One past: 431.
+    s = c.request("/env", extra=[(f"x-f{i}", "v") for i in range(10)])
+    assert c.response(s)[0] == 431
+    # A header list past --http2-max-header-list-size never reaches the
+    # application.
+    s = c.request("/env", extra=[("x-big", "v" * 5000)])
+    assert c.response(s)[:2] == (431, {":status": "431"})
+    s = c.request("/env", extra=[("x-small", "v" * 3000)])
+    assert c.response(s)[0] == 200
+    # SETTINGS announce the limits.
+    remote = c.conn.remote_settings
+    assert remote[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == 100
+    assert remote[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] == 4096
+    c.close()
+
+
+def test_a_connection_idle_past_keep_alive_gets_goaway(serve):
+    server = serve("gateway_app", *CLEARTEXT, "--keep-alive", "1")
+    c = RawH2(server.port)
+    s = c.request("/env")
+    assert c.response(s)[0] == 200
+    events = c.pump(lambda ev: any(isinstance(e, h2.events.ConnectionTerminated) for e in ev), timeout=10)
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    c.close()
+
+
+def test_a_stream_in_flight_finishes_on_graceful_stop(serve):
+    server = serve("behaviours", *CLEARTEXT)
+    curl = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", "-w", " %{http_code}",
+                             server.url + "/sleep?s=1&reached=h2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # Stopped while the application sleeps: GOAWAY, and the stream begun
+    # is answered (nghttp2, in curl, reads the GOAWAY).
+    server.wait_for_log("app reached: h2")
+    server.send_signal(signal.SIGTERM)
+    out, err = curl.communicate(timeout=30)
+    assert curl.returncode == 0, err
+    assert out == "slept 200"
+    assert server.proc.wait(timeout=15) == 0
+
+
+def test_flask_over_h2_with_tls(pki, serve):
+    server = serve("flask_app:app", *tls_args(pki), *H2, bind=["https://127.0.0.1:0"])
+    with httpx.Client(http2=True, verify=client_context(pki), timeout=30) as client:
+        r = client.get(server.url + "/json")
+        assert r.http_version == "HTTP/2"
+        assert r.json() == {"message": "hello", "items": [1, 2, 3]}
+        r = client.get(server.url + "/stream")
+        assert r.status_code == 200 and r.content
+
+
+def test_h2load_many_streams_all_succeed(serve):
+    server = serve("gateway_app", *CLEARTEXT, "--threads", "2")
+    out = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "20", server.url + "/env"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "2000 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
+
+
+def test_http2_settings_are_checked():
+    r = run_ferrule("gateway_app", "--http2-cleartext", "prior-knowledge")
+    assert r.returncode == 2
+    assert "--http2-cleartext needs h2 in --http-protocols" in r.stderr
+    r = run_ferrule("gateway_app", "--http-protocols", "h3")
+    assert r.returncode == 2
+    assert "'h3' is not h1 or h2" in r.stderr
+    r = run_ferrule("gateway_app", "--http2-cleartext", "upgrade", *H2)
+    assert r.returncode == 2
+    assert "off" in r.stderr and "prior-knowledge" in r.stderr
+    r = run_ferrule("gateway_app", "--http-protocols", "h2")
+    assert r.returncode == 2
+    assert "needs --certfile" in r.stderr
