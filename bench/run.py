@@ -39,6 +39,7 @@ to core 0, wrk on core 1.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -100,9 +101,26 @@ TLS_FLAGS = {
 }
 
 
-def server_command(name, app, port, workers, threads, tls=False):
+# Each server's flags for HTTP/2 (over TLS, chosen by ALPN).
+H2_FLAGS = {
+    "ferrule": ("--http-protocols", "h2,h1"),
+    "gunicorn": ("--http-protocols", "h2,h1"),
+    "granian": ("--http", "2"),
+}
+
+
+def server_command(name, app, port, workers, threads, tls=False, h2=False):
     """The command that serves `app` (a module in bench/apps) on `port`, or
     None when the server cannot take this shape."""
+    if h2:
+        cmd = server_command(name, app, port, workers, threads, tls=True) if name in H2_FLAGS else None
+        if cmd is None:
+            return None
+        if name == "ferrule":
+            return cmd + list(H2_FLAGS[name])
+        # Before the application, the last argument of gunicorn's and
+        # Granian's command lines.
+        return cmd[:-1] + list(H2_FLAGS[name]) + cmd[-1:]
     if tls:
         if name not in TLS_FLAGS:
             return None
@@ -224,6 +242,10 @@ STATIC_NGINX_CONF = NGINX_PRELUDE + """http {{
 """
 
 
+# The h2 cell's load: connections, and streams open at once on each.
+H2_CONNECTIONS = 50
+H2_STREAMS = 10
+
 # The scaling cell's split of the machine.
 CORES = os.cpu_count() or 2
 SCALE_WORKERS = max(1, CORES // 2)
@@ -257,6 +279,10 @@ WORKLOADS = [
     # serve TLS themselves; docs/performance.md sets it against "hello".
     dict(name="tls_hello", app="hello", expect=13, tls=True, only=("ferrule", "granian", "gunicorn"),
          target=("best", 1.0)),
+    # HTTP/2 over TLS: h2load, H2_CONNECTIONS connections with H2_STREAMS
+    # streams at once on each.
+    dict(name="h2_hello", app="hello", expect=13, kind="h2", only=("ferrule", "granian", "gunicorn"),
+         target=("best", 1.0)),
     dict(name="gw_hello", app="hello", expect=13, kind="gateway", target=("gateway", 1.0)),
     dict(name="gw_flask", app="flask_app", expect=None, kind="gateway", target=("gateway", 1.0)),
 ]
@@ -276,11 +302,20 @@ def unverified_tls():
     return ctx
 
 
-def wait_ready(port, proc, timeout=30, tls=False):
+def wait_ready(port, proc, timeout=30, tls=False, h2=False):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
+        if h2:
+            # A server that speaks only HTTP/2 on its TLS port (Granian's
+            # --http 2) answers no HTTP/1.1 request.
+            out = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                                  f"https://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=10)
+            if out.stdout == "2":
+                return True
+            time.sleep(0.05)
+            continue
         try:
             raw = socket.create_connection(("127.0.0.1", port), timeout=1)
             with unverified_tls().wrap_socket(raw) if tls else raw as s:
@@ -478,7 +513,7 @@ def launch(server, w, cmd, port, log):
     proc = subprocess.Popen(pin(server_cpus(w)) + cmd, cwd=str(APPS), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     running = Running(server, proc, port, log)
-    if not wait_ready(port, proc, tls=w.get("tls", False)):
+    if not wait_ready(port, proc, tls=w.get("tls", False), h2=w.get("kind") == "h2"):
         running.stop()
         return None, {"status": "failed", "why": "did not start"}
     return running, None
@@ -494,7 +529,8 @@ def start_server(server, w):
     workers = w.get("workers", 1)
     threads = w.get("threads", 1)
     port = free_port()
-    cmd = server_command(server, w["app"], port, workers, threads, tls=w.get("tls", False))
+    cmd = server_command(server, w["app"], port, workers, threads, tls=w.get("tls", False),
+                         h2=w.get("kind") == "h2")
     if server not in w.get("only", (server,)):
         cmd = None
     if cmd is None or (server == "hyper" and w["name"] != "hello"):
@@ -503,9 +539,41 @@ def start_server(server, w):
     return launch(server, w, cmd, port, log)
 
 
+def h2load(port, w, seconds=None, requests=None, cpus="1"):
+    """An h2load run over TLS (H2_CONNECTIONS connections, H2_STREAMS
+    streams at once on each), for `seconds` or `requests`: (req/s, errors,
+    2xx responses, body bytes)."""
+    bound = ["-D", str(seconds)] if seconds else ["-n", str(requests)]
+    cmd = pin(cpus) + ["h2load", "-t1", "-c", str(H2_CONNECTIONS), "-m", str(H2_STREAMS), *bound,
+                       f"https://127.0.0.1:{port}{w.get('path', '/')}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=(seconds or 30) + 30).stdout
+    except subprocess.TimeoutExpired:
+        # Streams left unanswered: the server stalled (-1 errors).
+        return 0.0, -1, 0, 0
+    rps = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", out)
+    ok = re.search(r"status codes: (\d+) 2xx", out)
+    data = re.search(r"traffic: .*?, [\d.]+[KMG]?B \((\d+)\) data", out)
+    errors = sum(int(g) for g in done.groups()[1:]) if done else 1
+    return ((float(rps.group(1)) if rps else 0.0), errors, int(ok.group(1)) if ok else 0,
+            int(data.group(1)) if data else 0)
+
+
 def verify(running, w, warmup):
     """Warm-up, then a run whose every response is checked; a failed result
     or None."""
+    if w.get("kind") == "h2":
+        h2load(running.port, w, seconds=max(1, warmup), cpus=client_cpus(w))
+        n = 2000
+        _, errors, ok, data = h2load(running.port, w, requests=n, cpus=client_cpus(w))
+        if errors < 0:
+            return {"status": "failed", "why": "streams left unanswered (h2load timed out)"}
+        if errors or ok != n or data != n * w["expect"]:
+            return {"status": "failed", "why": f"{errors} errors, {ok} of {n} 2xx, {data} body bytes "
+                                               f"(expected {n * w['expect']})"}
+        return None
     env_w = w.get("env", {})
     cpus, threads = client_cpus(w), w.get("wrk_threads", 1)
     path = w.get("path", "/")
@@ -563,6 +631,15 @@ def one_round(running, w, secs):
     """One timed run, with a latecomer probing it (bench/probe.py): a
     Round, or a failed result."""
     ticks = core_ticks()
+    if w.get("kind") == "h2":
+        # No latecomer: the probe speaks HTTP/1.1; h2load reports no p99.
+        rps, errors, _, _ = h2load(running.port, w, seconds=secs, cpus=client_cpus(w))
+        if errors < 0:
+            return {"status": "failed", "why": "streams left unanswered (h2load timed out)"}
+        if errors or not rps:
+            return {"status": "failed", "why": f"{errors} errors" if errors else "no responses"}
+        after = core_ticks()
+        return Round(rps, None, float("nan"), steal_pct(ticks, after), server_user_pct(ticks, after))
     probe = start_probe(running.port, w, secs)
     if w.get("kind") == "slow_mixed":
         sample = slow_mixed_round(running.port, secs)
@@ -684,8 +761,9 @@ def fmt_round(sample):
     if isinstance(sample, dict):
         return f"failed ({sample.get('why', '')})"
     rps, p99, waited, stolen, user = sample
-    p99_text = f"{p99:.2f} ms" if p99 is not None else "?"
-    return (f"{rps:,.0f} req/s, p99 {p99_text}, latecomer waited {waited:.0f} ms, steal {stolen:.1f}%, "
+    p99_text = f", p99 {p99:.2f} ms" if p99 is not None else ""
+    waited_text = f", latecomer waited {waited:.0f} ms" if not math.isnan(waited) else ""
+    return (f"{rps:,.0f} req/s{p99_text}{waited_text}, steal {stolen:.1f}%, "
             f"server core {user:.0f}% in user space")
 
 
@@ -696,7 +774,9 @@ def fmt_cell(r):
         return f"failed ({r.get('why', '')})"
     if "rss_kib" in r:
         return f"{r['rss_kib'] / 1024:.1f} MiB"
-    cell = f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms"
+    cell = f"{r['rps']:,.0f} req/s"
+    if not math.isnan(r["p99_ms"]):
+        cell += f", p99 {r['p99_ms']:.2f} ms"
     if starves(r):
         cell += f" (a latecomer waited {r['latecomer_ms'] / 1000:.1f} s)"
     if r.get("steal_pct", 0) > STEAL_LIMIT_PCT:
