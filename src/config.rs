@@ -324,6 +324,10 @@ pub struct Config {
     #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub http2_max_header_list_size: u32,
 
+    /// Most HTTP/2 streams a client may reset (RST_STREAM) before their response is whole, in any 10 seconds, before its connection is cut off with GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487, Rapid Reset). Whatever a client resets, the application calls its connection causes stay within --http2-max-concurrent-streams.
+    #[arg(help_heading = "HTTP/2", long, value_name = "N", env = "FERRULE_HTTP2_MAX_RESET_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http2_max_reset_streams: u32,
+
     /// gunicorn's wsgi_app: the APP when the command line names none (set in a config file).
     #[arg(long, value_name = "APP", hide = true)]
     pub wsgi_app: Option<String>,
@@ -918,6 +922,7 @@ impl Config {
             initial_window_size: self.http2_initial_window_size,
             max_frame_size: self.http2_max_frame_size,
             max_header_list_size: self.http2_max_header_list_size,
+            max_reset_streams: self.http2_max_reset_streams,
         })
     }
 

@@ -24,6 +24,9 @@ pub struct Http2Limits {
     pub max_frame_size: u32,
     /// SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2).
     pub max_header_list_size: u32,
+    /// Most streams a client may reset before their response, within the
+    /// window the front end counts them in, before it is cut off.
+    pub max_reset_streams: u32,
 }
 
 impl Http2Limits {
@@ -453,6 +456,7 @@ mod tests {
             initial_window_size: 65_535,
             max_frame_size: 16_384,
             max_header_list_size: 16_384,
+            max_reset_streams: 100,
         };
         assert_eq!(limits.connection_window_size(), 6_553_500);
         let huge = Http2Limits {

@@ -77,6 +77,9 @@ where
         .initial_connection_window_size(limits.connection_window_size())
         .max_frame_size(limits.max_frame_size)
         .max_header_list_size(limits.max_header_list_size)
+        // Streams the client resets before they are accepted count
+        // against the same limit as those reset after (`StreamBudget`).
+        .max_pending_accept_reset_streams(limits.max_reset_streams as usize)
         .max_send_buffer_size(SEND_BUFFER);
     let deadline = lane::deadline_after(ctx.header_timeout);
     let handshake = builder.handshake::<_, Bytes>(io);
@@ -96,51 +99,150 @@ where
     };
     let conn = Arc::new(conn);
     let ports = Arc::new(Ports::default());
+    let budget = Arc::new(StreamBudget::new(&limits));
     let mut stop = ctx.shutdown.clone();
-    let mut stopping = false;
+    // Set once GOAWAY is sent: until when the connection is still served
+    // (None: until its streams end, when the server stops).
+    let mut closing: Option<Option<u64>> = None;
     let mut idle_deadline = lane::deadline_after(ctx.keep_alive);
     loop {
-        if !stopping && *stop.borrow() {
+        if closing.is_none() && *stop.borrow() {
             // RFC 9113 §6.8: GOAWAY, and the streams begun go on.
-            stopping = true;
+            closing = Some(None);
             connection.graceful_shutdown();
         }
-        let accepted = if stopping {
-            connection.accept().await
-        } else {
-            tokio::select! {
+        let accepted = match closing {
+            Some(None) => connection.accept().await,
+            // Idle or cut off: the GOAWAY (and what else is queued) has
+            // --socket-timeout to reach a client that may read nothing.
+            Some(Some(deadline)) => match lane::timeout_at(deadline, connection.accept()).await {
+                Ok(accepted) => accepted,
+                Err(_) => return,
+            },
+            None => tokio::select! {
                 accepted = lane::timeout_at(idle_deadline, connection.accept()) => match accepted {
                     Ok(accepted) => accepted,
-                    Err(_) if connection.has_streams() => {
+                    Err(_) if connection.has_streams() || budget.any_running() => {
                         idle_deadline = lane::deadline_after(ctx.keep_alive);
                         continue;
                     }
                     Err(_) => {
                         // Idle past --keep-alive.
-                        stopping = true;
+                        closing = Some(Some(lane::deadline_after(ctx.socket_timeout)));
                         connection.graceful_shutdown();
                         continue;
                     }
                 },
+                _ = budget.abused.notified() => {
+                    log_at!(
+                        Warning,
+                        "{remote}: HTTP/2 connection cut off: more than {} streams reset by the client in {} s (--http2-max-reset-streams; CVE-2023-44487, Rapid Reset)",
+                        limits.max_reset_streams,
+                        RESET_WINDOW.as_secs()
+                    );
+                    closing = Some(Some(lane::deadline_after(ctx.socket_timeout)));
+                    connection.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                    continue;
+                }
                 _ = stop.changed() => continue,
-            }
+            },
         };
         match accepted {
-            Some(Ok((request, respond))) => {
+            Some(Ok((request, mut respond))) => {
                 idle_deadline = lane::deadline_after(ctx.keep_alive);
-                let stream =
-                    serve_stream(request, respond, ports.clone(), conn.clone(), ctx.clone());
+                let Some(running) = budget.start() else {
+                    // Every place is held by a request the client reset
+                    // while its application call goes on.
+                    respond.send_reset(Reason::REFUSED_STREAM);
+                    budget.reset_by_client();
+                    continue;
+                };
+                let stream = serve_stream(
+                    request,
+                    respond,
+                    ports.clone(),
+                    conn.clone(),
+                    budget.clone(),
+                    running,
+                    ctx.clone(),
+                );
                 ctx.lane.spawn(stream);
             }
             Some(Err(e)) => {
                 if e.is_io() {
                     log_at!(Debug, "{remote}: HTTP/2 connection ended: {e}");
+                } else if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) {
+                    // h2's own bounds: resets of streams not yet accepted
+                    // (--http2-max-reset-streams), CONTINUATION and empty
+                    // DATA floods, a header list far past its limit.
+                    log_at!(
+                        Warning,
+                        "{remote}: HTTP/2 connection cut off: {e} (a flood of frames, or of reset streams: CVE-2023-44487, Rapid Reset)"
+                    );
                 } else {
                     log_at!(Info, "{remote}: HTTP/2 connection closed: {e}");
                 }
                 return;
             }
             None => return,
+        }
+    }
+}
+
+/// The window in which `--http2-max-reset-streams` counts a client's
+/// resets.
+const RESET_WINDOW: Duration = Duration::from_secs(10);
+
+/// What a connection allows its streams beyond what `h2` holds the client
+/// to. `h2` frees a stream's place under SETTINGS_MAX_CONCURRENT_STREAMS
+/// as soon as the client resets it, while the request's application call
+/// goes on: a client that opens and resets streams in a loop (Rapid
+/// Reset, CVE-2023-44487) would start calls without bound. Here a request
+/// holds its place until its call is over, so the calls a connection
+/// causes stay within --http2-max-concurrent-streams, and a client that
+/// resets more than --http2-max-reset-streams streams in RESET_WINDOW is
+/// cut off.
+struct StreamBudget {
+    places: Arc<tokio::sync::Semaphore>,
+    max_places: usize,
+    /// When the current window began, and the resets counted in it.
+    resets: std::sync::Mutex<(std::time::Instant, u32)>,
+    max_resets: u32,
+    /// Told once the client has reset too many streams.
+    abused: tokio::sync::Notify,
+}
+
+impl StreamBudget {
+    fn new(limits: &http2::Http2Limits) -> Self {
+        let places = limits.max_concurrent_streams as usize;
+        StreamBudget {
+            places: Arc::new(tokio::sync::Semaphore::new(places)),
+            max_places: places,
+            resets: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+            max_resets: limits.max_reset_streams,
+            abused: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A place for a new request, if one is free.
+    fn start(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.places.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether a request is in the driver's hands.
+    fn any_running(&self) -> bool {
+        self.places.available_permits() < self.max_places
+    }
+
+    /// Counts a stream the client reset before its response was whole.
+    fn reset_by_client(&self) {
+        let mut window = self.resets.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0.elapsed() > RESET_WINDOW {
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
+        if window.1 == self.max_resets + 1 {
+            self.abused.notify_one();
         }
     }
 }
@@ -222,12 +324,15 @@ async fn serve_port(
 }
 
 /// Serves one stream: its request through a port's driver task, and the
-/// relay between the port and the stream.
+/// relay between the port and the stream. `_place` is held until the
+/// driver is done with the request, however the stream ended.
 async fn serve_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     ports: Arc<Ports>,
     conn: Arc<ConnInfo>,
+    budget: Arc<StreamBudget>,
+    _place: tokio::sync::OwnedSemaphorePermit,
     ctx: Arc<ServerCtx>,
 ) {
     let (parts, body) = request.into_parts();
@@ -269,9 +374,19 @@ async fn serve_stream(
         wait,
     )
     .await;
+    if relayed == Relayed::ResetByClient {
+        budget.reset_by_client();
+    }
+    if relayed != Relayed::Whole {
+        // The driver's next read or write on its end fails, and its
+        // request ends (an application call still running ends first).
+        drop(port);
+        let _ = port_fit.await;
+        return;
+    }
     // A port is kept only when both of its directions ended where a
     // request's bytes end, and its driver task is ready for another.
-    if relayed && port_fit.await == Ok(true) {
+    if port_fit.await == Ok(true) {
         ports.keep(port);
     }
 }
@@ -310,9 +425,20 @@ async fn refuse_stream(
     tokio::join!(refused, relay);
 }
 
+/// How a stream's relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relayed {
+    /// The whole request went in and the whole response out.
+    Whole,
+    /// The client reset the stream before its response was whole.
+    ResetByClient,
+    /// Cut short otherwise: the response was whole before the request (or
+    /// is cut short), or the connection failed.
+    Cut,
+}
+
 /// Relays a stream's request body (`body`) to the driver and its response
 /// back, until the response is sent or the stream or the driver fails.
-/// True if both ended where the request's and the response's bytes end.
 async fn relay<R, W>(
     body: Option<RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -321,7 +447,7 @@ async fn relay<R, W>(
     framing: BodyFraming,
     is_head: bool,
     wait: Duration,
-) -> bool
+) -> Relayed
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -344,7 +470,10 @@ where
             sent = &mut download => break sent,
         }
     };
-    let Some(mut sent) = sent else { return false };
+    let mut sent = match sent {
+        Ok(sent) => sent,
+        Err(cut) => return cut,
+    };
     if uploaded.is_none() && framing == BodyFraming::Length(relayed.load(Ordering::Relaxed)) {
         // Every byte of the body has come: only the end of the stream,
         // which comes with or right after them, is still to be seen.
@@ -354,12 +483,13 @@ where
             .map(|done| done.is_ok());
     }
     match uploaded {
-        Some(whole) => whole,
+        Some(true) => Relayed::Whole,
+        Some(false) => Relayed::Cut,
         None => {
             // RFC 9113 §8.1: a complete response before the whole request
             // tells the client to stop sending with RST_STREAM NO_ERROR.
             sent.send_reset(Reason::NO_ERROR);
-            false
+            Relayed::Cut
         }
     }
 }
@@ -405,12 +535,14 @@ async fn relay_request_body<W: AsyncWrite + Unpin>(
 /// when the whole response was sent; a response cut short (the driver's
 /// end closed before its length or last chunk: the application failed
 /// partway) resets the stream, so the client never takes it for whole.
+/// A client's reset is seen while the application is still working on
+/// the response, not only when its next frame would go out.
 async fn relay_response<R: AsyncRead + Unpin>(
     from_app: &mut R,
     respond: &mut SendResponse<Bytes>,
     is_head: bool,
     wait: Duration,
-) -> Option<SendStream<Bytes>> {
+) -> Result<SendStream<Bytes>, Relayed> {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let (head, used) = loop {
         match parse_response_head(&buf, is_head) {
@@ -422,17 +554,21 @@ async fn relay_response<R: AsyncRead + Unpin>(
                     "HTTP/2 stream: the response head could not be relayed"
                 );
                 respond.send_reset(Reason::INTERNAL_ERROR);
-                return None;
+                return Err(Relayed::Cut);
             }
         }
         buf.reserve(READ_SIZE);
-        match from_app.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => {}
-            // The driver closed without a response: the client left.
-            _ => {
-                respond.send_reset(Reason::CANCEL);
-                return None;
-            }
+        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+        tokio::select! {
+            read = from_app.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                // The driver closed without a response.
+                _ => {
+                    respond.send_reset(Reason::CANCEL);
+                    return Err(Relayed::Cut);
+                }
+            },
+            _ = reset => return Err(Relayed::ResetByClient),
         }
     };
     buf.advance(used);
@@ -440,11 +576,14 @@ async fn relay_response<R: AsyncRead + Unpin>(
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     let bodiless = head.framing == BodyFraming::Empty;
-    let mut send = respond.send_response(response, bodiless).ok()?;
+    let mut send = respond
+        .send_response(response, bodiless)
+        .map_err(|e| cut_by(&e))?;
     if bodiless {
-        return Some(send);
+        return Ok(send);
     }
-    let mut decoder = BodyDecoder::new(head.framing, u64::MAX, MAX_RESPONSE_HEAD).ok()?;
+    let mut decoder =
+        BodyDecoder::new(head.framing, u64::MAX, MAX_RESPONSE_HEAD).map_err(|_| Relayed::Cut)?;
     let mut pieces: Vec<Bytes> = Vec::new();
     loop {
         while !buf.is_empty() && !decoder.is_done() {
@@ -460,7 +599,7 @@ async fn relay_response<R: AsyncRead + Unpin>(
                 }
                 Err(_) => {
                     send.send_reset(Reason::INTERNAL_ERROR);
-                    return None;
+                    return Err(Relayed::Cut);
                 }
             }
         }
@@ -468,24 +607,36 @@ async fn relay_response<R: AsyncRead + Unpin>(
         let count = pieces.len();
         for (i, piece) in pieces.drain(..).enumerate() {
             let last = done && i + 1 == count;
-            send_data(&mut send, piece, last, wait).await.ok()?;
+            send_data(&mut send, piece, last, wait).await?;
         }
         if done {
             if count == 0 {
-                send.send_data(Bytes::new(), true).ok()?;
+                send.send_data(Bytes::new(), true).map_err(|e| cut_by(&e))?;
             }
-            return Some(send);
+            return Ok(send);
         }
         buf.reserve(READ_SIZE);
-        match from_app.read_buf(&mut buf).await {
-            Ok(n) if n > 0 => {}
-            _ => {
-                // Cut short: the application failed partway, or the
-                // client's window stayed shut.
-                send.send_reset(Reason::INTERNAL_ERROR);
-                return None;
-            }
+        let reset = std::future::poll_fn(|cx| send.poll_reset(cx));
+        tokio::select! {
+            read = from_app.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    // Cut short: the application failed partway.
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Err(Relayed::Cut);
+                }
+            },
+            _ = reset => return Err(Relayed::ResetByClient),
         }
+    }
+}
+
+/// How a failure of `h2` to send ended the stream.
+fn cut_by(e: &h2::Error) -> Relayed {
+    if e.is_reset() && e.is_remote() {
+        Relayed::ResetByClient
+    } else {
+        Relayed::Cut
     }
 }
 
@@ -497,17 +648,19 @@ async fn send_data(
     mut data: Bytes,
     end: bool,
     wait: Duration,
-) -> Result<(), ()> {
+) -> Result<(), Relayed> {
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let granted = std::future::poll_fn(|cx| send.poll_capacity(cx));
         let n = match tokio::time::timeout(wait, granted).await {
             Ok(Some(Ok(n))) => n,
-            // The client reset the stream, or the connection ended.
-            Ok(_) => return Err(()),
+            Ok(Some(Err(e))) => return Err(cut_by(&e)),
+            // The connection ended.
+            Ok(None) => return Err(Relayed::Cut),
             Err(_) => {
+                // The client's window stayed shut for --socket-timeout.
                 send.send_reset(Reason::CANCEL);
-                return Err(());
+                return Err(Relayed::Cut);
             }
         };
         if n == 0 {
@@ -515,7 +668,7 @@ async fn send_data(
         }
         let piece = data.split_to(n.min(data.len()));
         send.send_data(piece, end && data.is_empty())
-            .map_err(drop)?;
+            .map_err(|e| cut_by(&e))?;
     }
     Ok(())
 }

@@ -60,7 +60,21 @@ class RawH2:
     def flush(self):
         data = self.conn.data_to_send()
         if data:
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # The server has closed; what it sent first is still read.
+                self.closed = True
+
+    def _readable(self):
+        """Whether the server sent bytes not read yet (after it closed)."""
+        try:
+            self.sock.setblocking(False)
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:
+            return False
+        finally:
+            self.sock.setblocking(True)
 
     def request(self, path, method="GET", extra=(), body=None, end=True, authority="localhost"):
         stream = self.conn.get_next_available_stream_id()
@@ -87,7 +101,7 @@ class RawH2:
         """Reads frames until until(events) is true; returns the events."""
         deadline = time.monotonic() + timeout
         while not until(self.events):
-            if self.closed:
+            if self.closed and not self._readable():
                 raise AssertionError(f"connection closed; events: {self.events}")
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             if time.monotonic() > deadline:
