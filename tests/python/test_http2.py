@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from conftest import run_ferrule, wait_until
+from gateways import FRONTENDS, free_port, wait_for_port
 from test_tls import client_context, issue, make_ca
 
 H2 = ("--http-protocols", "h2,h1")
@@ -191,6 +192,69 @@ def test_h2_over_tls_by_alpn_serves_the_same_environ(pki, serve):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "2"
+
+
+def test_h2_behind_a_tcp_load_balancer(pki, serve, tmp_path):
+    """HAProxy passing TLS through (mode tcp) with the PROXY protocol: the
+    client settles h2 with ferrule itself, and its address reaches the
+    environ."""
+    server = serve("gateway_app", *tls_args(pki), *H2, "--proxy-protocol", bind=["https://127.0.0.1:0"])
+    port = free_port()
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text((FRONTENDS / "haproxy-tcp.cfg").read_text().format(
+        port=port, upstream=f"127.0.0.1:{server.port}"))
+    proc = subprocess.Popen(["haproxy", "-f", str(conf), "-db"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc, lambda: "")
+        out = subprocess.run(["curl", "-sS", "--http2", "--interface", "127.0.0.2", "--cacert",
+                              str(pki / "ca.pem"), "-w", " %{http_version}",
+                              f"https://localhost:{port}/env"], capture_output=True, text=True, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert out.returncode == 0, out.stderr
+    body, version = out.stdout.rsplit(" ", 1)
+    env = json.loads(body)
+    assert version == "2"
+    assert env["SERVER_PROTOCOL"] == "HTTP/2"
+    assert env["REMOTE_ADDR"] == "127.0.0.2"
+    assert env["HTTPS"] == "on"
+
+
+def test_mutual_tls_over_h2(pki, serve):
+    issue(pki, "ca", "h2client", "/CN=carol", "extendedKeyUsage=clientAuth\n")
+    server = serve("gateway_app", *tls_args(pki), *H2, "--ca-certs", str(pki / "ca.pem"), "--cert-reqs",
+                   "required", bind=["https://127.0.0.1:0"])
+    out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(pki / "ca.pem"), "--cert",
+                          str(pki / "h2client.pem"), "--key", str(pki / "h2client.key"), "-w", " %{http_version}",
+                          f"https://localhost:{server.port}/env"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, version = out.stdout.rsplit(" ", 1)
+    env = json.loads(body)
+    assert version == "2"
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"] == "CN=carol"
+    # Without a certificate: refused in the handshake.
+    out = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(pki / "ca.pem"),
+                          f"https://localhost:{server.port}/env"], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+
+
+def test_django_over_h2_and_over_tls_http_1_1(pki, serve, tmp_path):
+    blob = os.urandom(200_000)
+    (tmp_path / "blob.bin").write_bytes(blob)
+    env = {"DJSITE_DB": str(tmp_path / "db.sqlite3"), "DJSITE_FILE": str(tmp_path / "blob.bin")}
+    server = serve("djsite.wsgi", *tls_args(pki), *H2, "--threads", "2", env=env, bind=["https://127.0.0.1:0"])
+    for http2 in (True, False):
+        with httpx.Client(http2=http2, verify=client_context(pki), timeout=30) as client:
+            r = client.get(server.url + "/json/?q=1")
+            assert r.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+            assert r.json() == {"path": "/json/", "method": "GET", "q": "1"}
+            r = client.post(server.url + "/post/", data={"text": f"h2={http2}"})
+            assert r.status_code == 201
+            assert client.get(server.url + "/stream/").text == "".join(f"row {i}\n" for i in range(10))
+            assert client.get(server.url + "/file/").content == blob
 
 
 def test_without_h2_in_http_protocols_alpn_offers_only_http_1_1(pki, serve):
