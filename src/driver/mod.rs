@@ -64,6 +64,10 @@ pub struct ConnBuffers {
     /// all of it is read, closing cannot reset the connection under a
     /// response the peer has not read, so it closes without lingering.
     pub one_request: bool,
+    /// Whether closing with input unread lingers for the peer to read the
+    /// response first: not for an HTTP/2 stream's socket pair, whose peer,
+    /// the relay, has read the response whole already.
+    pub linger: bool,
 }
 
 impl ConnBuffers {
@@ -75,6 +79,7 @@ impl ConnBuffers {
             rbuf: Vec::with_capacity(8192),
             out: OutQueue::with_capacity(1024),
             head: Vec::with_capacity(256),
+            linger: true,
             ..ConnBuffers::default()
         }
     }
@@ -132,6 +137,9 @@ pub struct ServerCtx {
     pub max_requests: u64,
     /// Application threads (`--threads`), and how many requests hold one now.
     pub threads: usize,
+    /// The runtime's threads (`runtime::server::runtime_threads`): with
+    /// more than one, a task may resume on another thread after a wait.
+    pub runtime_threads: usize,
     pub in_flight: AtomicUsize,
     /// Woken when a request ends, for an accept loop waiting for a thread.
     pub thread_freed: Notify,
@@ -159,6 +167,9 @@ pub struct ServerCtx {
     /// Whether a TLS connection whose client did not choose h2 by ALPN is
     /// served HTTP/1.x (h1 in --http-protocols).
     pub http1_over_tls: bool,
+    /// The socket pairs HTTP/2 streams may hold at once in this worker
+    /// (`runtime::server::stream_pair_limit`).
+    pub http2_pairs: Arc<Semaphore>,
 }
 
 impl ServerCtx {
@@ -731,11 +742,11 @@ async fn run_request<S: Socket>(
     // thread after any wait, so a response that needs more Python is
     // finished here, before the task waits for anything.
     let mut sent_ahead = None;
-    if ctx.threads > 1 && needs_more_python(&step, &call) {
+    if ctx.runtime_threads > 1 && needs_more_python(&step, &call) {
         (step, sent_ahead) = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
     let mut hooked = hooked;
-    if ctx.threads > 1 {
+    if ctx.runtime_threads > 1 {
         // The hook is one of the request's Python steps, which all run on
         // the thread that called the application (its thread-locals and
         // context variables): here, before any wait could move the task,
@@ -784,7 +795,7 @@ async fn run_request<S: Socket>(
             // they may use: there, only a response that needs no more Python
             // yields.
             let no_more_python = matches!(step, Step::Done) && !call.needs_close();
-            if std::mem::take(&mut first_send) && (ctx.threads == 1 || no_more_python) {
+            if std::mem::take(&mut first_send) && (ctx.runtime_threads == 1 || no_more_python) {
                 lane::yield_to_ready_tasks().await;
             }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
@@ -882,7 +893,7 @@ async fn run_request<S: Socket>(
         return false;
     }
     let all_read = bufs.one_request && body_read && bufs.rbuf.is_empty();
-    if !keep && !all_read {
+    if !keep && !all_read && bufs.linger {
         linger_close(stream).await;
     }
     keep
@@ -975,7 +986,9 @@ fn finish_on_this_thread(
             sender
                 .get_or_insert_with(|| {
                     SendAhead::start(
-                        ctx.sender.get().expect("started with --threads above 1"),
+                        ctx.sender
+                            .get()
+                            .expect("started when the runtime has more than one thread"),
                         exchange,
                     )
                 })

@@ -497,7 +497,7 @@ async fn finish<S: Socket>(
     }
     let keep = framer.keep_alive();
     let peer_is_done = bufs.one_request && bufs.rbuf.is_empty();
-    if !keep && !peer_is_done {
+    if !keep && !peer_is_done && bufs.linger {
         linger_close(stream).await;
     }
     keep

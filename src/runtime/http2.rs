@@ -63,7 +63,12 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves an HTTP/2 connection until the client closes it, it stays idle
 /// past --keep-alive, or the server stops (GOAWAY, then the streams begun
-/// finish).
+/// finish). Called as a task of the lane, which it holds only for the
+/// handshake: the connection and its streams' relays are then tasks of
+/// the runtime, so that they go on while every application thread waits
+/// on a stream's socket pair (which only a relay drains or fills). The
+/// lane's task waits for them, so the connection counts as open until its
+/// last request is done.
 pub async fn serve<T>(io: T, conn: ConnInfo, ctx: Arc<ServerCtx>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -83,7 +88,7 @@ where
         .max_send_buffer_size(SEND_BUFFER);
     let deadline = lane::deadline_after(ctx.header_timeout);
     let handshake = builder.handshake::<_, Bytes>(io);
-    let mut connection = match before_first_request(&ctx, deadline, handshake).await {
+    let connection = match before_first_request(&ctx, deadline, handshake).await {
         Some(Ok(connection)) => connection,
         Some(Err(e)) => {
             log_at!(Info, "{remote}: closed: HTTP/2 preface: {e}");
@@ -97,42 +102,68 @@ where
             return;
         }
     };
-    let conn = Arc::new(conn);
+    let _ = tokio::spawn(drive(connection, Arc::new(conn), remote, ctx)).await;
+}
+
+/// How a connection is being closed, once GOAWAY is sent.
+#[derive(Clone, Copy)]
+enum Closing {
+    /// The server stops: its streams are served to their end.
+    Stopping,
+    /// Idle past --keep-alive: GOAWAY has --socket-timeout to reach a
+    /// client that may read nothing, and streams it opened meanwhile are
+    /// served.
+    Idle(tokio::time::Instant),
+    /// Cut off for abuse: GOAWAY has --socket-timeout, and nothing more
+    /// is served.
+    CutOff(tokio::time::Instant),
+}
+
+/// Accepts a connection's streams and starts each one's relay.
+async fn drive<T>(
+    mut connection: h2::server::Connection<T, Bytes>,
+    conn: Arc<ConnInfo>,
+    remote: String,
+    ctx: Arc<ServerCtx>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = ctx.http2;
     let ports = Arc::new(Ports::default());
     let budget = Arc::new(StreamBudget::new(&limits));
     let mut stop = ctx.shutdown.clone();
-    // Set once GOAWAY is sent: until when the connection is still served
-    // (None: until its streams end, when the server stops).
-    let mut closing: Option<Option<u64>> = None;
-    let mut idle_deadline = lane::deadline_after(ctx.keep_alive);
+    let mut closing = None;
+    let after = |wait: Duration| tokio::time::Instant::now() + wait;
+    let mut idle_deadline = after(ctx.keep_alive);
     loop {
         if closing.is_none() && *stop.borrow() {
             // RFC 9113 §6.8: GOAWAY, and the streams begun go on.
-            closing = Some(None);
+            closing = Some(Closing::Stopping);
             connection.graceful_shutdown();
         }
         let accepted = match closing {
-            Some(None) => connection.accept().await,
-            // Idle or cut off: the GOAWAY (and what else is queued) has
-            // --socket-timeout to reach a client that may read nothing.
-            Some(Some(deadline)) => match lane::timeout_at(deadline, connection.accept()).await {
-                Ok(accepted) => accepted,
-                Err(_) => return,
-            },
-            None => tokio::select! {
-                accepted = lane::timeout_at(idle_deadline, connection.accept()) => match accepted {
+            Some(Closing::Stopping) => connection.accept().await,
+            Some(Closing::Idle(deadline) | Closing::CutOff(deadline)) => {
+                match tokio::time::timeout_at(deadline, connection.accept()).await {
                     Ok(accepted) => accepted,
-                    Err(_) if connection.has_streams() || budget.any_running() => {
-                        idle_deadline = lane::deadline_after(ctx.keep_alive);
+                    Err(_) if matches!(closing, Some(Closing::Idle(_))) && budget.any_running() => {
+                        closing = Some(Closing::Idle(after(ctx.socket_timeout)));
                         continue;
                     }
-                    Err(_) => {
-                        // Idle past --keep-alive.
-                        closing = Some(Some(lane::deadline_after(ctx.socket_timeout)));
+                    Err(_) => break,
+                }
+            }
+            None => tokio::select! {
+                accepted = connection.accept() => accepted,
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    if connection.has_streams() || budget.any_running() {
+                        idle_deadline = after(ctx.keep_alive);
+                    } else {
+                        closing = Some(Closing::Idle(after(ctx.socket_timeout)));
                         connection.graceful_shutdown();
-                        continue;
                     }
-                },
+                    continue;
+                }
                 _ = budget.abused.notified() => {
                     log_at!(
                         Warning,
@@ -140,7 +171,7 @@ where
                         limits.max_reset_streams,
                         RESET_WINDOW.as_secs()
                     );
-                    closing = Some(Some(lane::deadline_after(ctx.socket_timeout)));
+                    closing = Some(Closing::CutOff(after(ctx.socket_timeout)));
                     connection.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                     continue;
                 }
@@ -148,25 +179,17 @@ where
             },
         };
         match accepted {
-            Some(Ok((request, mut respond))) => {
-                idle_deadline = lane::deadline_after(ctx.keep_alive);
-                let Some(running) = budget.start() else {
-                    // Every place is held by a request the client reset
-                    // while its application call goes on.
-                    respond.send_reset(Reason::REFUSED_STREAM);
-                    budget.reset_by_client();
-                    continue;
-                };
+            Some(Ok((request, respond))) => {
+                idle_deadline = after(ctx.keep_alive);
                 let stream = serve_stream(
                     request,
                     respond,
                     ports.clone(),
                     conn.clone(),
                     budget.clone(),
-                    running,
                     ctx.clone(),
                 );
-                ctx.lane.spawn(stream);
+                tokio::spawn(stream);
             }
             Some(Err(e)) => {
                 if e.is_io() {
@@ -182,11 +205,15 @@ where
                 } else {
                     log_at!(Info, "{remote}: HTTP/2 connection closed: {e}");
                 }
-                return;
+                break;
             }
-            None => return,
+            None => break,
         }
     }
+    // The requests still in the driver's hands (an application call, its
+    // close(), the hooks) end before the connection counts as closed.
+    drop(connection);
+    budget.all_done().await;
 }
 
 /// The window in which `--http2-max-reset-streams` counts a client's
@@ -198,13 +225,13 @@ const RESET_WINDOW: Duration = Duration::from_secs(10);
 /// as soon as the client resets it, while the request's application call
 /// goes on: a client that opens and resets streams in a loop (Rapid
 /// Reset, CVE-2023-44487) would start calls without bound. Here a request
-/// holds its place until its call is over, so the calls a connection
-/// causes stay within --http2-max-concurrent-streams, and a client that
-/// resets more than --http2-max-reset-streams streams in RESET_WINDOW is
-/// cut off.
+/// holds its place until the driver is done with it, a stream waits for a
+/// place (open in `h2`, so their number is bounded by the same setting),
+/// and a client that resets more than --http2-max-reset-streams streams in
+/// RESET_WINDOW is cut off.
 struct StreamBudget {
     places: Arc<tokio::sync::Semaphore>,
-    max_places: usize,
+    max_places: u32,
     /// When the current window began, and the resets counted in it.
     resets: std::sync::Mutex<(std::time::Instant, u32)>,
     max_resets: u32,
@@ -214,24 +241,30 @@ struct StreamBudget {
 
 impl StreamBudget {
     fn new(limits: &http2::Http2Limits) -> Self {
-        let places = limits.max_concurrent_streams as usize;
         StreamBudget {
-            places: Arc::new(tokio::sync::Semaphore::new(places)),
-            max_places: places,
+            places: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_concurrent_streams as usize,
+            )),
+            max_places: limits.max_concurrent_streams,
             resets: std::sync::Mutex::new((std::time::Instant::now(), 0)),
             max_resets: limits.max_reset_streams,
             abused: tokio::sync::Notify::new(),
         }
     }
 
-    /// A place for a new request, if one is free.
-    fn start(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.places.clone().try_acquire_owned().ok()
+    /// A place for a new request, once one is free.
+    async fn place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.places.clone().acquire_owned().await.ok()
     }
 
     /// Whether a request is in the driver's hands.
     fn any_running(&self) -> bool {
-        self.places.available_permits() < self.max_places
+        self.places.available_permits() < self.max_places as usize
+    }
+
+    /// Waits until no request is in the driver's hands.
+    async fn all_done(&self) {
+        let _ = self.places.acquire_many(self.max_places).await;
     }
 
     /// Counts a stream the client reset before its response was whole.
@@ -255,10 +288,12 @@ struct Job {
 }
 
 /// A socket pair whose one end a driver task serves (`serve_port`), and
-/// the way to hand that task its next request.
+/// the way to hand that task its next request. It holds one of the
+/// worker's `ServerCtx::http2_pairs` while it lives.
 struct Port {
     relay_end: UnixStream,
     jobs: mpsc::Sender<Job>,
+    _pair: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The ports a connection's finished streams left for the next ones.
@@ -266,16 +301,24 @@ struct Port {
 struct Ports(std::sync::Mutex<Vec<Port>>);
 
 impl Ports {
-    /// A kept port, else a new one with its driver task started.
-    fn take(&self, conn: &Arc<ConnInfo>, ctx: &Arc<ServerCtx>) -> std::io::Result<Port> {
+    /// A kept port, else a new one with its driver task started; None when
+    /// the worker holds as many pairs as its open-file limit allows.
+    fn take(&self, conn: &Arc<ConnInfo>, ctx: &Arc<ServerCtx>) -> std::io::Result<Option<Port>> {
         if let Some(port) = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(port);
+            return Ok(Some(port));
         }
+        let Ok(pair) = ctx.http2_pairs.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
         let (app_end, relay_end) = UnixStream::pair()?;
         let (jobs, queue) = mpsc::channel(1);
         ctx.lane
             .spawn(serve_port(app_end, queue, conn.clone(), ctx.clone()));
-        Ok(Port { relay_end, jobs })
+        Ok(Some(Port {
+            relay_end,
+            jobs,
+            _pair: pair,
+        }))
     }
 
     fn keep(&self, port: Port) {
@@ -295,10 +338,11 @@ async fn serve_port(
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,
 ) {
-    // The relay sends nothing past a request's body: a response whose
-    // request was read whole ends without lingering.
+    // The relay sends nothing past a request's body, and has read the
+    // response whole before the port could close: no lingering.
     let mut bufs = ConnBuffers {
         one_request: true,
+        linger: false,
         ..ConnBuffers::new()
     };
     while let Some(Job { head, finished }) = jobs.recv().await {
@@ -323,18 +367,29 @@ async fn serve_port(
     }
 }
 
-/// Serves one stream: its request through a port's driver task, and the
-/// relay between the port and the stream. `_place` is held until the
-/// driver is done with the request, however the stream ended.
+/// Serves one stream: once it has a place, its request through a port's
+/// driver task, and the relay between the port and the stream. The place
+/// is held until the driver is done with the request, however the stream
+/// ended.
 async fn serve_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     ports: Arc<Ports>,
     conn: Arc<ConnInfo>,
     budget: Arc<StreamBudget>,
-    _place: tokio::sync::OwnedSemaphorePermit,
     ctx: Arc<ServerCtx>,
 ) {
+    let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+    let _place = tokio::select! {
+        place = budget.place() => match place {
+            Some(place) => place,
+            None => return,
+        },
+        _ = reset => {
+            budget.reset_by_client();
+            return;
+        }
+    };
     let (parts, body) = request.into_parts();
     let is_head = parts.method == Method::HEAD;
     let head = http2::request_head(
@@ -349,7 +404,15 @@ async fn serve_stream(
         Err(err) => return refuse_stream(err, respond, is_head, conn, ctx).await,
     };
     let mut port = match ports.take(&conn, &ctx) {
-        Ok(port) => port,
+        Ok(Some(port)) => port,
+        Ok(None) => {
+            log_at!(
+                Warning,
+                "HTTP/2 stream refused: the worker holds as many socket pairs as its open-file limit (RLIMIT_NOFILE) allows"
+            );
+            respond.send_reset(Reason::REFUSED_STREAM);
+            return;
+        }
         Err(e) => {
             log_at!(Error, "HTTP/2 stream refused: no socket pair for it: {e}");
             respond.send_reset(Reason::REFUSED_STREAM);
@@ -470,11 +533,18 @@ where
             sent = &mut download => break sent,
         }
     };
-    let mut sent = match sent {
+    // Held until the request's end of stream is seen: dropped, h2 resets
+    // a stream still open.
+    let _sent = match sent {
         Ok(sent) => sent,
         Err(cut) => return cut,
     };
-    if uploaded.is_none() && framing == BodyFraming::Length(relayed.load(Ordering::Relaxed)) {
+    let all_relayed = match framing {
+        BodyFraming::Empty => true,
+        BodyFraming::Length(n) => relayed.load(Ordering::Relaxed) == n,
+        _ => false,
+    };
+    if uploaded.is_none() && all_relayed {
         // Every byte of the body has come: only the end of the stream,
         // which comes with or right after them, is still to be seen.
         uploaded = tokio::time::timeout(wait, &mut upload)
@@ -484,13 +554,11 @@ where
     }
     match uploaded {
         Some(true) => Relayed::Whole,
-        Some(false) => Relayed::Cut,
-        None => {
-            // RFC 9113 §8.1: a complete response before the whole request
-            // tells the client to stop sending with RST_STREAM NO_ERROR.
-            sent.send_reset(Reason::NO_ERROR);
-            Relayed::Cut
-        }
+        // RFC 9113 §8.1: a complete response before the whole request
+        // tells the client to stop sending with RST_STREAM NO_ERROR, which
+        // h2 sends when the stream's handles are dropped, after the frames
+        // still queued (an explicit reset now would discard them).
+        _ => Relayed::Cut,
     }
 }
 
@@ -655,8 +723,19 @@ async fn send_data(
         let n = match tokio::time::timeout(wait, granted).await {
             Ok(Some(Ok(n))) => n,
             Ok(Some(Err(e))) => return Err(cut_by(&e)),
-            // The connection ended.
-            Ok(None) => return Err(Relayed::Cut),
+            // No more capacity will come: the client reset the stream, or
+            // the connection ended.
+            Ok(None) => {
+                let reset = std::future::poll_fn(|cx| match send.poll_reset(cx) {
+                    std::task::Poll::Ready(Ok(_)) => std::task::Poll::Ready(true),
+                    _ => std::task::Poll::Ready(false),
+                });
+                return Err(if reset.await {
+                    Relayed::ResetByClient
+                } else {
+                    Relayed::Cut
+                });
+            }
             Err(_) => {
                 // The client's window stayed shut for --socket-timeout.
                 send.send_reset(Reason::CANCEL);

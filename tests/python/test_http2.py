@@ -375,6 +375,64 @@ def test_responses_of_every_shape(serve, tmp_path):
     server.wait_for_log("Traceback")
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_the_application_blocking_on_its_stream_does_not_stop_the_relay(serve, threads):
+    """A large write() and wsgi.input read as it comes (--stream-uploads)
+    wait on the stream's socket pair, which only the relay drains or fills:
+    it must run while every application thread waits."""
+    server = serve("behaviours", *CLEARTEXT, "--threads", threads, "--stream-uploads",
+                   "--socket-timeout", "5")
+    transport = httpx.HTTPTransport(http1=False, http2=True)
+    upload = os.urandom(6 * 1024 * 1024)
+    with httpx.Client(transport=transport, timeout=30) as client:
+        r = client.get(server.url + "/write-big", params={"size": 8 * 1024 * 1024})
+        assert r.status_code == 200 and len(r.content) == 8 * 1024 * 1024
+        r = client.post(server.url + "/upload-size", content=upload)
+        assert r.json() == {"size": len(upload), "sha256": hashlib.sha256(upload).hexdigest()}
+        # With more threads, two at once.
+        if threads == "2":
+            results = []
+            def one():
+                results.append(len(client.get(server.url + "/write-big", params={"size": 4_000_000}).content))
+            workers = [threading.Thread(target=one) for _ in range(2)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(30)
+            assert results == [4_000_000, 4_000_000]
+
+
+def test_an_answer_before_the_whole_body_reaches_the_client(serve):
+    """A refusal (413) or an application that answers without reading the
+    body: the response comes whole, then the stream is reset (RFC 9113
+    §8.1), not the other way round."""
+    server = serve("behaviours", *CLEARTEXT, "--limit-request-body", "1000")
+    c = RawH2(server.port)
+    s = c.request("/upload-size", method="POST", extra=[("content-length", "5000000")], body=b"x" * 1000,
+                  end=False)
+    status, _, body, _ = c.response(s)
+    assert status == 413 and body.startswith(b"413")
+    # Content-Length 0 with END_STREAM only after the HEADERS frame.
+    s = c.request("/list3", method="POST", extra=[("content-length", "0")], end=False)
+    c.conn.end_stream(s)
+    c.flush()
+    assert c.response(s)[2:] == (b"one two three", True)
+    c.close()
+
+
+def test_clients_at_the_stream_limit_are_never_cut_off(serve):
+    """h2 frees a stream's place as soon as both sides ended it; ferrule's
+    place lasts until the driver is done (close(), hooks). A client that
+    opens its next stream in between waits for the place: it is not
+    refused, nor counted as resetting."""
+    server = serve("behaviours", *CLEARTEXT, "--threads", "2", "--http2-max-concurrent-streams", "4",
+                   "--http2-max-reset-streams", "5")
+    out = subprocess.run(["h2load", "-n", "3000", "-c", "1", "-m", "4", server.url + "/gen"],
+                         capture_output=True, text=True, timeout=60)
+    assert "3000 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout
+    assert "cut off" not in server.log
+
+
 def test_a_response_cut_short_resets_its_stream(serve):
     server = serve("behaviours", *CLEARTEXT)
     c = RawH2(server.port)

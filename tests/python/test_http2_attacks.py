@@ -5,6 +5,7 @@ empty DATA frames. Each is held by a named setting (or h2's own bound, which
 the test shows holding), and under each a normal client on another connection
 keeps being served: its latency is printed, only its being served asserted."""
 
+import resource
 import socket
 import threading
 import time
@@ -220,4 +221,34 @@ def test_empty_data_frames_are_bounded(serve):
     goaway = goaway_of(c, timeout=15)
     assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     served_meanwhile(server)
+    c.close()
+
+
+def test_streams_never_take_the_descriptors_connections_need(serve):
+    """Each stream's request passes through a socket pair (two
+    descriptors): a worker holds at most what its open-file limit leaves
+    after --worker-connections, and refuses streams past it
+    (REFUSED_STREAM, which clients retry) instead of running out."""
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (250, 250))
+
+    # (250 - 50 connections - 100 kept aside) / 2 = 50 pairs.
+    server = serve("behaviours", *CLEARTEXT, "--worker-connections", "50", preexec_fn=low_limit)
+    c = RawH2(server.port)
+    streams = [c.request("/sleep?s=0.02") for _ in range(80)]
+    served = refused = 0
+    for s in streams:
+        events = c.pump(lambda ev: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset))
+                                       and e.stream_id == s for e in ev), timeout=30)
+        if any(isinstance(e, h2.events.StreamReset) and e.stream_id == s
+               and e.error_code == h2.errors.ErrorCodes.REFUSED_STREAM for e in events):
+            refused += 1
+        else:
+            served += 1
+    print(f"80 streams at once: {served} served, {refused} refused")
+    assert refused > 0 and served >= 50
+    server.wait_for_log("as many socket pairs as its open-file limit")
+    served_meanwhile(server)
+    s = c.request("/list3")
+    assert c.response(s)[2:] == (b"one two three", True)
     c.close()

@@ -119,6 +119,13 @@ def r_write(environ, start_response):
     return []
 
 
+def r_write_big(environ, start_response):
+    """One write() of `size` bytes: more than a socket's buffer takes."""
+    write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    write(b"w" * int(q(environ, "size")))
+    return []
+
+
 def r_write_and_iter(environ, start_response):
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written, ")
