@@ -296,6 +296,10 @@ pub struct Config {
     #[arg(help_heading = "TLS", long, value_name = "WHICH", env = "FERRULE_CERT_REQS", value_enum, default_value_t = CertReqs::None)]
     pub cert_reqs: CertReqs,
 
+    /// Every this many seconds, each worker looks at the --certfile, --keyfile and --ca-certs files, and when one has changed (a renewal) reads them again and serves new connections with them; connections already open, HTTP/2 ones with their streams, go on undisturbed. 0 (the default): only on HUP, which replaces the workers. A worker reads the files as its own user (--user).
+    #[arg(help_heading = "TLS", long, value_name = "SECONDS", env = "FERRULE_RELOAD_CERTS_EVERY", default_value = "0", value_parser = parse_seconds)]
+    pub reload_certs_every: Duration,
+
     /// The oldest TLS version served: tls1.2 or tls1.3.
     #[arg(help_heading = "TLS", long, value_name = "VERSION", env = "FERRULE_SSL_PROTOCOL_MIN", value_enum, default_value_t = MinVersion::Tls12)]
     pub ssl_protocol_min: MinVersion,

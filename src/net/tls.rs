@@ -201,6 +201,26 @@ fn private_key(keyfile: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'
     Ok(PrivateKeyDer::Pkcs8(decrypted.as_bytes().to_vec().into()))
 }
 
+/// The TLS configuration new connections are served with: replaced in a
+/// running worker when the certificate files change
+/// (`--reload-certs-every`), while connections already open keep theirs.
+pub struct LiveConfig(std::sync::RwLock<Arc<ServerConfig>>);
+
+impl LiveConfig {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        LiveConfig(std::sync::RwLock::new(config))
+    }
+
+    /// The configuration a connection accepted now is served with.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
 /// Chooses a connection's certificate by the server name its client asks
 /// for (SNI, RFC 6066 §3): the first whose names (its subjectAltName) cover
 /// it and whose key can sign with a scheme the client offers, else the

@@ -36,6 +36,7 @@ use crate::log_at;
 use crate::net::allow::{self, AllowedPeer};
 use crate::net::listen::{self, ListenSocket, Listener, Protocol};
 use crate::net::socket::Socket;
+use crate::net::tls;
 use crate::proto::forwarded::SecureSchemeHeaders;
 use crate::proto::http1::response::push_decimal;
 use crate::runtime::metrics::{serve_scrapes, Registry};
@@ -193,7 +194,9 @@ pub fn run(
     let proxy_from: Option<Arc<[AllowedPeer]>> = config
         .proxy_protocol
         .then(|| config.proxy_allow_from.clone().into());
-    let tls = prepared_tls(config)?;
+    let tls = prepared_tls(config)?.map(|made| Arc::new(tls::LiveConfig::new(made)));
+    let certs_watch = (tls.is_some() && !config.reload_certs_every.is_zero())
+        .then(|| (config.clone(), config.reload_certs_every));
 
     py.detach(move || {
         serve(ServeParams {
@@ -202,6 +205,7 @@ pub fn run(
             forwarded_allow,
             proxy_from,
             tls,
+            certs_watch,
             ctx,
             stop_tx,
             threads,
@@ -237,6 +241,55 @@ fn prepared_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, St
     }
 }
 
+/// Every `every`, looks at the certificate, key and CA files; when one has
+/// changed (its modification time, size or inode: a renewal that writes
+/// in place or renames over), reads them all again, as the worker's user,
+/// and serves new connections with them. Files that cannot be used are
+/// logged once, and the configuration before them stays.
+async fn reload_certs_when_changed(config: Config, every: Duration, live: Arc<tls::LiveConfig>) {
+    let stamp = |config: &Config| {
+        let files = config
+            .certfile
+            .iter()
+            .chain(&config.keyfile)
+            .chain(&config.ca_certs);
+        files
+            .map(|path| {
+                std::fs::metadata(path).ok().map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.modified().ok(), m.len(), m.ino())
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut seen = stamp(&config);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let now = stamp(&config);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match config.tls_config() {
+            Ok(Some(made)) => {
+                live.replace(made);
+                log_at!(
+                    Info,
+                    "TLS certificates reloaded (--reload-certs-every): new connections get them"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => log_at!(
+                Error,
+                "TLS certificates changed but cannot be used, the ones before stay: {e}"
+            ),
+        }
+    }
+}
+
 /// The metrics of a process without a master: its own page, and the
 /// listener answering from it.
 fn serve_own_scrapes(address: &str, threads: u16) -> Result<Arc<Slot>, String> {
@@ -268,7 +321,10 @@ struct ServeParams {
     /// Peers that must send a PROXY header (`--proxy-protocol`).
     proxy_from: Option<Arc<[AllowedPeer]>>,
     /// The TLS configuration of https listeners.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::LiveConfig>>,
+    /// The settings to re-read the certificates from, and how often to
+    /// look at their files (`--reload-certs-every`).
+    certs_watch: Option<(Config, Duration)>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
     threads: usize,
@@ -352,6 +408,9 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
                 p.ctx.clone(),
                 slots.clone(),
             )?;
+        }
+        if let (Some((config, every)), Some(live)) = (p.certs_watch, &p.tls) {
+            tokio::spawn(reload_certs_when_changed(config, every, live.clone()));
         }
         if let Some(slot) = p.ctx.liveness.clone() {
             match p.ctx.sender.get() {
@@ -533,7 +592,7 @@ fn spawn_accept_loop(
     allow_from: &Arc<[AllowedPeer]>,
     forwarded_allow: &Arc<[AllowedPeer]>,
     proxy_from: &Option<Arc<[AllowedPeer]>>,
-    tls: &Option<Arc<rustls::ServerConfig>>,
+    tls: &Option<Arc<tls::LiveConfig>>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) -> Result<(), String> {
@@ -686,7 +745,7 @@ impl Acceptor for UnixListener {
 async fn accept_loop<A: Acceptor>(
     acceptor: A,
     protocol: Protocol,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::LiveConfig>>,
     ctx: Arc<ServerCtx>,
     slots: Arc<Semaphore>,
 ) {
@@ -707,7 +766,7 @@ async fn accept_loop<A: Acceptor>(
                 // Counted while the task lives, and released however it
                 // ends (dropped unrun when the lane is closing).
                 let open = ctx.metrics.clone().map(OpenConnection::new);
-                let tls = tls.clone();
+                let tls = tls.as_ref().map(|live| live.current());
                 ctx.lane.spawn(async move {
                     match protocol {
                         Protocol::Http => match tls {

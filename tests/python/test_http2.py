@@ -257,6 +257,44 @@ def test_django_over_h2_and_over_tls_http_1_1(pki, serve, tmp_path):
             assert client.get(server.url + "/file/").content == blob
 
 
+def test_certificates_reload_under_h2load_without_a_failed_request(pki, serve, tmp_path):
+    """--reload-certs-every: a renewal (the files replaced, as certbot does)
+    is picked up by the running workers; connections open go on, so
+    h2load, which never reconnects, loses nothing; new connections get the
+    new certificate."""
+    live = tmp_path / "live"
+    live.mkdir()
+    issue(pki, "ca", "renewed", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name in ("server.pem", "server.key"):
+        (live / name).write_bytes((pki / name).read_bytes())
+    server = serve("gateway_app", "--certfile", str(live / "server.pem"), "--keyfile", str(live / "server.key"),
+                   *H2, "-w", "2", "--reload-certs-every", "0.2", bind=["https://127.0.0.1:0"])
+
+    def serial():
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            with client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.getpeercert()["serialNumber"]
+
+    before = serial()
+    load = subprocess.Popen(["h2load", "-n", "40000", "-c", "4", "-m", "10", server.url + "/env"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The renewal: new files renamed over the old ones.
+    for name, source in (("server.key", "renewed.key"), ("server.pem", "renewed.pem")):
+        (live / f".{name}").write_bytes((pki / source).read_bytes())
+        os.replace(live / f".{name}", live / name)
+    wait_until(lambda: server.log.count("TLS certificates reloaded") >= 2, what="both workers reloading")
+    # Reloaded while the load ran.
+    assert load.poll() is None
+    after = serial()
+    out, _ = load.communicate(timeout=120)
+    assert "40000 succeeded, 0 failed, 0 errored" in out, out
+    assert before != after
+    # A renewal that cannot be used is logged, and the certificate stays.
+    (live / "server.key").write_text("not a key")
+    wait_until(lambda: "cannot be used, the ones before stay" in server.log, what="the bad renewal logged")
+    assert serial() == after
+
+
 def test_without_h2_in_http_protocols_alpn_offers_only_http_1_1(pki, serve):
     server = serve("gateway_app", *tls_args(pki), bind=["https://127.0.0.1:0"])
     with httpx.Client(http2=True, verify=client_context(pki)) as client:
