@@ -930,6 +930,11 @@ impl Config {
         })
     }
 
+    /// Whether HTTP/2 is served (h2 in --http-protocols).
+    pub fn serves_http2(&self) -> bool {
+        self.http_protocols.contains(&HttpProtocol::H2)
+    }
+
     /// The protocols TLS listeners offer by ALPN (RFC 7301), in order of
     /// preference.
     fn alpn_protocols(&self) -> Vec<&'static [u8]> {

@@ -137,6 +137,9 @@ pub struct ServerCtx {
     pub max_requests: u64,
     /// Application threads (`--threads`), and how many requests hold one now.
     pub threads: usize,
+    /// The runtime's threads (`runtime::server::runtime_threads`): with
+    /// more than one, a task may resume on another thread after a wait.
+    pub runtime_threads: usize,
     pub in_flight: AtomicUsize,
     /// Woken when a request ends, for an accept loop waiting for a thread.
     pub thread_freed: Notify,
@@ -684,7 +687,7 @@ async fn run_request<S: Socket>(
     // awaited: the call is on this thread.
     let call_on_thread = ctx.lane.call();
     let call_started = ctx.in_python(|py| {
-        let wire = Wire::new(fd, stream.tls_session(), stream.relayed());
+        let wire = Wire::new(fd, stream.tls_session());
         let objects = RequestObjects::for_request(
             py,
             spare,
@@ -739,11 +742,11 @@ async fn run_request<S: Socket>(
     // thread after any wait, so a response that needs more Python is
     // finished here, before the task waits for anything.
     let mut sent_ahead = None;
-    if ctx.threads > 1 && needs_more_python(&step, &call) {
+    if ctx.runtime_threads > 1 && needs_more_python(&step, &call) {
         (step, sent_ahead) = finish_on_this_thread(ctx, exchange, &mut call, step);
     }
     let mut hooked = hooked;
-    if ctx.threads > 1 {
+    if ctx.runtime_threads > 1 {
         // The hook is one of the request's Python steps, which all run on
         // the thread that called the application (its thread-locals and
         // context variables): here, before any wait could move the task,
@@ -792,7 +795,7 @@ async fn run_request<S: Socket>(
             // they may use: there, only a response that needs no more Python
             // yields.
             let no_more_python = matches!(step, Step::Done) && !call.needs_close();
-            if std::mem::take(&mut first_send) && (ctx.threads == 1 || no_more_python) {
+            if std::mem::take(&mut first_send) && (ctx.runtime_threads == 1 || no_more_python) {
                 lane::yield_to_ready_tasks().await;
             }
             if !send_queue(stream, &mut out, ctx.socket_timeout).await {
@@ -983,7 +986,9 @@ fn finish_on_this_thread(
             sender
                 .get_or_insert_with(|| {
                     SendAhead::start(
-                        ctx.sender.get().expect("started with --threads above 1"),
+                        ctx.sender
+                            .get()
+                            .expect("started when the runtime has more than one thread"),
                         exchange,
                     )
                 })
@@ -1021,7 +1026,10 @@ fn wait_until_queued_at_most(exchange: &Exchange, bound: usize) -> io::Result<()
         if queued <= bound {
             return Ok(());
         }
-        let waited = exchange.output.wait_writable(exchange.socket_timeout);
+        let waited = crate::exchange::blocking_io::wait_writable(
+            exchange.output.fd,
+            exchange.socket_timeout,
+        );
         if waited.is_err() && exchange.lock().out.len() >= queued.min(before) {
             exchange.lock().write_failed = true;
             return waited;

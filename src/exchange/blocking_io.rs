@@ -58,22 +58,6 @@ fn not_a_socket() -> bool {
     io::Error::last_os_error().raw_os_error() == Some(libc::ENOTSOCK)
 }
 
-/// Appends up to `max` bytes the socket `fd` holds now to `buf`, without
-/// waiting (WouldBlock when there are none); Ok(0) is end of stream.
-pub fn recv_now(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-    buf.reserve(max);
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(max);
-    // SAFETY: reading into the vector's spare capacity, then setting the
-    // length to cover only the bytes the kernel wrote.
-    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
-}
-
 /// Appends up to `max` bytes read from `fd` to `buf`; Ok(0) is end of stream.
 pub fn recv_some(fd: RawFd, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
     buf.reserve(max);

@@ -1,11 +1,7 @@
 //! Where the application's side of a request reads and writes: a
 //! descriptor (a socket, or a CGI script's stdin or stdout), and on a TLS
 //! connection the session the bytes go through. The blocking calls of
-//! `blocking_io` wait on the descriptor either way. On an HTTP/2 stream's
-//! socket pair (`relayed`) the peer is a task of the worker's own runtime
-//! (the stream's relay), so a wait hands the runtime to another thread
-//! for as long as it lasts (tokio's `block_in_place`): with one thread,
-//! the relay would otherwise never run while the application waits on it.
+//! `blocking_io` wait on the descriptor either way.
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
@@ -20,26 +16,18 @@ use crate::net::tls::{read_into_spare, Session};
 pub struct Wire {
     pub fd: RawFd,
     tls: Option<Arc<Session>>,
-    /// The peer is a task of this worker's runtime (an HTTP/2 relay).
-    relayed: bool,
 }
 
 impl Wire {
     pub fn plain(fd: RawFd) -> Wire {
-        Wire {
-            fd,
-            tls: None,
-            relayed: false,
-        }
+        Wire { fd, tls: None }
     }
 
-    /// `fd` with TLS through `session`, if there is one; `relayed` when
-    /// the peer is a task of this worker's runtime.
-    pub fn new(fd: RawFd, session: Option<&Arc<Session>>, relayed: bool) -> Wire {
+    /// `fd` with TLS through `session`, if there is one.
+    pub fn new(fd: RawFd, session: Option<&Arc<Session>>) -> Wire {
         Wire {
             fd,
             tls: session.cloned(),
-            relayed,
         }
     }
 
@@ -49,38 +37,7 @@ impl Wire {
         Wire {
             fd,
             tls: self.tls.clone(),
-            relayed: self.relayed,
         }
-    }
-
-    /// Waits until the descriptor takes more bytes, at most `timeout`.
-    pub fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
-        self.waiting(|| blocking_io::wait_writable(self.fd, timeout))
-    }
-
-    /// Waits until the descriptor has bytes to read, at most `timeout`.
-    fn wait_readable(&self, timeout: Duration) -> io::Result<()> {
-        self.waiting(|| blocking_io::wait_readable(self.fd, timeout))
-    }
-
-    /// Runs the wait `f`; on a relayed wire, with the runtime handed to
-    /// another thread meanwhile. Only a worker of a multi-threaded runtime
-    /// has one to hand (not the sender's thread, not a CGI script).
-    fn waiting<R>(&self, f: impl FnOnce() -> R) -> R {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        match Handle::try_current() {
-            Ok(runtime)
-                if self.relayed && runtime.runtime_flavor() == RuntimeFlavor::MultiThread =>
-            {
-                tokio::task::block_in_place(f)
-            }
-            _ => f(),
-        }
-    }
-
-    /// Whether the blocking calls may wait in `blocking_io` itself.
-    fn waits_in_place(&self) -> bool {
-        self.tls.is_none() && !self.relayed
     }
 
     /// Whether bytes may go out as they are from a file (sendfile(2)).
@@ -101,18 +58,18 @@ impl Wire {
 
     /// Sends everything in `queue`, waiting for the client as needed.
     pub fn send_queue(&self, queue: &mut OutQueue, timeout: Duration) -> io::Result<()> {
-        if self.waits_in_place() {
+        if self.tls.is_none() {
             return blocking_io::send_queue(self.fd, queue, timeout);
         }
         while !self.send_queue_now(queue)? {
-            self.wait_writable(timeout)?;
+            blocking_io::wait_writable(self.fd, timeout)?;
         }
         Ok(())
     }
 
     /// Sends all of `data`.
     pub fn send_all(&self, data: &[u8], timeout: Duration) -> io::Result<()> {
-        if self.waits_in_place() {
+        if self.tls.is_none() {
             return blocking_io::send_all(self.fd, data, timeout);
         }
         let mut queue = OutQueue::with_capacity(data.len());
@@ -123,18 +80,16 @@ impl Wire {
     /// Appends up to `max` bytes read to `buf`; Ok(0) is the end of the
     /// stream.
     pub fn recv_some(&self, buf: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<usize> {
-        if self.waits_in_place() {
+        let Some(session) = &self.tls else {
             return blocking_io::recv_some(self.fd, buf, max, timeout);
-        }
+        };
         buf.reserve(max);
         loop {
-            let read = match &self.tls {
-                Some(session) => read_into_spare(buf, max, |dst| session.read_plain(self.fd, dst)),
-                None => blocking_io::recv_now(self.fd, buf, max),
-            };
-            match read {
+            match read_into_spare(buf, max, |dst| session.read_plain(self.fd, dst)) {
                 Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_readable(timeout)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocking_io::wait_readable(self.fd, timeout)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

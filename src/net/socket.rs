@@ -92,12 +92,6 @@ pub trait Socket: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + Sync + 'stat
     fn tls_session(&self) -> Option<&std::sync::Arc<crate::net::tls::Session>> {
         None
     }
-    /// Whether the peer is a task of this worker's runtime (an HTTP/2
-    /// stream's relay), which must go on running while the application's
-    /// thread waits on the socket (`exchange::wire`).
-    fn relayed(&self) -> bool {
-        false
-    }
 }
 
 /// How long ago the kernel last received data on the TCP socket `fd`

@@ -438,8 +438,11 @@ impl Arbiter<'_> {
 
     fn spawn(&mut self, py: Python<'_>) -> Result<(), String> {
         let slot = Arc::new(
-            Slot::new(server::runtime_threads(usize::from(self.config.threads)))
-                .map_err(|e| e.to_string())?,
+            Slot::new(server::runtime_threads(
+                usize::from(self.config.threads),
+                self.config.serves_http2(),
+            ))
+            .map_err(|e| e.to_string())?,
         );
         let id = self.next_id;
         self.next_id += 1;

@@ -35,7 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::driver::lane;
 use crate::driver::{self, ConnBuffers, ServerCtx};
 use crate::log_at;
-use crate::net::socket::Socket;
 use crate::proto::body::{BodyDecoder, Chunk};
 use crate::proto::error::ClientError;
 use crate::proto::http1::response::ResponseEncoder;
@@ -66,11 +65,10 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// past --keep-alive, or the server stops (GOAWAY, then the streams begun
 /// finish). Called as a task of the lane, which it holds only for the
 /// handshake: the connection and its streams' relays are then tasks of
-/// the runtime, not of the lane, so that they go on while every
-/// application thread waits on a stream's socket pair (which only a relay
-/// drains or fills; the waiting thread hands the runtime to another,
-/// `exchange::wire`). The lane's task waits for them, so the connection
-/// counts as open until its last request is done.
+/// the runtime, so that they go on while every application thread waits
+/// on a stream's socket pair (which only a relay drains or fills). The
+/// lane's task waits for them, so the connection counts as open until its
+/// last request is done.
 pub async fn serve<T>(io: T, conn: ConnInfo, ctx: Arc<ServerCtx>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -314,12 +312,8 @@ impl Ports {
         };
         let (app_end, relay_end) = UnixStream::pair()?;
         let (jobs, queue) = mpsc::channel(1);
-        ctx.lane.spawn(serve_port(
-            AppEnd(app_end),
-            queue,
-            conn.clone(),
-            ctx.clone(),
-        ));
+        ctx.lane
+            .spawn(serve_port(app_end, queue, conn.clone(), ctx.clone()));
         Ok(Some(Port {
             relay_end,
             jobs,
@@ -335,85 +329,11 @@ impl Ports {
     }
 }
 
-/// The driver's end of a port: a unix socket whose peer is a relay, a
-/// task of this worker's runtime (`Socket::relayed`).
-struct AppEnd(UnixStream);
-
-impl std::os::fd::AsRawFd for AppEnd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl AsyncRead for AppEnd {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for AppEnd {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl Socket for AppEnd {
-    fn try_write_vectored_now(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
-        self.0.try_write_vectored_now(bufs)
-    }
-    fn try_write_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.0.try_write_io(f)
-    }
-    fn try_read_io<R>(&self, f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
-        self.0.try_read_io(f)
-    }
-    fn poll_read_ready(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Socket::poll_read_ready(&self.0, cx)
-    }
-    fn poll_write_ready(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        Socket::poll_write_ready(&self.0, cx)
-    }
-    fn wait_writable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
-        Socket::wait_writable(&self.0)
-    }
-    fn relayed(&self) -> bool {
-        true
-    }
-}
-
 /// The driver's side of a port: each request handed to it, run as a
 /// request on a connection (its end of the pair), until one leaves the
 /// connection unfit for another or the port is dropped.
 async fn serve_port(
-    mut app_end: AppEnd,
+    mut app_end: UnixStream,
     mut jobs: mpsc::Receiver<Job>,
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,

@@ -139,7 +139,11 @@ pub fn run(
         (None, _) => None,
         (Some(_), Some(worker)) => Some(worker.slot.clone()),
         // A lone process (ferrule.serve()) answers its own scrapes.
-        (Some(address), None) => Some(serve_own_scrapes(address, config.threads)?),
+        (Some(address), None) => Some(serve_own_scrapes(
+            address,
+            config.threads,
+            runtime_threads(usize::from(config.threads), config.serves_http2()),
+        )?),
     };
     let static_routes = config.static_routes()?;
     let static_files = if static_routes.is_empty() {
@@ -169,12 +173,13 @@ pub fn run(
         liveness: worker.as_ref().map(|w| w.slot.clone()),
         max_requests: worker.as_ref().map_or(0, |w| w.max_requests),
         threads: usize::from(config.threads),
+        runtime_threads: runtime_threads(usize::from(config.threads), config.serves_http2()),
         in_flight: AtomicUsize::new(0),
         thread_freed: Notify::new(),
         file_turns: Semaphore::new(1),
         lane: Lane::new(
             usize::from(config.threads),
-            runtime_threads(usize::from(config.threads)),
+            runtime_threads(usize::from(config.threads), config.serves_http2()),
         ),
         sender: OnceLock::new(),
         request_hooks,
@@ -185,7 +190,6 @@ pub fn run(
         http1_over_tls: config.http_protocols.contains(&HttpProtocol::H1),
         http2_pairs: Arc::new(Semaphore::new(stream_pair_limit(config.worker_connections))),
     });
-    let threads = usize::from(config.threads);
     let max_connections = config.worker_connections as usize;
     let graceful_timeout = config.graceful_timeout;
     let standalone = worker.is_none();
@@ -208,7 +212,6 @@ pub fn run(
             certs_watch,
             ctx,
             stop_tx,
-            threads,
             max_connections,
             graceful_timeout,
             standalone,
@@ -292,11 +295,12 @@ async fn reload_certs_when_changed(config: Config, every: Duration, live: Arc<tl
 
 /// The metrics of a process without a master: its own page, and the
 /// listener answering from it.
-fn serve_own_scrapes(address: &str, threads: u16) -> Result<Arc<Slot>, String> {
-    let slot = Arc::new(
-        Slot::new(runtime_threads(usize::from(threads)))
-            .map_err(|e| format!("shared memory: {e}"))?,
-    );
+fn serve_own_scrapes(
+    address: &str,
+    threads: u16,
+    runtime_threads: usize,
+) -> Result<Arc<Slot>, String> {
+    let slot = Arc::new(Slot::new(runtime_threads).map_err(|e| format!("shared memory: {e}"))?);
     let listener = crate::metrics::exporter::bind(address)?;
     if let Ok(local) = listener.local_addr() {
         log_at!(
@@ -327,7 +331,6 @@ struct ServeParams {
     certs_watch: Option<(Config, Duration)>,
     ctx: Arc<ServerCtx>,
     stop_tx: watch::Sender<bool>,
-    threads: usize,
     max_connections: usize,
     graceful_timeout: Duration,
     standalone: bool,
@@ -342,11 +345,13 @@ struct ServeParams {
 /// still have a thread, so the worker goes on and is not taken for hung.
 /// Loops move between the runtime's threads, so the application may run
 /// on any of them over time, never on more than `threads` at once. With one thread there is no
-/// such wait: a streamed response is sent from the connection's task.
-/// (An application thread that waits on an HTTP/2 stream's socket pair
-/// hands the runtime to another thread meanwhile: `exchange::wire`.)
-pub fn runtime_threads(threads: usize) -> usize {
-    if threads > 1 {
+/// such wait: a streamed response is sent from the connection's task,
+/// unless HTTP/2 is served (`http2`): there an application thread waits on
+/// the socket pair of its stream (a large `write()`, `wsgi.input` with
+/// --stream-uploads), which only the stream's relay, a task of the
+/// runtime's, drains or fills, so the runtime has a spare thread too.
+pub fn runtime_threads(threads: usize, http2: bool) -> usize {
+    if threads > 1 || http2 {
         threads + 1
     } else {
         1
@@ -365,7 +370,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         libc::SIGABRT,
     ]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(runtime_threads(p.threads))
+        .worker_threads(p.ctx.runtime_threads)
         .thread_name("ferrule-worker")
         .enable_all()
         .on_thread_start({
@@ -379,7 +384,7 @@ fn serve(p: ServeParams) -> Result<Stop, String> {
         .start(runtime.handle().clone())
         .map_err(|e| format!("starting the lane's watchdog: {e}"))?;
     // Before any listener accepts: the first request may stream.
-    if p.threads > 1 {
+    if p.ctx.runtime_threads > 1 {
         let sender =
             SenderThread::start().map_err(|e| format!("starting the sender thread: {e}"))?;
         let _ = p.ctx.sender.set(sender);
