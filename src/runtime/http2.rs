@@ -102,7 +102,12 @@ where
             return;
         }
     };
-    let _ = tokio::spawn(drive(connection, Arc::new(conn), remote, ctx)).await;
+    let driven = tokio::spawn(drive(connection, Arc::new(conn), remote, ctx));
+    // The new task sits in this thread's LIFO slot, which no other thread
+    // may take: it must not wait there behind the loop's next tasks, which
+    // may block in the application.
+    lane::return_to_runtime_after_this_task();
+    let _ = driven.await;
 }
 
 /// How a connection is being closed, once GOAWAY is sent.
@@ -262,9 +267,11 @@ impl StreamBudget {
         self.places.available_permits() < self.max_places as usize
     }
 
-    /// Waits until no request is in the driver's hands.
+    /// Waits until no request is in the driver's hands, then takes every
+    /// place away: a stream still waiting for one is over.
     async fn all_done(&self) {
         let _ = self.places.acquire_many(self.max_places).await;
+        self.places.close();
     }
 
     /// Counts a stream the client reset before its response was whole.
@@ -287,13 +294,12 @@ struct Job {
     finished: oneshot::Sender<bool>,
 }
 
-/// A socket pair whose one end a driver task serves (`serve_port`), and
-/// the way to hand that task its next request. It holds one of the
-/// worker's `ServerCtx::http2_pairs` while it lives.
+/// A socket pair whose one end a driver task serves (`serve_port`, which
+/// holds one of the worker's `ServerCtx::http2_pairs` for as long as its
+/// end is open), and the way to hand that task its next request.
 struct Port {
     relay_end: UnixStream,
     jobs: mpsc::Sender<Job>,
-    _pair: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The ports a connection's finished streams left for the next ones.
@@ -312,18 +318,17 @@ impl Ports {
         };
         let (app_end, relay_end) = UnixStream::pair()?;
         let (jobs, queue) = mpsc::channel(1);
-        ctx.lane
-            .spawn(serve_port(app_end, queue, conn.clone(), ctx.clone()));
-        Ok(Some(Port {
-            relay_end,
-            jobs,
-            _pair: pair,
-        }))
+        let port_task = serve_port(app_end, pair, queue, conn.clone(), ctx.clone());
+        ctx.lane.spawn(port_task);
+        Ok(Some(Port { relay_end, jobs }))
     }
 
-    fn keep(&self, port: Port) {
+    /// Keeps `port` for the connection's next streams, unless it has
+    /// enough, or the worker's pairs have run out (a kept port would hold
+    /// one another connection needs).
+    fn keep(&self, port: Port, ctx: &ServerCtx) {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < KEPT_PORTS {
+        if kept.len() < KEPT_PORTS && ctx.http2_pairs.available_permits() > 0 {
             kept.push(port);
         }
     }
@@ -334,6 +339,7 @@ impl Ports {
 /// connection unfit for another or the port is dropped.
 async fn serve_port(
     mut app_end: UnixStream,
+    _pair: tokio::sync::OwnedSemaphorePermit,
     mut jobs: mpsc::Receiver<Job>,
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,
@@ -381,14 +387,15 @@ async fn serve_stream(
 ) {
     let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
     let _place = tokio::select! {
-        place = budget.place() => match place {
-            Some(place) => place,
-            None => return,
-        },
+        biased;
         _ = reset => {
             budget.reset_by_client();
             return;
         }
+        place = budget.place() => match place {
+            Some(place) => place,
+            None => return,
+        },
     };
     let (parts, body) = request.into_parts();
     let is_head = parts.method == Method::HEAD;
@@ -450,7 +457,7 @@ async fn serve_stream(
     // A port is kept only when both of its directions ended where a
     // request's bytes end, and its driver task is ready for another.
     if port_fit.await == Ok(true) {
-        ports.keep(port);
+        ports.keep(port, &ctx);
     }
 }
 
@@ -467,11 +474,12 @@ async fn refuse_stream(
         Ok(pair) => pair,
         Err(_) => return,
     };
-    let refused = async {
+    // The driver's refusal waits with the lane's timeouts: a lane task.
+    let lane_ctx = ctx.clone();
+    ctx.lane.spawn(async move {
         let framer = ResponseFramer::Direct(ResponseEncoder::new(1, is_head, false));
-        driver::refuse(&mut app_end, framer, &err, &conn, &ctx, None).await;
-        drop(app_end);
-    };
+        driver::refuse(&mut app_end, framer, &err, &conn, &lane_ctx, None).await;
+    });
     // No body goes in: the relay's end closes its writing side at once.
     let _ = relay_end.shutdown().await;
     let (from_app, to_app) = relay_end.split();
@@ -485,7 +493,7 @@ async fn refuse_stream(
         is_head,
         wait,
     );
-    tokio::join!(refused, relay);
+    relay.await;
 }
 
 /// How a stream's relay ended.

@@ -230,7 +230,9 @@ static TLS_CONFIG: Mutex<Option<Arc<rustls::ServerConfig>>> = Mutex::new(None);
 /// configuration workers forked from now on serve with; on failure the one
 /// made before stays.
 pub fn prepare_tls(config: &Config) -> Result<(), String> {
+    let stamp = certificate_files_stamp(config);
     let made = config.tls_config()?;
+    *PREPARED_STAMP.lock().unwrap_or_else(|e| e.into_inner()) = Some(stamp);
     *TLS_CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = made;
     Ok(())
 }
@@ -244,48 +246,80 @@ fn prepared_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, St
     }
 }
 
-/// Every `every`, looks at the certificate, key and CA files; when one has
-/// changed (its modification time, size or inode: a renewal that writes
-/// in place or renames over), reads them all again, as the worker's user,
-/// and serves new connections with them. Files that cannot be used are
-/// logged once, and the configuration before them stays.
+/// What the certificate, key and CA files were when last read: each one's
+/// modification time, size and inode (a renewal that writes in place or
+/// renames over changes one of them).
+type FilesStamp = Vec<Option<(Option<std::time::SystemTime>, u64, u64)>>;
+
+fn certificate_files_stamp(config: &Config) -> FilesStamp {
+    use std::os::unix::fs::MetadataExt;
+    let files = config
+        .certfile
+        .iter()
+        .chain(&config.keyfile)
+        .chain(&config.ca_certs);
+    files
+        .map(|path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len(), m.ino()))
+        })
+        .collect()
+}
+
+/// The files' stamp when `prepare_tls` last read them (inherited across
+/// fork, like `TLS_CONFIG`): a worker started after a renewal the master
+/// has not read yet takes the renewal at its first look.
+static PREPARED_STAMP: Mutex<Option<FilesStamp>> = Mutex::new(None);
+
+/// Every `every`, looks at the certificate, key and CA files; once one has
+/// changed and stayed the same for a look more (a renewal written in
+/// place, not half-written), reads them all again, as the worker's user,
+/// on a thread of its own (decrypting a key must not hold the runtime), and
+/// serves new connections with them. Files that cannot be used are logged
+/// once, and the configuration before them stays.
 async fn reload_certs_when_changed(config: Config, every: Duration, live: Arc<tls::LiveConfig>) {
-    let stamp = |config: &Config| {
-        let files = config
-            .certfile
-            .iter()
-            .chain(&config.keyfile)
-            .chain(&config.ca_certs);
-        files
-            .map(|path| {
-                std::fs::metadata(path).ok().map(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    (m.modified().ok(), m.len(), m.ino())
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let mut seen = stamp(&config);
+    let prepared = PREPARED_STAMP
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut seen = prepared.unwrap_or_else(|| certificate_files_stamp(&config));
+    let mut settling: Option<FilesStamp> = None;
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
     loop {
         ticks.tick().await;
-        let now = stamp(&config);
+        let now = certificate_files_stamp(&config);
         if now == seen {
+            settling = None;
+            continue;
+        }
+        if settling.as_ref() != Some(&now) {
+            settling = Some(now);
             continue;
         }
         seen = now;
-        match config.tls_config() {
-            Ok(Some(made)) => {
+        settling = None;
+        let (made_tx, made) = oneshot::channel();
+        let reading = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ferrule-certs".into())
+            .spawn(move || {
+                let _ = made_tx.send(reading.tls_config());
+            });
+        if spawned.is_err() {
+            continue;
+        }
+        match made.await {
+            Ok(Ok(Some(made))) => {
                 live.replace(made);
                 log_at!(
                     Info,
                     "TLS certificates reloaded (--reload-certs-every): new connections get them"
                 );
             }
-            Ok(None) => {}
-            Err(e) => log_at!(
+            Ok(Ok(None)) | Err(_) => {}
+            Ok(Err(e)) => log_at!(
                 Error,
                 "TLS certificates changed but cannot be used, the ones before stay: {e}"
             ),
