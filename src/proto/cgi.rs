@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use crate::proto::error::ClientError;
-use crate::proto::request::{BodyFraming, RequestHead};
+use crate::proto::request::{parse_length, BodyFraming, RequestHead};
 
 /// A variable's name and value, as spans of a head's buffer.
 pub type VarSpans = (Range<usize>, Range<usize>);
@@ -67,14 +67,6 @@ pub fn head_from_vars(buf: Vec<u8>, vars: Vec<VarSpans>) -> Result<RequestHead, 
         proxy_fields: false,
         cgi: vars,
     })
-}
-
-/// A decimal length: digits only, at most 19 of them.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]

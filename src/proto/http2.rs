@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::proto::error::{ClientError, ClientErrorKind};
 use crate::proto::forwarded;
-use crate::proto::request::{split_host_port, BodyFraming, HeadLimits, RequestHead};
+use crate::proto::request::{parse_length, split_host_port, BodyFraming, HeadLimits, RequestHead};
 
 /// The HTTP/2 settings ferrule announces and holds clients to.
 #[derive(Debug, Clone, Copy)]
@@ -205,14 +205,6 @@ pub fn request_head(
         proxy_fields,
         cgi: Vec::new(),
     })
-}
-
-/// A decimal length: digits only, at most 19 of them.
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Writes the chunk-size line of an HTTP/1 chunk of `len` bytes (RFC 9112

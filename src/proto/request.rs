@@ -169,6 +169,15 @@ impl fmt::Display for RequestLabel<'_> {
     }
 }
 
+/// A decimal length (a Content-Length or CONTENT_LENGTH value): digits
+/// only, at most 19 of them, so it fits a u64.
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// Splits an authority, `host[:port]` (RFC 3986 §3.2), where host may be a
 /// bracketed IPv6 literal: a Host header, or an absolute target's.
 pub fn split_host_port(value: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
