@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 FUZZ_SECONDS ?= 20
 
-.PHONY: help setup build run test test-rust test-python lint fmt docs fuzz bench bench-smoke bench-hello bench-instructions bench-guard clean
+.PHONY: help setup build run test test-rust test-python lint fmt docs fuzz bench bench-smoke bench-hello bench-latency bench-instructions bench-guard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,7 @@ docs: build ## Regenerate the README settings table from the declaration
 bench: build ## Every workload against every peer (bench/results/<date>.md and .png), memory at 1,000 connections, then a 1,000,000-request soak
 	bench/setup.sh
 	bench/.venv/bin/python bench/run.py
+	bench/.venv/bin/python bench/latency.py
 	bench/.venv/bin/python bench/memory.py --save
 	.venv/bin/python bench/soak.py
 
@@ -50,6 +51,10 @@ bench-smoke: build ## Every benchmark cell for one second, file for three (prove
 
 bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
 	bench/hello.sh
+
+bench-latency: build ## p50/p99/p99.9 at 50% and 90% of the best peer's saturation, with oha at a fixed rate
+	bench/setup.sh
+	bench/.venv/bin/python bench/latency.py
 
 bench-instructions: build ## Instructions per request under callgrind (repeatable on a noisy machine)
 	.venv/bin/python bench/instructions.py --apps hello,json,echo
