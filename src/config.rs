@@ -304,11 +304,11 @@ pub struct Config {
     #[arg(help_heading = "TLS", long, value_name = "VERSION", env = "FERRULE_SSL_PROTOCOL_MIN", value_enum, default_value_t = MinVersion::Tls12)]
     pub ssl_protocol_min: MinVersion,
 
-    /// HTTP versions served, in order of preference, as gunicorn's --http-protocols: h1 (HTTP/1.1) and h2 (HTTP/2). Over TLS, ALPN offers them in this order; a list without h1 closes TLS connections of clients that do not choose h2. In the clear, h2 is served with --http2-cleartext.
+    /// HTTP versions served, in order of preference, as gunicorn's --http-protocols: h1 (HTTP/1.1) and h2 (HTTP/2). Over TLS, ALPN offers them in this order, and a client that does not choose h2 is served HTTP/1.1 either way, as in gunicorn. In the clear, h2 is served with --http2-cleartext.
     #[arg(help_heading = "HTTP/2", long, value_name = "LIST", env = "FERRULE_HTTP_PROTOCOLS", value_delimiter = ',', default_value = "h1", value_parser = parse_http_protocol)]
     pub http_protocols: Vec<HttpProtocol>,
 
-    /// HTTP/2 in the clear (h2c), for a proxy that ends TLS and speaks HTTP/2 to ferrule: off, or prior-knowledge (a connection that opens with HTTP/2's preface, RFC 9113 §3.3, is served as HTTP/2; any other as HTTP/1.x). As in gunicorn, only from peers in --forwarded-allow-ips, and it needs h2 in --http-protocols. The HTTP/1.1 Upgrade to h2c, which RFC 9113 deprecates, is not served
+    /// HTTP/2 in the clear (h2c), for a proxy that ends TLS and speaks HTTP/2 to ferrule: off, or prior-knowledge (a connection that opens with HTTP/2's preface, RFC 9113 §3.3, is served as HTTP/2; any other as HTTP/1.x). As in gunicorn, only from peers in --forwarded-allow-ips (and not on connections that start with a PROXY header), and it needs h2 in --http-protocols. The HTTP/1.1 Upgrade to h2c, which RFC 9113 deprecates, is not served
     #[arg(help_heading = "HTTP/2", long, value_name = "HOW", env = "FERRULE_HTTP2_CLEARTEXT", value_enum, default_value_t = Http2Cleartext::Off)]
     pub http2_cleartext: Http2Cleartext,
 
@@ -324,7 +324,7 @@ pub struct Config {
     #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_MAX_FRAME_SIZE", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16_384..=16_777_215))]
     pub http2_max_frame_size: u32,
 
-    /// Largest request header list of an HTTP/2 request, decompressed, in bytes, counted as RFC 9113 §6.5.2 does (each field's name and value plus 32): a larger one is answered 431 before it reaches the application, and an HPACK bomb is stopped there.
+    /// Largest request header list of an HTTP/2 request, decompressed, in bytes, counted as RFC 9113 §6.5.2 does (each field's name and value plus 32): a larger one is answered 431 before it reaches the application, and an HPACK bomb is stopped there. It is HTTP/2's --limit-request-head (16384 as in hyper and Granian; gunicorn's 0, unlimited, is not taken).
     #[arg(help_heading = "HTTP/2", long, value_name = "BYTES", env = "FERRULE_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub http2_max_header_list_size: u32,
 
@@ -918,9 +918,6 @@ impl Config {
                 "--http2-cleartext needs h2 in --http-protocols (--http-protocols h2,h1)".into(),
             );
         }
-        if !self.http_protocols.contains(&HttpProtocol::H1) && self.certfile.is_empty() {
-            return Err("--http-protocols without h1 needs --certfile: HTTP/2 is chosen over TLS (ALPN), and plain HTTP listeners always serve HTTP/1.x".into());
-        }
         Ok(Http2Limits {
             max_concurrent_streams: self.http2_max_concurrent_streams,
             initial_window_size: self.http2_initial_window_size,
@@ -936,7 +933,9 @@ impl Config {
     }
 
     /// The protocols TLS listeners offer by ALPN (RFC 7301), in order of
-    /// preference.
+    /// preference: --http-protocols, then http/1.1 whether listed or not,
+    /// as gunicorn does (a client that does not choose h2 is served
+    /// HTTP/1.1, never refused).
     fn alpn_protocols(&self) -> Vec<&'static [u8]> {
         self.http_protocols
             .iter()
@@ -944,6 +943,7 @@ impl Config {
                 HttpProtocol::H1 => &b"http/1.1"[..],
                 HttpProtocol::H2 => &b"h2"[..],
             })
+            .chain([&b"http/1.1"[..]])
             .fold(Vec::new(), |mut seen, p| {
                 if !seen.contains(&p) {
                     seen.push(p);
@@ -967,9 +967,10 @@ impl Config {
                 || self.ca_certs.is_some()
                 || self.cert_reqs != CertReqs::None
                 || self.ssl_keyfile_password.is_some()
+                || !self.reload_certs_every.is_zero()
             {
                 return Err(
-                    "--keyfile, --ssl-keyfile-password, --ca-certs and --cert-reqs need --certfile"
+                    "--keyfile, --ssl-keyfile-password, --ca-certs, --cert-reqs and --reload-certs-every need --certfile"
                         .into(),
                 );
             }

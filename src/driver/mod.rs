@@ -164,9 +164,6 @@ pub struct ServerCtx {
     /// Whether a plain HTTP connection from a trusted peer that opens with
     /// HTTP/2's preface is served as HTTP/2 (--http2-cleartext).
     pub http2_cleartext: bool,
-    /// Whether a TLS connection whose client did not choose h2 by ALPN is
-    /// served HTTP/1.x (h1 in --http-protocols).
-    pub http1_over_tls: bool,
     /// The socket pairs HTTP/2 streams may hold at once in this worker
     /// (`runtime::server::stream_pair_limit`).
     pub http2_pairs: Arc<Semaphore>,

@@ -115,15 +115,9 @@ pub async fn serve_tls<S: Socket>(
             conn.tls = Some(Arc::new(facts));
             if http2 {
                 http2::serve(stream, conn, ctx).await;
-            } else if ctx.http1_over_tls {
+            } else {
                 let (told, _) = oneshot::channel();
                 serve(stream, conn, ctx, told).await;
-            } else {
-                log_at!(
-                    Info,
-                    "{}: closed: the client did not choose h2 by ALPN, and --http-protocols has no h1",
-                    remote(&conn)
-                );
             }
         }
         Err(NotOpened::Refused) => {}

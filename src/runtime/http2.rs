@@ -82,8 +82,9 @@ where
         .initial_connection_window_size(limits.connection_window_size())
         .max_frame_size(limits.max_frame_size)
         .max_header_list_size(limits.max_header_list_size)
-        // Streams the client resets before they are accepted count
-        // against the same limit as those reset after (`StreamBudget`).
+        // Streams the client resets before they are accepted: h2 cuts the
+        // client off when this many wait to be accepted at once (those
+        // reset after are counted in a window, `StreamBudget`).
         .max_pending_accept_reset_streams(limits.max_reset_streams as usize)
         .max_send_buffer_size(SEND_BUFFER);
     let deadline = lane::deadline_after(ctx.header_timeout);
@@ -151,7 +152,10 @@ async fn drive<T>(
             Some(Closing::Idle(deadline) | Closing::CutOff(deadline)) => {
                 match tokio::time::timeout_at(deadline, connection.accept()).await {
                     Ok(accepted) => accepted,
-                    Err(_) if matches!(closing, Some(Closing::Idle(_))) && budget.any_running() => {
+                    Err(_)
+                        if matches!(closing, Some(Closing::Idle(_)))
+                            && (connection.has_streams() || budget.any_running()) =>
+                    {
                         closing = Some(Closing::Idle(after(ctx.socket_timeout)));
                         continue;
                     }
@@ -344,10 +348,9 @@ async fn serve_port(
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,
 ) {
-    // The relay sends nothing past a request's body, and has read the
-    // response whole before the port could close: no lingering.
+    // The relay has read the response whole before the port could close:
+    // no lingering.
     let mut bufs = ConnBuffers {
-        one_request: true,
         linger: false,
         ..ConnBuffers::new()
     };
@@ -470,6 +473,12 @@ async fn refuse_stream(
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,
 ) {
+    // Its pair counts against the worker's pairs like any other.
+    let Ok(pair) = ctx.http2_pairs.clone().try_acquire_owned() else {
+        let mut respond = respond;
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
+    };
     let (mut app_end, mut relay_end) = match UnixStream::pair() {
         Ok(pair) => pair,
         Err(_) => return,
@@ -477,6 +486,7 @@ async fn refuse_stream(
     // The driver's refusal waits with the lane's timeouts: a lane task.
     let lane_ctx = ctx.clone();
     ctx.lane.spawn(async move {
+        let _pair = pair;
         let framer = ResponseFramer::Direct(ResponseEncoder::new(1, is_head, false));
         driver::refuse(&mut app_end, framer, &err, &conn, &lane_ctx, None).await;
     });
@@ -524,10 +534,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let chunked = framing == BodyFraming::Chunked;
-    let relayed = AtomicU64::new(0);
+    let body_bytes = AtomicU64::new(0);
     let upload = async {
         match body {
-            Some(mut body) => relay_request_body(&mut body, &mut to_app, chunked, &relayed).await,
+            Some(mut body) => {
+                relay_request_body(&mut body, &mut to_app, chunked, &body_bytes).await
+            }
             None => Ok(()),
         }
     };
@@ -549,7 +561,7 @@ where
     };
     let all_relayed = match framing {
         BodyFraming::Empty => true,
-        BodyFraming::Length(n) => relayed.load(Ordering::Relaxed) == n,
+        BodyFraming::Length(n) => body_bytes.load(Ordering::Relaxed) == n,
         _ => false,
     };
     if uploaded.is_none() && all_relayed {
@@ -578,7 +590,7 @@ async fn relay_request_body<W: AsyncWrite + Unpin>(
     body: &mut RecvStream,
     to_app: &mut W,
     chunked: bool,
-    relayed: &AtomicU64,
+    body_bytes: &AtomicU64,
 ) -> Result<(), ()> {
     let mut framed = Vec::new();
     while let Some(data) = body.data().await {
@@ -597,7 +609,7 @@ async fn relay_request_body<W: AsyncWrite + Unpin>(
         } else {
             to_app.write_all(&data).await.map_err(drop)?;
         }
-        relayed.fetch_add(n as u64, Ordering::Relaxed);
+        body_bytes.fetch_add(n as u64, Ordering::Relaxed);
         let _ = body.flow_control().release_capacity(n);
     }
     if chunked {

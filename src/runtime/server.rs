@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 
-use crate::config::{Config, Http2Cleartext, HttpProtocol};
+use crate::config::{Config, Http2Cleartext};
 use crate::driver::lane::{self, Lane};
 use crate::driver::send_ahead::SenderThread;
 use crate::driver::static_files::StaticFiles;
@@ -187,7 +187,6 @@ pub fn run(
         metrics,
         http2: config.http2_limits()?,
         http2_cleartext: config.http2_cleartext != Http2Cleartext::Off,
-        http1_over_tls: config.http_protocols.contains(&HttpProtocol::H1),
         http2_pairs: Arc::new(Semaphore::new(stream_pair_limit(config.worker_connections))),
     });
     let max_connections = config.worker_connections as usize;
