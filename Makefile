@@ -39,7 +39,7 @@ docs: build ## Regenerate the README settings table from the declaration
 	$(PY) scripts/update_readme_settings.py
 
 bench: build ## Every workload against every peer (bench/results/<date>.md and .png), memory at 1,000 connections, then a 1,000,000-request soak
-	bench/setup.sh
+	bench/setup.sh --latency
 	bench/.venv/bin/python bench/run.py
 	bench/.venv/bin/python bench/latency.py
 	bench/.venv/bin/python bench/memory.py --save
@@ -53,7 +53,7 @@ bench-hello: build ## hello-world req/s, ferrule vs the no-Python hyper ceiling
 	bench/hello.sh
 
 bench-latency: build ## p50/p99/p99.9 at 50% and 90% of the best peer's saturation, with oha at a fixed rate
-	bench/setup.sh
+	bench/setup.sh --latency
 	bench/.venv/bin/python bench/latency.py
 
 bench-instructions: build ## Instructions per request under callgrind (repeatable on a noisy machine)

@@ -7,8 +7,8 @@ wrk measures latency at saturation, where every server's p99 is mostly
 queueing. Here each server gets the same fixed rate, well below saturation:
 
 1. Saturation: each server's requests/s with wrk (64 connections, pinned as
-   in bench/run.py), servers alternating; the best peer's (every server but
-   ferrule) sets the rates.
+   in bench/run.py), one server after the other; the best peer's (every
+   server but ferrule) sets the rates.
 2. For 50% and 90% of the best peer's saturation, every server in turn
    gets that rate from oha (`-q RATE --latency-correction`: latency is
    measured from when each request was due to be sent, not from when the
@@ -48,10 +48,10 @@ def oha(port, rate, seconds, cpus="1"):
     cmd = run.pin(cpus) + [str(OHA), "-z", f"{seconds}s", "-q", str(int(rate)), "-c", str(CONNECTIONS),
                            "--latency-correction", "--no-tui", "--output-format", "json",
                            f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
         data = json.loads(out.stdout)
-    except json.JSONDecodeError:
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
         return None
     pct = data.get("latencyPercentiles", {})
     summary = data.get("summary", {})
@@ -161,8 +161,14 @@ def main():
                 result, stolen = rows[(fraction, server)]
                 cells.append(f"{fmt(result, rate)}, steal {stolen:.1f}%")
             ours = rows[(fraction, "ferrule")][0] if "ferrule" in saturation else None
-            peer_tails = [rows[(fraction, s)][0] for s in saturation if s != "ferrule" and rows[(fraction, s)][0]]
-            met = bool(ours and peer_tails
+            # The peers that measured something: no NaN, whatever their
+            # errors (a peer that fails is no bar to clear).
+            peer_tails = [t for t in (rows[(fraction, s)][0] for s in saturation if s != "ferrule")
+                          if t and not math.isnan(t[1]) and not math.isnan(t[2])]
+            # ferrule must answer every request and keep up with the rate.
+            ours_clean = bool(ours and ours[4] == 0 and ours[3] >= 0.97 * rate
+                              and not math.isnan(ours[1]) and not math.isnan(ours[2]))
+            met = bool(ours_clean and peer_tails
                        and ours[1] <= min(t[1] for t in peer_tails)
                        and ours[2] <= min(t[2] for t in peer_tails))
             met_all &= met

@@ -21,7 +21,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 (cd hyper-hello && cargo build --release --quiet)
 # oha sends at a fixed rate, measuring from when each request was due
-# (bench/latency.py); built once into bench/.tools.
-if [ ! -x .tools/bin/oha ]; then
+# (bench/latency.py); built once into bench/.tools, for the targets that
+# run it (`bench/setup.sh --latency`: a few minutes' build the first time).
+if [ "${1:-}" = "--latency" ] && [ ! -x .tools/bin/oha ]; then
     cargo install oha --version 1.16.0 --locked --quiet --root .tools
 fi
