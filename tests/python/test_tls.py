@@ -292,7 +292,7 @@ def test_which_listeners_serve_tls(pki, started, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["-b", "https://127.0.0.1:0"], "an https:// --bind needs --certfile"),
-    (["--keyfile", "{pki}/server.key"], "--keyfile, --ssl-keyfile-password, --ca-certs and --cert-reqs need --certfile"),
+    (["--keyfile", "{pki}/server.key"], "--keyfile, --ssl-keyfile-password, --ca-certs, --cert-reqs and --reload-certs-every need --certfile"),
     (["--ssl-keyfile-password", "-starts-with-a-dash"], "need --certfile"),
     (["--certfile", "{pki}/missing.pem"], "--certfile {pki}/missing.pem"),
     (["--certfile", "{pki}/server.pem", "--keyfile", "{pki}/ca.pem"], "--keyfile {pki}/ca.pem"),
