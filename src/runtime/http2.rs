@@ -306,25 +306,46 @@ struct Port {
     jobs: mpsc::Sender<Job>,
 }
 
+/// A socket pair for a stream's request, counted against the worker's
+/// (`ServerCtx::http2_pairs`): its driver's end, its relay's end, and the
+/// permit the driver's end holds while open. None, logged, when the worker
+/// holds as many pairs as its open-file limit allows or the system makes
+/// none: the stream is then refused (REFUSED_STREAM, which clients retry).
+fn socket_pair(
+    ctx: &ServerCtx,
+) -> Option<(UnixStream, UnixStream, tokio::sync::OwnedSemaphorePermit)> {
+    let Ok(permit) = ctx.http2_pairs.clone().try_acquire_owned() else {
+        log_at!(
+            Warning,
+            "HTTP/2 stream refused: the worker holds as many socket pairs as its open-file limit (RLIMIT_NOFILE) allows"
+        );
+        return None;
+    };
+    match UnixStream::pair() {
+        Ok((app_end, relay_end)) => Some((app_end, relay_end, permit)),
+        Err(e) => {
+            log_at!(Error, "HTTP/2 stream refused: no socket pair for it: {e}");
+            None
+        }
+    }
+}
+
 /// The ports a connection's finished streams left for the next ones.
 #[derive(Default)]
 struct Ports(std::sync::Mutex<Vec<Port>>);
 
 impl Ports {
     /// A kept port, else a new one with its driver task started; None when
-    /// the worker holds as many pairs as its open-file limit allows.
-    fn take(&self, conn: &Arc<ConnInfo>, ctx: &Arc<ServerCtx>) -> std::io::Result<Option<Port>> {
+    /// there is no socket pair for one (`socket_pair`).
+    fn take(&self, conn: &Arc<ConnInfo>, ctx: &Arc<ServerCtx>) -> Option<Port> {
         if let Some(port) = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(Some(port));
+            return Some(port);
         }
-        let Ok(pair) = ctx.http2_pairs.clone().try_acquire_owned() else {
-            return Ok(None);
-        };
-        let (app_end, relay_end) = UnixStream::pair()?;
+        let (app_end, relay_end, pair) = socket_pair(ctx)?;
         let (jobs, queue) = mpsc::channel(1);
         let port_task = serve_port(app_end, pair, queue, conn.clone(), ctx.clone());
         ctx.lane.spawn(port_task);
-        Ok(Some(Port { relay_end, jobs }))
+        Some(Port { relay_end, jobs })
     }
 
     /// Keeps `port` for the connection's next streams, unless it has
@@ -413,21 +434,9 @@ async fn serve_stream(
         Ok(head) => head,
         Err(err) => return refuse_stream(err, respond, is_head, conn, ctx).await,
     };
-    let mut port = match ports.take(&conn, &ctx) {
-        Ok(Some(port)) => port,
-        Ok(None) => {
-            log_at!(
-                Warning,
-                "HTTP/2 stream refused: the worker holds as many socket pairs as its open-file limit (RLIMIT_NOFILE) allows"
-            );
-            respond.send_reset(Reason::REFUSED_STREAM);
-            return;
-        }
-        Err(e) => {
-            log_at!(Error, "HTTP/2 stream refused: no socket pair for it: {e}");
-            respond.send_reset(Reason::REFUSED_STREAM);
-            return;
-        }
+    let Some(mut port) = ports.take(&conn, &ctx) else {
+        respond.send_reset(Reason::REFUSED_STREAM);
+        return;
     };
     let framing = head.framing;
     let (finished, port_fit) = oneshot::channel();
@@ -473,15 +482,10 @@ async fn refuse_stream(
     conn: Arc<ConnInfo>,
     ctx: Arc<ServerCtx>,
 ) {
-    // Its pair counts against the worker's pairs like any other.
-    let Ok(pair) = ctx.http2_pairs.clone().try_acquire_owned() else {
+    let Some((mut app_end, mut relay_end, pair)) = socket_pair(&ctx) else {
         let mut respond = respond;
         respond.send_reset(Reason::REFUSED_STREAM);
         return;
-    };
-    let (mut app_end, mut relay_end) = match UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(_) => return,
     };
     // The driver's refusal waits with the lane's timeouts: a lane task.
     let lane_ctx = ctx.clone();
